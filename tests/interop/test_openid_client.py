@@ -1,0 +1,108 @@
+"""Interop: npm openid-client v6, a certified OpenID relying party, against our real server.
+
+The Node script (node/openid_client_flow.mjs) does discovery, code + PKCE through our login form,
+refresh, userinfo and revocation, and prints one JSON line. scripts/test runs `npm ci` in node/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import secrets
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.interop
+
+NODE_DIR = Path(__file__).parent / "node"
+SCRIPT = NODE_DIR / "openid_client_flow.mjs"
+EXPECTED_STEPS = [
+    "discovery",
+    "authorize",
+    "login_page",
+    "wrong_password",
+    "login",
+    "authorization_code_grant",
+    "refresh_token_grant",
+    "userinfo",
+    "revocation",
+    "refresh_after_revocation",
+    "userinfo_after_revocation",
+]
+
+
+def _unused_port() -> int:
+    # Only to vary the port of the loopback redirect URI (nothing listens on it): the client is
+    # registered with http://127.0.0.1/callback, which must match on any port (RFC 8252 7.3).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _run_node(env: dict[str, str]) -> tuple[int, str, str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not found: run scripts/test, which installs what the suite needs")
+    if not (NODE_DIR / "node_modules" / "openid-client").is_dir():
+        pytest.fail(f"npm packages missing in {NODE_DIR}: run scripts/test (it runs npm ci)")
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(SCRIPT),
+        cwd=NODE_DIR,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail("openid_client_flow.mjs did not finish within 120 s")
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_openid_client_code_flow_refresh_userinfo_revoke(authgear_server: Any) -> None:
+    email = f"interop-{secrets.token_hex(4)}@example.com"
+    password = secrets.token_urlsafe(18)
+    created = authgear_server.create_user(email, password)
+    if inspect.isawaitable(created):
+        await created
+
+    issuer = str(authgear_server.url).rstrip("/")
+    env = {
+        **os.environ,
+        "ISSUER": issuer,
+        "CLIENT_ID": authgear_server.native_client_id,
+        "REDIRECT_URI": f"http://127.0.0.1:{_unused_port()}/callback",
+        "EMAIL": email,
+        "PASSWORD": password,
+    }
+    code, out, err = await _run_node(env)
+
+    lines = out.strip().splitlines()
+    assert lines, f"no output from the Node script (exit {code}); stderr:\n{err}"
+    result = json.loads(lines[-1])
+    assert code == 0 and result["ok"], (
+        f"openid-client failed at step {result.get('step')!r}: {result.get('error')}\n"
+        f"result: {json.dumps(result, indent=2)}\nstderr:\n{err}"
+    )
+    assert result["steps"] == EXPECTED_STEPS
+    assert result["login_path"] == "/login"
+    assert result["wrong_password_status"] in (200, 400, 401)
+    assert "iss" in result["callback_params"]
+    client_id = authgear_server.native_client_id
+    assert result["id_token_aud"] in (client_id, [client_id])
+    assert result["id_token_has_sid"] is True
+    assert result["userinfo_email"] == email
+    assert result["refresh_rotated"] is False  # rotation is off by default (Authgear parity)
+    assert result["refresh_after_revocation_error"] == "invalid_grant"
+    assert result["userinfo_after_revocation_status"] == 401
