@@ -1,0 +1,70 @@
+"""The Authgear client SDK: sign in, keep the session, call your application server.
+
+>>> from authgear import Authgear
+>>> authgear = Authgear(client_id="...", endpoint="https://myapp.authgear.cloud")
+>>> authgear.configure()                      # no network call
+>>> authgear.authenticate()                   # system browser, loopback redirect
+>>> authgear.fetch_user_info()
+>>> authgear.fetch("GET", "https://api.example.com/me")
+"""
+
+from authgear.client._async import AsyncAuthgear
+from authgear.client._errors import (
+    AuthgearError,
+    CancelError,
+    IDTokenError,
+    KeyringUnavailableError,
+    LoginTimeoutError,
+    NetworkError,
+    NotConfiguredError,
+    OAuthError,
+    ServerError,
+    StateMismatchError,
+    TransientError,
+)
+from authgear.client._storage import (
+    FileTokenStorage,
+    KeyringTokenStorage,
+    MemoryTokenStorage,
+    StoredSession,
+    TokenStorage,
+)
+from authgear.client._sync import Authgear
+from authgear.client._types import (
+    AuthenticateResult,
+    OIDCConfiguration,
+    SessionState,
+    SessionStateChange,
+    SessionStateChangeReason,
+    UserInfo,
+)
+from authgear.client.adapters import AuthgearAuth, httpx_auth
+
+__all__ = [
+    "AsyncAuthgear",
+    "AuthenticateResult",
+    "Authgear",
+    "AuthgearAuth",
+    "AuthgearError",
+    "CancelError",
+    "FileTokenStorage",
+    "IDTokenError",
+    "KeyringTokenStorage",
+    "KeyringUnavailableError",
+    "LoginTimeoutError",
+    "MemoryTokenStorage",
+    "NetworkError",
+    "NotConfiguredError",
+    "OAuthError",
+    "OIDCConfiguration",
+    "ServerError",
+    "SessionState",
+    "SessionStateChange",
+    "SessionStateChangeReason",
+    "StateMismatchError",
+    "StoredSession",
+    "TokenStorage",
+    "TransientError",
+    "UserInfo",
+    "httpx_auth",
+]

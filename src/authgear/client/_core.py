@@ -1,0 +1,708 @@
+"""The sans-IO core of the client SDK.
+
+It holds the session and makes every decision (is a refresh needed, what request to send,
+what a response means for the session) but performs no I/O. Each operation is a generator
+("flow") that yields effects -- an :class:`HTTPRequest` to send, or a storage operation --
+and receives their results, like an httpx ``Auth.auth_flow``. The sync :class:`Authgear`
+and the async :class:`AsyncAuthgear` are thin drivers of the same flows; they add only the
+locks and the transport.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import jwt
+
+from authgear.client._errors import (
+    AuthgearError,
+    IDTokenError,
+    OAuthError,
+    ServerError,
+    StateMismatchError,
+    TransientError,
+)
+from authgear.client._storage import StoredSession
+from authgear.client._types import (
+    AuthenticateResult,
+    OIDCConfiguration,
+    SessionState,
+    SessionStateChange,
+    SessionStateChangeReason,
+    UserInfo,
+)
+
+__all__ = [
+    "DEFAULT_SCOPES",
+    "DeleteStore",
+    "Flow",
+    "HTTPRequest",
+    "HTTPResponse",
+    "LoadStore",
+    "PendingAuthorization",
+    "SaveStore",
+    "SessionCore",
+    "is_bearer_challenge",
+]
+
+logger = logging.getLogger("authgear.client")
+
+T = TypeVar("T")
+
+DEFAULT_SCOPES = ("openid", "offline_access", "https://authgear.com/scopes/full-access")
+REFRESH_RATIO = 0.9
+ID_TOKEN_LEEWAY = 60.0
+
+
+# --- effects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+
+    def __repr__(self) -> str:  # bodies and headers may hold tokens
+        return f"HTTPRequest({self.method} {self.url})"
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    status_code: int
+    headers: Mapping[str, str]  # keys lower-cased
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"HTTPResponse({self.status_code})"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadStore:
+    """Read the stored session; the driver sends back ``StoredSession | None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStore:
+    record: StoredSession
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteStore:
+    """Delete the stored session."""
+
+
+Effect = HTTPRequest | LoadStore | SaveStore | DeleteStore
+Flow = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAuthorization:
+    """What ``make_authorize_url`` remembers until ``finish_authentication``."""
+
+    state: str
+    nonce: str
+    code_verifier: str = field(repr=False)
+    redirect_uri: str
+    x_state: str | None = None
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _form(fields: Mapping[str, str]) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    headers = (
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("accept", "application/json"),
+    )
+    return headers, urlencode(fields).encode("ascii")
+
+
+def _strip_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _parse_json(resp: HTTPResponse, what: str) -> Any:
+    try:
+        return json.loads(resp.content.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        ctype = resp.headers.get("content-type", "no content type")
+        raise ServerError(
+            f"{what} answered HTTP {resp.status_code} with a body that is not JSON ({ctype})",
+            status_code=resp.status_code,
+        ) from None
+
+
+def _www_authenticate_params(value: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    rest = value.strip()
+    if " " in rest:
+        rest = rest.split(" ", 1)[1]
+    else:
+        return params
+    i = 0
+    n = len(rest)
+    while i < n:
+        while i < n and rest[i] in " ,":
+            i += 1
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        key = rest[i:eq].strip().lower()
+        i = eq + 1
+        if i < n and rest[i] == '"':
+            i += 1
+            buf = []
+            while i < n and rest[i] != '"':
+                if rest[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(rest[i])
+                i += 1
+            i += 1
+            params[key] = "".join(buf)
+        else:
+            end = rest.find(",", i)
+            end = n if end < 0 else end
+            params[key] = rest[i:end].strip()
+            i = end
+    return params
+
+
+def is_bearer_challenge(status_code: int, www_authenticate: str | None) -> bool:
+    """True for a 401 whose challenge says the Bearer token itself was bad (RFC 6750 3.1):
+    worth one refresh and one retry. Not for ``insufficient_scope`` or ``invalid_request``."""
+    if status_code != 401 or not www_authenticate:
+        return False
+    if not www_authenticate.lstrip().lower().startswith("bearer"):
+        return False
+    error = _www_authenticate_params(www_authenticate).get("error")
+    return error not in {"insufficient_scope", "invalid_request"}
+
+
+def _raise_for_error(resp: HTTPResponse, what: str) -> None:
+    status = resp.status_code
+    if 200 <= status < 300:
+        return
+    try:
+        body = json.loads(resp.content.decode("utf-8")) if resp.content else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    oauth: OAuthError | None = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        desc = body.get("error_description")
+        uri = body.get("error_uri")
+        oauth = OAuthError(
+            body["error"],
+            desc if isinstance(desc, str) else None,
+            uri if isinstance(uri, str) else None,
+            status_code=status,
+        )
+    elif status == 401 and resp.headers.get("www-authenticate"):
+        params = _www_authenticate_params(resp.headers["www-authenticate"])
+        if "error" in params:
+            oauth = OAuthError(
+                params["error"],
+                params.get("error_description"),
+                params.get("error_uri"),
+                status_code=status,
+            )
+    if status == 429 or status >= 500:
+        detail = f" ({oauth})" if oauth is not None else ""
+        raise TransientError(f"{what} answered HTTP {status}{detail}", status_code=status)
+    if oauth is not None:
+        raise oauth
+    ctype = resp.headers.get("content-type", "no content type")
+    raise ServerError(
+        f"{what} answered HTTP {status} without an OAuth error body ({ctype})",
+        status_code=status,
+    )
+
+
+# --- the core ------------------------------------------------------------------------------
+
+
+class SessionCore:
+    """Session state and protocol decisions; no I/O (see the module docstring)."""
+
+    def __init__(
+        self,
+        client_id: str,
+        endpoint: str,
+        *,
+        name: str = "default",
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not client_id:
+            raise ValueError("client_id is required")
+        parts = urlsplit(endpoint)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
+        self.client_id = client_id
+        self.endpoint = endpoint.rstrip("/")
+        self.name = name
+        self.scopes = scopes
+        self.clock = clock
+        self._session: StoredSession | None = None
+        self._rejected_access_token: str | None = None
+        self._state = SessionState.UNKNOWN
+        self._reason: SessionStateChangeReason | None = None
+        self._config: OIDCConfiguration | None = None
+        self._jwks: dict[str, Any] | None = None
+        self._events: deque[SessionStateChange] = deque()
+        self._listeners: list[Callable[[SessionStateChange], object]] = []
+        self._listeners_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionCore(client_id={self.client_id!r}, endpoint={self.endpoint!r}, "
+            f"name={self.name!r}, state={self._state.value})"
+        )
+
+    # state and events
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def reason(self) -> SessionStateChangeReason | None:
+        return self._reason
+
+    @property
+    def session(self) -> StoredSession | None:
+        return self._session
+
+    @property
+    def access_token(self) -> str | None:
+        s = self._session
+        return s.access_token if s is not None else None
+
+    def _set_state(self, state: SessionState, reason: SessionStateChangeReason) -> None:
+        if state == self._state and reason == self._reason:
+            return
+        self._state = state
+        self._reason = reason
+        self._events.append(SessionStateChange(state, reason))
+
+    def add_listener(self, listener: Callable[[SessionStateChange], object]) -> Callable[[], None]:
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def dispatch_events(self) -> None:
+        """Tell listeners of pending changes. Drivers call it outside their locks."""
+        while True:
+            try:
+                change = self._events.popleft()
+            except IndexError:
+                return
+            with self._listeners_lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                try:
+                    listener(change)
+                except Exception:
+                    logger.exception("session state listener %r raised; ignored", listener)
+
+    def configure(self, record: StoredSession | None) -> None:
+        self._session = record
+        self._rejected_access_token = None
+        if record is not None:
+            self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.FOUND_TOKEN)
+        else:
+            self._set_state(SessionState.NO_SESSION, SessionStateChangeReason.NO_TOKEN)
+
+    def _adopt(self, record: StoredSession | None) -> None:
+        """Take the record another thread or process stored as the truth."""
+        if record is None:
+            if self._session is not None:
+                self._session = None
+                self._rejected_access_token = None
+                self._set_state(SessionState.NO_SESSION, SessionStateChangeReason.CLEAR)
+            return
+        if self._session is None:
+            self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.FOUND_TOKEN)
+        self._session = record
+
+    def _drop(self, reason: SessionStateChangeReason) -> None:
+        self._session = None
+        self._rejected_access_token = None
+        self._set_state(SessionState.NO_SESSION, reason)
+
+    # decisions
+
+    def needs_refresh(self, now: float | None = None) -> bool:
+        s = self._session
+        if s is None:
+            return False
+        if s.access_token is None or s.refresh_after is None:
+            return True
+        if self._rejected_access_token is not None and s.access_token == (
+            self._rejected_access_token
+        ):
+            return True
+        return (self.clock() if now is None else now) >= s.refresh_after
+
+    def mark_rejected(self, access_token: str | None) -> None:
+        """A resource server refused ``access_token``: refresh even if it looks fresh."""
+        if access_token is not None:
+            self._rejected_access_token = access_token
+
+    # flows
+
+    def discovery_flow(self) -> Flow[OIDCConfiguration]:
+        if self._config is not None:
+            return self._config
+        url = self.endpoint + "/.well-known/openid-configuration"
+        resp: HTTPResponse = yield HTTPRequest("GET", url, (("accept", "application/json"),))
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise TransientError(
+                f"discovery at {url} answered HTTP {resp.status_code}",
+                status_code=resp.status_code,
+            )
+        if resp.status_code != 200:
+            raise ServerError(
+                f"discovery at {url} answered HTTP {resp.status_code}; is {self.endpoint} "
+                "an Authgear endpoint?",
+                status_code=resp.status_code,
+            )
+        config = OIDCConfiguration.from_document(_parse_json(resp, f"discovery at {url}"), url)
+        self._config = config
+        return config
+
+    def _token_from_response(
+        self,
+        resp: HTTPResponse,
+        what: str,
+        now: float,
+        previous: StoredSession | None,
+    ) -> StoredSession:
+        _raise_for_error(resp, what)
+        body = _parse_json(resp, what)
+        if not isinstance(body, dict):
+            raise ServerError(f"{what} answered a JSON value that is not an object")
+        access_token = body.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise ServerError(f"{what} answered without access_token")
+        token_type = body.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise ServerError(f"{what} answered token_type {token_type!r}, expected 'Bearer'")
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)
+        if (
+            not isinstance(expires_in, int | float)
+            or isinstance(expires_in, bool)
+            or expires_in <= 0
+        ):
+            raise ServerError(
+                f"{what} answered without a usable expires_in ({expires_in!r}); "
+                "the SDK cannot tell when to refresh"
+            )
+        refresh_token = body.get("refresh_token")
+        if not isinstance(refresh_token, str) or not refresh_token:
+            if previous is None:
+                raise ServerError(
+                    f"{what} answered without refresh_token: the server did not grant "
+                    "offline_access (with some servers, prompt='consent' is needed)"
+                )
+            refresh_token = previous.refresh_token
+        id_token = body.get("id_token")
+        if not isinstance(id_token, str) or not id_token:
+            id_token = previous.id_token if previous is not None else None
+        return StoredSession(
+            refresh_token=refresh_token,
+            access_token=access_token,
+            expires_at=now + float(expires_in),
+            refresh_after=now + REFRESH_RATIO * float(expires_in),
+            id_token=id_token,
+        )
+
+    def refresh_flow(self) -> Flow[None]:
+        """Run with the storage lock held. Re-reads the store first (another thread or process
+        may have refreshed already), refreshes when still needed, and on ``invalid_grant``
+        re-reads the store before clearing, so losing a race never logs the user out."""
+        self._adopt((yield LoadStore()))
+        for _attempt in range(2):
+            if not self.needs_refresh():
+                return
+            session = self._session
+            assert session is not None
+            config = yield from self.discovery_flow()
+            now = self.clock()
+            headers, body = _form(
+                {
+                    "grant_type": "refresh_token",
+                    "client_id": self.client_id,
+                    "refresh_token": session.refresh_token,
+                }
+            )
+            resp: HTTPResponse = yield HTTPRequest("POST", config.token_endpoint, headers, body)
+            try:
+                record = self._token_from_response(resp, "token endpoint", now, session)
+            except OAuthError as e:
+                if e.error != "invalid_grant":
+                    raise
+                latest: StoredSession | None = yield LoadStore()
+                if latest is not None and latest.refresh_token != session.refresh_token:
+                    logger.info("refresh token was replaced by another holder of the store")
+                    self._adopt(latest)
+                    continue
+                logger.info("refresh token is no longer valid; session cleared")
+                yield DeleteStore()
+                self._drop(SessionStateChangeReason.INVALID)
+                return
+            yield SaveStore(record)
+            self._session = record
+            self._rejected_access_token = None
+            return
+
+    def invalidate_flow(self, used_refresh_token: str) -> Flow[None]:
+        """The server said the session behind ``used_refresh_token`` is invalid."""
+        latest: StoredSession | None = yield LoadStore()
+        if latest is not None and latest.refresh_token != used_refresh_token:
+            self._adopt(latest)
+            return
+        if self._session is not None and self._session.refresh_token != used_refresh_token:
+            return
+        yield DeleteStore()
+        self._drop(SessionStateChangeReason.INVALID)
+
+    def clear_flow(self) -> Flow[None]:
+        yield DeleteStore()
+        self._drop(SessionStateChangeReason.CLEAR)
+
+    def logout_flow(self, force: bool) -> Flow[None]:
+        latest: StoredSession | None = yield LoadStore()
+        session = latest or self._session
+        if session is not None:
+            try:
+                config = yield from self.discovery_flow()
+                headers, body = _form({"token": session.refresh_token, "client_id": self.client_id})
+                resp: HTTPResponse = yield HTTPRequest(
+                    "POST", config.revocation_endpoint, headers, body
+                )
+                _raise_for_error(resp, "revocation endpoint")
+            except AuthgearError:
+                if not force:
+                    raise
+                logger.warning("revoking the refresh token failed; clearing the session anyway")
+        yield DeleteStore()
+        self._drop(SessionStateChangeReason.LOGOUT)
+
+    def userinfo_flow(self) -> Flow[UserInfo]:
+        config = yield from self.discovery_flow()
+        headers: tuple[tuple[str, str], ...] = (("accept", "application/json"),)
+        token = self.access_token
+        if token is not None:
+            headers += (("authorization", f"Bearer {token}"),)
+        resp: HTTPResponse = yield HTTPRequest("GET", config.userinfo_endpoint, headers)
+        _raise_for_error(resp, "userinfo endpoint")
+        return UserInfo.from_claims(_parse_json(resp, "userinfo endpoint"))
+
+    # authorization code flow
+
+    def authorize_flow(
+        self,
+        redirect_uri: str,
+        *,
+        page: str | None = None,
+        prompt: str | list[str] | None = None,
+        login_hint: str | None = None,
+        ui_locales: str | list[str] | None = None,
+        state: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> Flow[tuple[str, PendingAuthorization]]:
+        config = yield from self.discovery_flow()
+        verifier = secrets.token_urlsafe(48)
+        challenge = _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+        pending = PendingAuthorization(
+            state=secrets.token_urlsafe(24),
+            nonce=secrets.token_urlsafe(24),
+            code_verifier=verifier,
+            redirect_uri=redirect_uri,
+            x_state=state,
+        )
+        params: dict[str, str] = {
+            "client_id": self.client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(self.scopes),
+            "state": pending.state,
+            "nonce": pending.nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        if page is not None:
+            if page not in {"login", "signup"}:
+                raise ValueError("page must be 'login' or 'signup'")
+            params["x_page"] = page
+        if prompt:
+            params["prompt"] = prompt if isinstance(prompt, str) else " ".join(prompt)
+        if login_hint:
+            params["login_hint"] = login_hint
+        if ui_locales:
+            params["ui_locales"] = (
+                ui_locales if isinstance(ui_locales, str) else " ".join(ui_locales)
+            )
+        if state is not None:
+            params["x_state"] = state
+        if extra_params:
+            params.update(extra_params)
+        parts = urlsplit(config.authorization_endpoint)
+        query = parts.query + ("&" if parts.query else "") + urlencode(params)
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        return url, pending
+
+    @staticmethod
+    def parse_callback(callback_url: str) -> dict[str, str]:
+        parts = urlsplit(callback_url)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        if not params and parts.fragment:
+            params = dict(parse_qsl(parts.fragment, keep_blank_values=True))
+        return params
+
+    def finish_flow(
+        self, pending: PendingAuthorization, params: Mapping[str, str]
+    ) -> Flow[AuthenticateResult]:
+        """Run with the storage lock held. ``params`` are the callback's query parameters and
+        their ``state`` already matched ``pending``."""
+        if "error" in params:
+            raise OAuthError(
+                params["error"], params.get("error_description"), params.get("error_uri")
+            )
+        code = params.get("code")
+        if not code:
+            raise ServerError("the authorization response has neither code nor error")
+        config = yield from self.discovery_flow()
+        iss = params.get("iss")
+        if iss is not None and iss != config.issuer:
+            raise AuthgearError(
+                f"the authorization response came from issuer {iss!r}, expected "
+                f"{config.issuer!r} (RFC 9207)"
+            )
+        now = self.clock()
+        headers, body = _form(
+            {
+                "grant_type": "authorization_code",
+                "client_id": self.client_id,
+                "code": code,
+                "redirect_uri": pending.redirect_uri,
+                "code_verifier": pending.code_verifier,
+            }
+        )
+        resp: HTTPResponse = yield HTTPRequest("POST", config.token_endpoint, headers, body)
+        record = self._token_from_response(resp, "token endpoint", now, None)
+        if record.id_token is None:
+            raise IDTokenError("the token response has no id_token (was 'openid' granted?)")
+        claims = yield from self._verify_id_token(record.id_token, pending.nonce, config)
+        yield SaveStore(record)
+        self._session = record
+        self._rejected_access_token = None
+        self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.AUTHENTICATED)
+        return AuthenticateResult(
+            sub=str(claims["sub"]), id_token_claims=claims, state=pending.x_state
+        )
+
+    def _jwks_flow(self, config: OIDCConfiguration, refetch: bool) -> Flow[dict[str, Any]]:
+        if self._jwks is not None and not refetch:
+            return self._jwks
+        resp: HTTPResponse = yield HTTPRequest(
+            "GET", config.jwks_uri, (("accept", "application/json"),)
+        )
+        _raise_for_error(resp, "JWKS endpoint")
+        doc = _parse_json(resp, "JWKS endpoint")
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise ServerError(f"the JWKS at {config.jwks_uri} has no 'keys' list")
+        self._jwks = doc
+        return doc
+
+    def _verify_id_token(
+        self, id_token: str, nonce: str, config: OIDCConfiguration
+    ) -> Flow[dict[str, Any]]:
+        try:
+            header = jwt.get_unverified_header(id_token)
+        except jwt.PyJWTError as e:
+            raise IDTokenError(f"the ID token is not a JWS: {e}") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg.lower() == "none" or alg.startswith("HS"):
+            raise IDTokenError(f"the ID token uses a refused algorithm {alg!r}")
+        if alg not in config.id_token_signing_alg_values_supported:
+            raise IDTokenError(f"the ID token algorithm {alg!r} is not advertised by the server")
+        kid = header.get("kid")
+        key: jwt.PyJWK | None = None
+        for refetch in (False, True):
+            jwks = yield from self._jwks_flow(config, refetch)
+            candidates = [
+                k
+                for k in jwks["keys"]
+                if isinstance(k, dict)
+                and (kid is None or k.get("kid") == kid)
+                and k.get("use", "sig") == "sig"
+            ]
+            if len(candidates) == 1 or (kid is not None and candidates):
+                try:
+                    key = jwt.PyJWK(candidates[0], algorithm=alg)
+                except jwt.PyJWTError as e:
+                    raise IDTokenError(f"the signing key is unusable: {e}") from None
+                break
+        if key is None:
+            raise IDTokenError(f"no key in the JWKS matches the ID token (kid {kid!r})")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                id_token,
+                key=key,
+                algorithms=[alg],
+                audience=self.client_id,
+                issuer=config.issuer,
+                leeway=ID_TOKEN_LEEWAY,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as e:
+            raise IDTokenError(f"the ID token failed verification: {e}") from None
+        got = claims.get("nonce")
+        if not isinstance(got, str) or not hmac.compare_digest(got, nonce):
+            raise IDTokenError("the ID token nonce does not match the one sent")
+        return claims
+
+    def check_state(
+        self, pending: Mapping[str, PendingAuthorization], params: Mapping[str, str]
+    ) -> PendingAuthorization:
+        state = params.get("state")
+        if not state:
+            raise StateMismatchError("the redirect carries no state parameter")
+        for key, candidate in pending.items():
+            if hmac.compare_digest(key, state):
+                return candidate
+        raise StateMismatchError(
+            "the redirect's state was not issued by this SDK instance, or was already used"
+        )
+
+
+def strip_query(url: str) -> str:
+    return _strip_query(url)

@@ -1,0 +1,92 @@
+"""Errors of the client SDK. Every failure is one of these; none is a silent ``None``."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthgearError",
+    "CancelError",
+    "IDTokenError",
+    "KeyringUnavailableError",
+    "LoginTimeoutError",
+    "NetworkError",
+    "NotConfiguredError",
+    "OAuthError",
+    "ServerError",
+    "StateMismatchError",
+    "TransientError",
+]
+
+
+class AuthgearError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class NotConfiguredError(AuthgearError):
+    """A method that needs the SDK configured was called before ``configure()``."""
+
+
+class OAuthError(AuthgearError):
+    """The server answered with an OAuth 2.0 error (RFC 6749 section 5.2, RFC 6750 section 3)."""
+
+    def __init__(
+        self,
+        error: str,
+        error_description: str | None = None,
+        error_uri: str | None = None,
+        *,
+        status_code: int | None = None,
+    ) -> None:
+        self.error = error
+        self.error_description = error_description
+        self.error_uri = error_uri
+        self.status_code = status_code
+        message = error if not error_description else f"{error}: {error_description}"
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthError(error={self.error!r}, error_description={self.error_description!r}, "
+            f"error_uri={self.error_uri!r}, status_code={self.status_code!r})"
+        )
+
+
+class ServerError(AuthgearError):
+    """The server answered, but not in a way the protocol allows (a non-JSON token response,
+    a missing field, a discovery document without endpoints). Retrying will not help."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class TransientError(AuthgearError):
+    """A failure worth retrying later: the server is unreachable, timed out, rate limited
+    (429) or failed (5xx). The session is kept."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class NetworkError(TransientError):
+    """No HTTP response at all: connection refused, DNS failure, timeout, reset."""
+
+
+class CancelError(AuthgearError):
+    """The user or the application cancelled an interactive authentication."""
+
+
+class LoginTimeoutError(AuthgearError, TimeoutError):
+    """Interactive authentication did not finish in time."""
+
+
+class StateMismatchError(AuthgearError):
+    """A redirect came back with a ``state`` this SDK did not issue (or already used)."""
+
+
+class IDTokenError(AuthgearError):
+    """The ID token failed verification (signature, issuer, audience, expiry or nonce)."""
+
+
+class KeyringUnavailableError(AuthgearError):
+    """The keyring token storage was chosen but no usable OS keyring backend exists."""

@@ -1,0 +1,375 @@
+"""Server configuration: a YAML file in the data folder, overridable by environment variables.
+
+Environment variables are ``AUTHGEAR_<KEY>`` for top-level keys and ``AUTHGEAR_<KEY>__<SUBKEY>`` for
+nested ones, e.g. ``AUTHGEAR_PUBLIC_ORIGIN`` or ``AUTHGEAR_RATE_LIMITS__ENABLED=false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILE = "authgear.yaml"
+ENV_PREFIX = "AUTHGEAR_"
+
+# Authgear's defaults (seconds).
+DEFAULT_ACCESS_TOKEN_LIFETIME = 1800
+DEFAULT_REFRESH_TOKEN_LIFETIME = 31449600  # 52 weeks
+DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT = 2592000  # 30 days
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one readable line."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClientConfig(_Model):
+    id: str = Field(min_length=1, max_length=200)
+    name: str = ""
+    type: Literal["public", "confidential"] = "public"
+    # "sha256:<hex>" of the client secret; only for confidential clients.
+    client_secret_hash: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    access_token_lifetime: int = Field(default=DEFAULT_ACCESS_TOKEN_LIFETIME, ge=300)
+    refresh_token_lifetime: int = Field(default=DEFAULT_REFRESH_TOKEN_LIFETIME, ge=300)
+    refresh_token_idle_timeout: int = Field(default=DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT, ge=300)
+    refresh_token_idle_timeout_enabled: bool = True
+    refresh_token_rotation: bool = False
+    # How long a just-rotated refresh token stays usable for the client's own concurrent retry.
+    refresh_token_rotation_grace_period: int = Field(default=10, ge=0, le=300)
+    access_token_format: Literal["jwt", "opaque"] = "jwt"
+
+    @field_validator("client_secret_hash")
+    @classmethod
+    def _check_hash(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        algo, _, digest = v.partition(":")
+        if algo != "sha256" or len(digest) != 64:
+            raise ValueError("must be 'sha256:<64 hex digits>' (see `authgear hash-secret`)")
+        try:
+            bytes.fromhex(digest)
+        except ValueError as e:
+            raise ValueError("must be 'sha256:<64 hex digits>'") from e
+        return v
+
+    @field_validator("redirect_uris", "post_logout_redirect_uris")
+    @classmethod
+    def _check_uris(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in v:
+            parts = urlsplit(uri)
+            if not parts.scheme or parts.fragment:
+                raise ValueError(f"{uri!r} must be an absolute URI without a fragment")
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"{origin!r} must be an origin like https://app.example.com")
+        return v
+
+    @model_validator(mode="after")
+    def _check_type(self) -> ClientConfig:
+        if self.type == "confidential" and not self.client_secret_hash:
+            raise ValueError("a confidential client needs client_secret_hash")
+        if self.type == "public" and self.client_secret_hash:
+            raise ValueError("a public client has no client_secret_hash")
+        return self
+
+    @property
+    def is_public(self) -> bool:
+        return self.type == "public"
+
+    def check_secret(self, secret: str) -> bool:
+        if not self.client_secret_hash:
+            return False
+        expected = self.client_secret_hash.partition(":")[2]
+        actual = hashlib.sha256(secret.encode()).hexdigest()
+        return hmac.compare_digest(expected, actual)
+
+
+class SessionConfig(_Model):
+    cookie_name: str = "session"
+    lifetime: int = Field(default=DEFAULT_REFRESH_TOKEN_LIFETIME, ge=60)
+    idle_timeout: int = Field(default=DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT, ge=60)
+    idle_timeout_enabled: bool = True
+
+
+class RateLimitConfig(_Model):
+    enabled: bool = True
+    # Requests per minute to the token endpoint from one IP address.
+    token_per_ip_per_minute: int = Field(default=600, ge=1)
+    # Failed password checks per minute from one IP address.
+    password_failures_per_ip_per_minute: int = Field(default=30, ge=1)
+    # Authorize and login/signup page requests per minute from one IP.
+    authorize_per_ip_per_minute: int = Field(default=600, ge=1)
+    signup_per_ip_per_hour: int = Field(default=60, ge=1)
+
+
+class LockoutConfig(_Model):
+    enabled: bool = True
+    max_attempts: int = Field(default=6, ge=1)
+    # Failures are counted within this window.
+    history_duration: int = Field(default=300, ge=1)
+    # First lockout lasts this long, then doubles per further failure, up to maximum_duration.
+    minimum_duration: int = Field(default=60, ge=1)
+    maximum_duration: int = Field(default=3600, ge=1)
+
+
+class ServerConfig(_Model):
+    # None: http://<host>:<port>.
+    public_origin: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=0, le=65535)
+    # Serve the resolver on its own port too (Authgear uses 3001). None: main port only.
+    resolver_port: int | None = Field(default=None, ge=0, le=65535)
+    database_url: str | None = None
+    app_name: str = "Authgear"
+    clients: tuple[ClientConfig, ...] = ()
+    session: SessionConfig = SessionConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    lockout: LockoutConfig = LockoutConfig()
+    # Trust X-Forwarded-For / X-Forwarded-Proto from these proxy addresses.
+    trusted_proxies: tuple[str, ...] = ()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("public_origin")
+    @classmethod
+    def _check_origin(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an origin like https://auth.example.com")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be an origin without a path")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _unique_clients(self) -> ServerConfig:
+        seen: set[str] = set()
+        for c in self.clients:
+            if c.id in seen:
+                raise ValueError(f"client id {c.id!r} appears twice")
+            seen.add(c.id)
+        return self
+
+    def client(self, client_id: str) -> ClientConfig | None:
+        for c in self.clients:
+            if c.id == client_id:
+                return c
+        return None
+
+    @property
+    def issuer(self) -> str:
+        if self.public_origin:
+            return self.public_origin
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.issuer.startswith("https://")
+
+
+class Settings:
+    """A loaded configuration plus where it came from."""
+
+    def __init__(self, config: ServerConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+
+    @property
+    def database_url(self) -> str:
+        if self.config.database_url:
+            return self.config.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'authgear.db'}"
+
+
+def _coerce_env(value: str) -> Any:
+    low = value.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("null", "none", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    out = dict(raw)
+    skip = {"AUTHGEAR_DATA_DIR", "AUTHGEAR_CONFIG"}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in skip:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        target = out
+        for key in path[:-1]:
+            nested = target.get(key)
+            nested = dict(nested) if isinstance(nested, dict) else {}
+            target[key] = nested
+            target = nested
+        target[path[-1]] = _coerce_env(value)
+    return out
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {where}: {first['msg']}{more}"
+
+
+def load_settings(
+    data_dir: Path, config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    env = os.environ if environ is None else environ
+    path = config_path or data_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (run `authgear serve` once to create it)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw = apply_env(raw, env)
+    try:
+        config = ServerConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(path, e)) from None
+    return Settings(config, data_dir)
+
+
+def hash_client_secret(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def default_config_text(host: str, port: int) -> tuple[str, dict[str, str]]:
+    """The commented YAML written on first run, and the generated client ids."""
+    native_id = "native-" + uuid.uuid4().hex[:12]
+    web_id = "web-" + uuid.uuid4().hex[:12]
+    # Example web app (examples/) runs on port 8000.
+    text = f"""\
+# Authgear server configuration. Every value can be overridden by an environment variable:
+# AUTHGEAR_<KEY> for top-level keys, AUTHGEAR_<KEY>__<SUBKEY> for nested ones
+# (for example AUTHGEAR_PUBLIC_ORIGIN=https://auth.example.com or AUTHGEAR_RATE_LIMITS__ENABLED=false).
+
+# The origin apps and browsers use to reach this server. It is the token issuer and the base of every
+# endpoint URL; set it to the public https origin when the server runs behind a reverse proxy.
+# null: http://<host>:<port>.
+public_origin: null
+
+# Where `authgear serve` listens.
+host: {host}
+port: {port}
+
+# Also serve the resolver (/_resolver/resolve) on its own port, as Authgear does on 3001. null: off.
+resolver_port: null
+
+# SQLAlchemy URL of the database. null: SQLite in this data folder (authgear.db).
+database_url: null
+
+# Name shown on the login and sign-up pages.
+app_name: Authgear
+
+# Proxy addresses whose X-Forwarded-For / X-Forwarded-Proto headers are trusted.
+trusted_proxies: []
+
+clients:
+  # A public client for native and command-line apps (the Python SDK's `authenticate()`).
+  # A loopback redirect URI (http://127.0.0.1/... or http://localhost/...) matches any port (RFC 8252).
+  - id: {native_id}
+    name: Native app
+    type: public
+    redirect_uris:
+      - http://127.0.0.1/callback
+      - http://localhost/callback
+    post_logout_redirect_uris: []
+    allowed_origins: []
+    access_token_lifetime: 1800        # seconds, at least 300
+    refresh_token_lifetime: 31449600   # 52 weeks
+    refresh_token_idle_timeout: 2592000  # 30 days
+    refresh_token_rotation: false      # true: each refresh returns a new refresh token
+    access_token_format: jwt           # or: opaque
+
+  # A public client for the example web app in examples/ (a browser app on port 8000).
+  - id: {web_id}
+    name: Example web app
+    type: public
+    redirect_uris:
+      - http://127.0.0.1:8000/auth/callback
+      - http://localhost:8000/auth/callback
+    post_logout_redirect_uris:
+      - http://127.0.0.1:8000/
+      - http://localhost:8000/
+    allowed_origins:
+      - http://127.0.0.1:8000
+      - http://localhost:8000
+
+  # A confidential client (a server-side web app) looks like this; create the hash with
+  # `authgear hash-secret`:
+  # - id: my-backend
+  #   type: confidential
+  #   client_secret_hash: sha256:...
+  #   redirect_uris: [https://app.example.com/callback]
+
+# The browser (IdP) session behind the login page's cookie.
+session:
+  cookie_name: session
+  lifetime: 31449600
+  idle_timeout: 2592000
+
+# Requests over a limit get HTTP 429 with error "x_rate_limited".
+rate_limits:
+  enabled: true
+  token_per_ip_per_minute: 600
+  password_failures_per_ip_per_minute: 30
+  authorize_per_ip_per_minute: 600
+  signup_per_ip_per_hour: 60
+
+# Too many wrong passwords for one account lock it for a while (doubling up to maximum_duration).
+lockout:
+  enabled: true
+  max_attempts: 6
+  history_duration: 300
+  minimum_duration: 60
+  maximum_duration: 3600
+
+log_level: info
+"""
+    return text, {"native": native_id, "web": web_id}
+

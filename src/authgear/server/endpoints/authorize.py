@@ -1,0 +1,287 @@
+"""GET/POST /oauth2/authorize: validate the request, then skip the form with a live browser
+session or send the user to the login / sign-up page."""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from authgear.server.config import ClientConfig
+from authgear.server.http import OAuthError, client_ip, query_params, read_form
+from authgear.server.sessions import now_s, session_from_cookie
+from authgear.server.state import ServerState, get_state
+from authgear.server.storage import AuthCode, IdpSession, User
+from authgear.server.tokens import CODE_LIFETIME, new_secret, sha256_hex
+from authgear.server.ui import error_page
+
+SUPPORTED_SCOPES = frozenset(
+    {
+        "openid",
+        "offline_access",
+        "profile",
+        "email",
+        "phone",
+        "address",
+        "https://authgear.com/scopes/full-access",
+        "https://authgear.com/scopes/full-userinfo",
+    }
+)
+CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+FLOW_LIFETIME = 3600
+
+
+def redirect_uri_allowed(client: ClientConfig, uri: str) -> bool:
+    """Exact match, except that a registered http loopback URI matches any port (RFC 8252 §7.3)."""
+    if uri in client.redirect_uris:
+        return True
+    try:
+        asked = urlsplit(uri)
+        asked_port = asked.port
+    except ValueError:
+        return False
+    if asked.scheme != "http" or asked.hostname not in LOOPBACK_HOSTS or asked_port is None:
+        return False
+    for registered in client.redirect_uris:
+        reg = urlsplit(registered)
+        if (
+            reg.scheme == "http"
+            and reg.hostname == asked.hostname
+            and reg.path == asked.path
+            and reg.query == asked.query
+            and not asked.fragment
+        ):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """A validated authorization request; stored as the login flow while the user signs in."""
+
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    response_mode: str
+    scopes: list[str]
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    prompt: list[str]
+    max_age: int | None
+    login_hint: str | None
+    ui_locales: str | None
+    page: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuthorizationRequest:
+        return cls(**data)
+
+
+class RedirectError(Exception):
+    """An error reported to the client by redirecting to its (validated) redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+def parse_request(
+    state: ServerState, params: dict[str, str]
+) -> tuple[ClientConfig, str, str, str | None]:
+    """The client and redirect target; errors here must not redirect (unknown client or URI)."""
+    client_id = params.get("client_id", "")
+    client = state.config.client(client_id) if client_id else None
+    if client is None:
+        raise OAuthError("invalid_client", "invalid client ID")
+    redirect_uri = params.get("redirect_uri", "")
+    if not redirect_uri or not redirect_uri_allowed(client, redirect_uri):
+        raise OAuthError("invalid_request", "invalid redirect URI")
+    mode = params.get("response_mode") or ""
+    if mode not in ("", "query", "fragment", "form_post"):
+        mode = ""
+    return client, redirect_uri, mode, params.get("state")
+
+
+def validate(
+    client: ClientConfig, redirect_uri: str, mode: str, params: dict[str, str]
+) -> AuthorizationRequest:
+    response_type = params.get("response_type", "")
+    if response_type not in ("code", "none"):
+        raise RedirectError("unsupported_response_type", "only response_type=code is supported")
+    scopes = params.get("scope", "").split()
+    if "openid" not in scopes:
+        raise RedirectError("invalid_scope", "scope must contain openid")
+    unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
+    if unknown:
+        raise RedirectError("invalid_scope", f"unsupported scope: {unknown[0][:60]}")
+    challenge = params.get("code_challenge") or None
+    method = params.get("code_challenge_method") or None
+    if challenge is None:
+        if client.is_public and response_type == "code":
+            raise RedirectError("invalid_request", "PKCE code challenge is required")
+        if method is not None:
+            raise RedirectError("invalid_request", "code_challenge_method without code_challenge")
+    else:
+        if method != "S256":
+            raise RedirectError("invalid_request", "only code_challenge_method=S256 is supported")
+        if not CHALLENGE_RE.match(challenge):
+            raise RedirectError("invalid_request", "malformed code_challenge")
+    prompt = params.get("prompt", "").split()
+    if any(p not in ("none", "login", "consent", "select_account") for p in prompt):
+        raise RedirectError("invalid_request", "unsupported prompt value")
+    if "none" in prompt and len(prompt) > 1:
+        raise RedirectError("invalid_request", "prompt=none cannot be combined")
+    max_age: int | None = None
+    if params.get("max_age"):
+        raw = params["max_age"]
+        if not raw.isdigit() or len(raw) > 10:
+            raise RedirectError("invalid_request", "max_age must be a non-negative integer")
+        max_age = int(raw)
+    page = params.get("x_page") or "login"
+    if page not in ("login", "signup"):
+        page = "login"
+    return AuthorizationRequest(
+        client_id=client.id,
+        redirect_uri=redirect_uri,
+        response_type=response_type,
+        response_mode=mode or ("query" if response_type == "code" else "query"),
+        scopes=scopes,
+        state=params.get("state"),
+        nonce=params.get("nonce") or None,
+        code_challenge=challenge,
+        prompt=prompt,
+        max_age=max_age,
+        login_hint=params.get("login_hint") or None,
+        ui_locales=params.get("ui_locales") or None,
+        page=page,
+    )
+
+
+def redirect_back(
+    state: ServerState,
+    redirect_uri: str,
+    mode: str,
+    values: dict[str, str | None],
+) -> Response:
+    """Answer the client: query, fragment or form_post; always with the RFC 9207 ``iss``."""
+    data = {k: v for k, v in values.items() if v is not None}
+    data["iss"] = state.issuer
+    if mode == "form_post":
+        nonce = secrets.token_urlsafe(16)
+        inputs = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in data.items()
+        )
+        body = (
+            "<!doctype html><html><head><title>Continue</title></head><body>"
+            f'<form method="post" action="{html.escape(redirect_uri)}">{inputs}'
+            '<noscript><button type="submit">Continue</button></noscript></form>'
+            f'<script nonce="{nonce}">document.forms[0].submit()</script></body></html>'
+        )
+        return HTMLResponse(
+            body,
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": f"default-src 'none'; script-src 'nonce-{nonce}'",
+            },
+        )
+    parts = urlsplit(redirect_uri)
+    encoded = urlencode(data)
+    if mode == "fragment":
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, encoded))
+    else:
+        query = f"{parts.query}&{encoded}" if parts.query else encoded
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+async def complete(
+    state: ServerState, req: AuthorizationRequest, session: IdpSession, user: User
+) -> Response:
+    """The user is signed in: issue a code (or nothing, for response_type=none) and go back."""
+    if req.response_type == "none":
+        return redirect_back(state, req.redirect_uri, req.response_mode, {"state": req.state})
+    code = new_secret()
+    now = now_s()
+    await state.repo.add_code(
+        AuthCode(
+            code_hash=sha256_hex(code),
+            client_id=req.client_id,
+            user_id=user.id,
+            idp_session_id=session.id,
+            redirect_uri=req.redirect_uri,
+            scopes=req.scopes,
+            nonce=req.nonce,
+            code_challenge=req.code_challenge,
+            auth_time=session.authenticated_at,
+            amr=session.amr,
+            created_at=now,
+            expires_at=now + CODE_LIFETIME,
+            used_at=None,
+            issued_grant_id=None,
+            issued_token_hash=None,
+        )
+    )
+    return redirect_back(
+        state, req.redirect_uri, req.response_mode, {"code": code, "state": req.state}
+    )
+
+
+async def authorize_endpoint(request: Request) -> Response:
+    state = get_state(request)
+    ip = client_ip(request, state.config.trusted_proxies)
+    if not state.limiter.hit(
+        "authorize", ip, state.config.rate_limits.authorize_per_ip_per_minute, 60
+    ):
+        return error_page(state, request, "Too many requests. Wait a minute and try again.", 429)
+    try:
+        params = await read_form(request) if request.method == "POST" else query_params(request)
+        client, redirect_uri, mode, client_state = parse_request(state, params)
+    except OAuthError as e:
+        message = {
+            "invalid_client": "The app that sent you here is not registered with this server.",
+        }.get(e.error, "The sign-in request is not valid: " + (e.description or e.error) + ".")
+        return error_page(state, request, message, 400)
+    try:
+        req = validate(client, redirect_uri, mode, params)
+    except RedirectError as e:
+        return redirect_back(
+            state,
+            redirect_uri,
+            mode or "query",
+            {"error": e.error, "error_description": e.description, "state": client_state},
+        )
+
+    found = await session_from_cookie(state, request)
+    if found is not None and "login" not in req.prompt:
+        session, user = found
+        if req.max_age is None or now_s() - session.authenticated_at <= req.max_age:
+            return await complete(state, req, session, user)
+    if "none" in req.prompt:
+        return redirect_back(
+            state,
+            req.redirect_uri,
+            req.response_mode,
+            {"error": "login_required", "error_description": "login is required", "state": req.state},
+        )
+    flow_id = new_secret()
+    now = now_s()
+    await state.repo.add_flow(flow_id, req.to_json(), now, now + FLOW_LIFETIME)
+    path = "/signup" if req.page == "signup" else "/login"
+    return RedirectResponse(
+        f"{path}?{urlencode({'flow': flow_id})}",
+        status_code=303,
+        headers={"Cache-Control": "no-store"},
+    )

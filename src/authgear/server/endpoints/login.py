@@ -1,0 +1,232 @@
+"""The login and sign-up pages (/login, /signup) and the signed-in home page (/)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from authgear.server.endpoints.authorize import AuthorizationRequest, complete
+from authgear.server.http import OAuthError, client_ip, read_form
+from authgear.server.passwords import hash_password, password_problem, verify_password
+from authgear.server.sessions import (
+    clear_session_cookie,
+    create_idp_session,
+    now_s,
+    session_from_cookie,
+    set_session_cookie,
+)
+from authgear.server.state import ServerState, get_state
+from authgear.server.storage import LoginFailure, User
+from authgear.server.storage.sql import EmailTaken
+from authgear.server.tokens import new_id
+from authgear.server.ui import csrf_ok, error_page, render
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
+WRONG_CREDENTIALS = "Incorrect email or password."
+EXPIRED_FLOW = "This sign-in page has expired. Go back to the app and start again."
+
+
+def normalize_email(value: str) -> str | None:
+    email = value.strip()
+    if len(email) > 320 or not EMAIL_RE.match(email):
+        return None
+    return email
+
+
+async def _flow(state: ServerState, request: Request) -> tuple[str | None, AuthorizationRequest | None]:
+    flow_id = request.query_params.get("flow")
+    if not flow_id:
+        return None, None
+    if len(flow_id) > 100:
+        return flow_id, None
+    data = await state.repo.get_flow(flow_id, now_s())
+    if data is None:
+        return flow_id, None
+    try:
+        return flow_id, AuthorizationRequest.from_json(data)
+    except TypeError:
+        return flow_id, None
+
+
+def _page(
+    state: ServerState,
+    request: Request,
+    page: str,
+    flow_id: str | None,
+    *,
+    email: str = "",
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    query = f"?{urlencode({'flow': flow_id})}" if flow_id else ""
+    return render(
+        state,
+        request,
+        f"{page}.html",
+        {
+            "action": f"/{page}{query}",
+            "other": f"/{'login' if page == 'signup' else 'signup'}{query}",
+            "email": email,
+            "error": error,
+        },
+        status,
+    )
+
+
+async def _finish(
+    state: ServerState,
+    request: Request,
+    flow_id: str | None,
+    flow: AuthorizationRequest | None,
+    user: User,
+) -> Response:
+    session, cookie = await create_idp_session(state, request, user, ["pwd"])
+    await state.repo.set_last_login(user.id, now_s())
+    if flow is not None and flow_id is not None:
+        await state.repo.delete_flow(flow_id)
+        response = await complete(state, flow, session, user)
+    else:
+        response = RedirectResponse("/", status_code=303)
+    set_session_cookie(state, response, cookie)
+    return response
+
+
+async def login_page(request: Request) -> Response:
+    state = get_state(request)
+    flow_id, flow = await _flow(state, request)
+    if flow_id and flow is None:
+        return error_page(state, request, EXPIRED_FLOW, 400)
+    if request.method == "GET":
+        hint = flow.login_hint if flow and flow.login_hint else ""
+        return _page(state, request, "login", flow_id, email=hint[:320])
+    try:
+        form = await read_form(request)
+    except OAuthError:
+        return _page(state, request, "login", flow_id, error="The form could not be read.", status=400)
+    if not csrf_ok(request, form.get("csrf_token")):
+        return _page(
+            state, request, "login", flow_id,
+            error="Your session expired. Please try again.", status=403,
+        )
+    email_raw = form.get("email", "")
+    password = form.get("password", "")
+    ip = client_ip(request, state.config.trusted_proxies)
+    limits = state.config.rate_limits
+    if not state.limiter.check("password", ip, limits.password_failures_per_ip_per_minute, 60):
+        return _page(
+            state, request, "login", flow_id, email=email_raw[:320],
+            error="Too many attempts. Wait a minute and try again.", status=429,
+        )
+    email = normalize_email(email_raw)
+    lock_key = f"email:{(email or email_raw).strip().lower()[:320]}"
+    lockout = state.config.lockout
+    now = now_s()
+    failure = await state.repo.get_login_failure(lock_key) if lockout.enabled else None
+    if failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        return _page(
+            state, request, "login", flow_id, email=email_raw[:320],
+            error="Too many attempts. Wait a while and try again.", status=429,
+        )
+    user = await state.repo.get_user_by_email(email) if email else None
+    ok = await verify_password(user.password_hash if user else None, password[:1024])
+    if not ok or user is None or user.disabled:
+        state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60)
+        if lockout.enabled:
+            await state.repo.put_login_failure(_next_failure(failure, lock_key, now, state))
+        return _page(
+            state, request, "login", flow_id, email=email_raw[:320],
+            error=WRONG_CREDENTIALS, status=401,
+        )
+    if failure is not None:
+        await state.repo.clear_login_failures(lock_key)
+    return await _finish(state, request, flow_id, flow, user)
+
+
+def _next_failure(
+    failure: LoginFailure | None, key: str, now: int, state: ServerState
+) -> LoginFailure:
+    cfg = state.config.lockout
+    if failure is None or now - failure.first_at > cfg.history_duration:
+        failure = LoginFailure(key=key, count=0, first_at=now, locked_until=None)
+    count = failure.count + 1
+    locked_until = failure.locked_until
+    if count >= cfg.max_attempts:
+        duration = min(cfg.minimum_duration * 2 ** (count - cfg.max_attempts), cfg.maximum_duration)
+        locked_until = now + duration
+    return LoginFailure(key=key, count=count, first_at=failure.first_at, locked_until=locked_until)
+
+
+async def signup_page(request: Request) -> Response:
+    state = get_state(request)
+    flow_id, flow = await _flow(state, request)
+    if flow_id and flow is None:
+        return error_page(state, request, EXPIRED_FLOW, 400)
+    if request.method == "GET":
+        hint = flow.login_hint if flow and flow.login_hint else ""
+        return _page(state, request, "signup", flow_id, email=hint[:320])
+    try:
+        form = await read_form(request)
+    except OAuthError:
+        return _page(state, request, "signup", flow_id, error="The form could not be read.", status=400)
+    if not csrf_ok(request, form.get("csrf_token")):
+        return _page(
+            state, request, "signup", flow_id,
+            error="Your session expired. Please try again.", status=403,
+        )
+    email_raw = form.get("email", "")
+    password = form.get("password", "")
+    email = normalize_email(email_raw)
+    if email is None:
+        return _page(
+            state, request, "signup", flow_id, email=email_raw[:320],
+            error="Enter a valid email address.", status=400,
+        )
+    problem = password_problem(password)
+    if problem:
+        return _page(state, request, "signup", flow_id, email=email, error=problem, status=400)
+    ip = client_ip(request, state.config.trusted_proxies)
+    if not state.limiter.hit("signup", ip, state.config.rate_limits.signup_per_ip_per_hour, 3600):
+        return _page(
+            state, request, "signup", flow_id, email=email,
+            error="Too many sign-ups from your network. Try again later.", status=429,
+        )
+    password_hash = await hash_password(password)
+    try:
+        user = await state.repo.create_user(
+            user_id=new_id(), email=email, password_hash=password_hash, now=now_s()
+        )
+    except EmailTaken:
+        # Generic on purpose: the page must not confirm which emails have accounts.
+        return _page(
+            state, request, "signup", flow_id, email=email, status=400,
+            error="We could not create an account with these details. "
+            "If you already have an account, sign in instead.",
+        )
+    return await _finish(state, request, flow_id, flow, user)
+
+
+async def home_page(request: Request) -> Response:
+    state = get_state(request)
+    found = await session_from_cookie(state, request)
+    user = found[1] if found else None
+    return render(state, request, "home.html", {"user": user})
+
+
+async def logout_page(request: Request) -> Response:
+    """The home page's sign-out button (the OIDC way is /oauth2/end_session)."""
+    state = get_state(request)
+    try:
+        form = await read_form(request)
+    except OAuthError:
+        form = {}
+    if not csrf_ok(request, form.get("csrf_token")):
+        return error_page(state, request, "Your session expired. Please try again.", 403)
+    found = await session_from_cookie(state, request)
+    if found:
+        await state.repo.delete_idp_session(found[0].id)
+    response = RedirectResponse("/", status_code=303)
+    clear_session_cookie(state, response)
+    return response

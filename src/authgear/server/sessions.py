@@ -1,0 +1,293 @@
+"""IdP sessions (the login cookie), offline grants and access tokens: create, check, revoke."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authgear.server.config import ClientConfig
+from authgear.server.http import client_ip, user_agent
+from authgear.server.state import ServerState
+from authgear.server.storage import AccessTokenRecord, IdpSession, OfflineGrant, User
+from authgear.server.tokens import (
+    new_id,
+    new_secret,
+    sha256_hex,
+    sign_jwt,
+    split_compound,
+    user_claims,
+)
+
+# Activity is written at most this often per session (the idle timeout is days, not seconds).
+ACTIVITY_INTERVAL = 60
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def expiry(created_at: int, now: int, lifetime: int, idle_timeout: int | None) -> int:
+    absolute = created_at + lifetime
+    return absolute if idle_timeout is None else min(absolute, now + idle_timeout)
+
+
+# -- IdP session cookie ---------------------------------------------------------------------
+
+
+async def create_idp_session(
+    state: ServerState, request: Request, user: User, amr: list[str]
+) -> tuple[IdpSession, str]:
+    now = now_s()
+    cfg = state.config.session
+    secret = new_secret()
+    session = IdpSession(
+        id=new_id(),
+        user_id=user.id,
+        secret_hash=sha256_hex(secret),
+        created_at=now,
+        authenticated_at=now,
+        amr=amr,
+        last_access_at=now,
+        last_access_ip=client_ip(request, state.config.trusted_proxies),
+        last_access_user_agent=user_agent(request),
+        expires_at=expiry(now, now, cfg.lifetime, cfg.idle_timeout if cfg.idle_timeout_enabled else None),
+    )
+    await state.repo.create_idp_session(session)
+    return session, f"{session.id}.{secret}"
+
+
+def set_session_cookie(state: ServerState, response: Response, value: str) -> None:
+    response.set_cookie(
+        state.config.session.cookie_name,
+        value,
+        max_age=state.config.session.lifetime,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=state.config.secure_cookies,
+    )
+
+
+def clear_session_cookie(state: ServerState, response: Response) -> None:
+    response.delete_cookie(
+        state.config.session.cookie_name,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=state.config.secure_cookies,
+    )
+
+
+async def session_from_cookie(
+    state: ServerState, request: Request
+) -> tuple[IdpSession, User] | None:
+    raw = request.cookies.get(state.config.session.cookie_name)
+    if not raw:
+        return None
+    parts = split_compound(raw)
+    if parts is None:
+        return None
+    session = await state.repo.get_idp_session(parts[0])
+    if session is None or not hmac.compare_digest(session.secret_hash, sha256_hex(parts[1])):
+        return None
+    if session.expires_at <= now_s():
+        return None
+    user = await state.repo.get_user(session.user_id)
+    if user is None or user.disabled:
+        return None
+    return session, user
+
+
+async def touch(
+    state: ServerState, request: Request, kind: str, session_id: str, client: ClientConfig | None
+) -> None:
+    """Record session activity (extends the idle timeout), at most once a minute per session."""
+    now = now_s()
+    if now - state.touched.get(session_id, 0) < ACTIVITY_INTERVAL:
+        return
+    state.touched[session_id] = now
+    if len(state.touched) > 100_000:
+        state.touched.clear()
+    if kind == "idp":
+        cfg = state.config.session
+        lifetime, idle = cfg.lifetime, cfg.idle_timeout if cfg.idle_timeout_enabled else None
+    elif client is not None:
+        lifetime = client.refresh_token_lifetime
+        idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+    else:
+        return
+    await state.repo.touch_session(
+        kind,
+        session_id,
+        now=now,
+        ip=client_ip(request, state.config.trusted_proxies),
+        user_agent=user_agent(request),
+        lifetime=lifetime,
+        idle_timeout=idle,
+        min_interval=ACTIVITY_INTERVAL,
+    )
+
+
+# -- access tokens --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    access_token: str
+    record: AccessTokenRecord
+    id_token: str | None
+
+    def __repr__(self) -> str:
+        return f"Issued(jti={self.record.jti!r})"
+
+
+def _user_claims(user: User | None) -> dict[str, Any]:
+    if user is None:
+        return {}
+    return user_claims(
+        is_anonymous=False,
+        is_verified=user.email_verified,
+        can_reauthenticate=user.password_hash is not None,
+        roles=list(user.roles),
+    )
+
+
+async def issue_tokens(
+    state: ServerState,
+    *,
+    client: ClientConfig,
+    user: User | None,
+    session_kind: str,
+    session_id: str,
+    sid: str | None,
+    scopes: list[str],
+    auth_time: int | None,
+    amr: list[str],
+    nonce: str | None = None,
+    with_id_token: bool = True,
+) -> Issued:
+    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token.
+
+    RSA signing runs in a worker thread: ``cryptography`` releases the GIL, so both cores sign.
+    """
+    now = now_s()
+    jti = new_id()
+    scope = " ".join(scopes)
+    exp = now + client.access_token_lifetime
+    subject = user.id if user else client.id
+    at_claims: dict[str, Any] | None = None
+    if client.access_token_format == "jwt":
+        at_claims = {
+            "iss": state.issuer,
+            "aud": [state.issuer],
+            "sub": subject,
+            "client_id": client.id,
+            "scope": scope,
+            "iat": now,
+            "exp": exp,
+            "jti": jti,
+            **({"auth_time": auth_time} if auth_time is not None else {}),
+            **_user_claims(user),
+        }
+    id_claims: dict[str, Any] | None = None
+    if with_id_token and user is not None and "openid" in scopes:
+        id_claims = {
+            "iss": state.issuer,
+            "aud": client.id,
+            "sub": user.id,
+            "iat": now,
+            "exp": now + 300,
+            "auth_time": auth_time,
+            "amr": amr,
+            **({"sid": sid} if sid else {}),
+            **({"nonce": nonce} if nonce else {}),
+            **_user_claims(user),
+        }
+
+    keys = state.keys
+
+    def sign() -> tuple[str | None, str | None]:
+        at = sign_jwt(keys, at_claims, "at+jwt") if at_claims is not None else None
+        it = sign_jwt(keys, id_claims, "JWT") if id_claims is not None else None
+        return at, it
+
+    signed_at, id_token = await anyio.to_thread.run_sync(sign)
+    access_token = signed_at if signed_at is not None else new_secret()
+    record = AccessTokenRecord(
+        token_hash=sha256_hex(access_token),
+        jti=jti,
+        session_kind=session_kind,
+        session_id=session_id,
+        user_id=user.id if user else None,
+        client_id=client.id,
+        scope=scope,
+        auth_time=auth_time,
+        amr=amr,
+        issued_at=now,
+        expires_at=exp,
+    )
+    return Issued(access_token, record, id_token)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidToken:
+    record: AccessTokenRecord
+    user: User
+
+
+async def validate_access_token(state: ServerState, token: str) -> ValidToken | None:
+    """A token we issued, unexpired, whose session and user still exist and are enabled.
+
+    The lookup is by SHA-256 of the whole token: only tokens we recorded match, so no
+    signature check is needed here, and revocation (deleting the rows) takes effect at once.
+    """
+    if not token or len(token) > 8192:
+        return None
+    found = await state.repo.get_access_token(sha256_hex(token))
+    if found is None:
+        return None
+    record, user = found
+    if record.expires_at <= now_s() or user is None or user.disabled:
+        return None
+    return ValidToken(record, user)
+
+
+def new_grant(
+    *,
+    client: ClientConfig,
+    user: User,
+    idp_session_id: str | None,
+    scopes: list[str],
+    auth_time: int,
+    amr: list[str],
+    request: Request,
+    trusted_proxies: tuple[str, ...],
+) -> tuple[OfflineGrant, str]:
+    """A new offline grant and its refresh token ``<grant_id>.<secret>``."""
+    now = now_s()
+    secret = new_secret()
+    idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+    grant = OfflineGrant(
+        id=new_id(),
+        user_id=user.id,
+        client_id=client.id,
+        idp_session_id=idp_session_id,
+        scopes=scopes,
+        refresh_hash=sha256_hex(secret),
+        previous_hashes=[],
+        created_at=now,
+        authenticated_at=auth_time,
+        amr=amr,
+        last_access_at=now,
+        last_access_ip=client_ip(request, trusted_proxies),
+        last_access_user_agent=user_agent(request),
+        device_info={},
+        expires_at=expiry(now, now, client.refresh_token_lifetime, idle),
+    )
+    return grant, f"{grant.id}.{secret}"

@@ -1,0 +1,115 @@
+"""Storage behind a small interface: endpoints call a :class:`Repository`, never SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from authgear.server.storage.models import (
+    AccessTokenRecord,
+    AuthCode,
+    IdpSession,
+    LoginFailure,
+    OfflineGrant,
+    PreviousHash,
+    SigningKey,
+    User,
+)
+
+
+class Repository(Protocol):
+    async def close(self) -> None: ...
+
+    async def create_user(
+        self,
+        *,
+        user_id: str,
+        email: str,
+        password_hash: str | None,
+        now: int,
+        email_verified: bool = False,
+        roles: Sequence[str] = (),
+    ) -> User: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def get_user_by_email(self, email: str) -> User | None: ...
+    async def set_last_login(self, user_id: str, now: int) -> None: ...
+
+    async def get_login_failure(self, key: str) -> LoginFailure | None: ...
+    async def put_login_failure(self, failure: LoginFailure) -> None: ...
+    async def clear_login_failures(self, key: str) -> None: ...
+
+    async def create_idp_session(self, s: IdpSession) -> None: ...
+    async def get_idp_session(self, session_id: str) -> IdpSession | None: ...
+    async def touch_session(
+        self,
+        kind: str,
+        session_id: str,
+        *,
+        now: int,
+        ip: str | None,
+        user_agent: str | None,
+        lifetime: int,
+        idle_timeout: int | None,
+        min_interval: int = 0,
+    ) -> None: ...
+    async def delete_idp_session(self, session_id: str) -> bool: ...
+
+    async def create_grant(self, g: OfflineGrant) -> None: ...
+    async def get_grant(self, grant_id: str) -> OfflineGrant | None: ...
+    async def refresh_grant(
+        self,
+        grant_id: str,
+        *,
+        token: AccessTokenRecord,
+        expected_refresh_hash: str,
+        refresh_hash: str,
+        previous_hashes: Sequence[PreviousHash],
+        now: int,
+        ip: str | None,
+        user_agent: str | None,
+        expires_at: int,
+    ) -> bool: ...
+    async def delete_grant(self, grant_id: str) -> bool: ...
+
+    async def add_access_token(self, a: AccessTokenRecord) -> None: ...
+    async def get_access_token(
+        self, token_hash: str
+    ) -> tuple[AccessTokenRecord, User | None] | None: ...
+
+    async def delete_access_token(self, token_hash: str) -> None: ...
+
+    async def add_code(self, c: AuthCode) -> None: ...
+    async def claim_code(self, code_hash: str, now: int) -> tuple[AuthCode | None, bool]: ...
+    async def exchange_code(
+        self, code_hash: str, *, grant: OfflineGrant | None, token: AccessTokenRecord
+    ) -> None: ...
+    async def revoke_code_issue(self, code: AuthCode) -> None: ...
+
+    async def add_flow(
+        self, flow_id: str, data: dict[str, Any], now: int, expires_at: int
+    ) -> None: ...
+    async def get_flow(self, flow_id: str, now: int) -> dict[str, Any] | None: ...
+    async def delete_flow(self, flow_id: str) -> None: ...
+
+    async def list_signing_keys(self) -> list[SigningKey]: ...
+    async def add_signing_key(self, key: SigningKey) -> None: ...
+
+    async def get_or_create_secret(self, name: str, value: str, now: int) -> str: ...
+    async def add_access_token_and_touch(
+        self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
+    ) -> bool: ...
+
+    async def purge_expired(self, now: int) -> None: ...
+
+
+__all__ = [
+    "AccessTokenRecord",
+    "AuthCode",
+    "IdpSession",
+    "LoginFailure",
+    "OfflineGrant",
+    "PreviousHash",
+    "Repository",
+    "SigningKey",
+    "User",
+]

@@ -1,0 +1,111 @@
+"""Plain records passed between the endpoints and the repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    password_hash: str | None = field(repr=False)
+    email_verified: bool
+    roles: list[str]
+    standard_attributes: dict[str, Any]
+    custom_attributes: dict[str, Any]
+    disabled: bool
+    created_at: int
+    updated_at: int
+    last_login_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdpSession:
+    id: str
+    user_id: str
+    secret_hash: str = field(repr=False)
+    created_at: int
+    authenticated_at: int
+    amr: list[str]
+    last_access_at: int
+    last_access_ip: str | None
+    last_access_user_agent: str | None
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousHash:
+    hash: str
+    superseded_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineGrant:
+    id: str
+    user_id: str
+    client_id: str
+    idp_session_id: str | None
+    scopes: list[str]
+    refresh_hash: str = field(repr=False)
+    previous_hashes: list[PreviousHash] = field(repr=False)
+    created_at: int
+    authenticated_at: int
+    amr: list[str]
+    last_access_at: int
+    last_access_ip: str | None
+    last_access_user_agent: str | None
+    device_info: dict[str, Any]
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenRecord:
+    token_hash: str = field(repr=False)
+    jti: str
+    session_kind: str
+    session_id: str
+    user_id: str | None
+    client_id: str
+    scope: str
+    auth_time: int | None
+    amr: list[str]
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthCode:
+    code_hash: str = field(repr=False)
+    client_id: str
+    user_id: str
+    idp_session_id: str
+    redirect_uri: str
+    scopes: list[str]
+    nonce: str | None
+    code_challenge: str | None
+    auth_time: int
+    amr: list[str]
+    created_at: int
+    expires_at: int
+    used_at: int | None
+    issued_grant_id: str | None
+    issued_token_hash: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_pem: str = field(repr=False)
+    created_at: int
+    active: bool
+    retire_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailure:
+    key: str
+    count: int
+    first_at: int
+    locked_until: int | None

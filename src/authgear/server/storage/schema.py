@@ -1,0 +1,159 @@
+"""Tables. Changes here need a new Alembic migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Times are Unix seconds (float precision is not needed; integers index well on both engines).
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False),
+    # Lower-cased email, unique: lookups are case-insensitive.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=True),
+    Column("email_verified", Boolean, nullable=False, default=False),
+    Column("roles", JSON, nullable=False, default=list),
+    Column("standard_attributes", JSON, nullable=False, default=dict),
+    Column("custom_attributes", JSON, nullable=False, default=dict),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("last_login_at", BigInteger, nullable=True),
+)
+
+idp_sessions = Table(
+    "idp_sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("authenticated_at", BigInteger, nullable=False),
+    Column("amr", JSON, nullable=False, default=list),
+    Column("last_access_at", BigInteger, nullable=False),
+    Column("last_access_ip", String(64), nullable=True),
+    Column("last_access_user_agent", String(512), nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_idp_sessions_user_id", "user_id"),
+)
+
+offline_grants = Table(
+    "offline_grants",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(200), nullable=False),
+    Column("idp_session_id", String(36), nullable=True),
+    Column("scopes", JSON, nullable=False),
+    Column("refresh_hash", String(64), nullable=False),
+    # Superseded refresh-token hashes: [{"h": hash, "t": superseded_at}], newest first.
+    Column("previous_hashes", JSON, nullable=False, default=list),
+    Column("created_at", BigInteger, nullable=False),
+    Column("authenticated_at", BigInteger, nullable=False),
+    Column("amr", JSON, nullable=False, default=list),
+    Column("last_access_at", BigInteger, nullable=False),
+    Column("last_access_ip", String(64), nullable=True),
+    Column("last_access_user_agent", String(512), nullable=True),
+    Column("device_info", JSON, nullable=False, default=dict),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_offline_grants_user_id", "user_id"),
+)
+
+# Every issued access token, keyed by the SHA-256 of the token string, so userinfo and the resolver
+# accept only tokens whose session still exists.
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("jti", String(36), nullable=False),
+    # "offline" (grant), "idp" (browser session) or "client" (client_credentials).
+    Column("session_kind", String(16), nullable=False),
+    Column("session_id", String(36), nullable=False),
+    Column("user_id", String(36), nullable=True),
+    Column("client_id", String(200), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("auth_time", BigInteger, nullable=True),
+    Column("amr", JSON, nullable=False, default=list),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_access_tokens_session_id", "session_id"),
+    Index("ix_access_tokens_expires_at", "expires_at"),
+)
+
+auth_codes = Table(
+    "auth_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(200), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("idp_session_id", String(36), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("nonce", Text, nullable=True),
+    Column("code_challenge", String(128), nullable=True),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("amr", JSON, nullable=False, default=list),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    # What the first exchange issued, revoked if the code is replayed.
+    Column("issued_grant_id", String(36), nullable=True),
+    Column("issued_token_hash", String(64), nullable=True),
+)
+
+# A pending authorization request while the user is on the login/sign-up page.
+auth_flows = Table(
+    "auth_flows",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("data", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(36), primary_key=True),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # Newest active key signs; older keys stay in the JWKS until retired_at.
+    Column("active", Boolean, nullable=False, default=True),
+    Column("retire_at", BigInteger, nullable=True),
+)
+
+# Failed password checks per lower-cased email (existing or not, so lockout reveals nothing).
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(330), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("first_at", BigInteger, nullable=False),
+    Column("locked_until", BigInteger, nullable=True),
+)
+
+# Secrets the server generates once, e.g. the key that derives rotated refresh tokens.
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

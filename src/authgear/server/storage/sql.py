@@ -1,0 +1,570 @@
+"""The repository on SQLAlchemy 2 Core (async): SQLite by default, PostgreSQL later."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import case, delete, event, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from authgear.server.storage import schema as t
+from authgear.server.storage.models import (
+    AccessTokenRecord,
+    AuthCode,
+    IdpSession,
+    LoginFailure,
+    OfflineGrant,
+    PreviousHash,
+    SigningKey,
+    User,
+)
+
+
+class EmailTaken(Exception):
+    """A user with this email already exists."""
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+def _user(r: RowMapping) -> User:
+    return User(
+        id=r["id"],
+        email=r["email"],
+        password_hash=r["password_hash"],
+        email_verified=bool(r["email_verified"]),
+        roles=list(r["roles"] or []),
+        standard_attributes=dict(r["standard_attributes"] or {}),
+        custom_attributes=dict(r["custom_attributes"] or {}),
+        disabled=bool(r["disabled"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        last_login_at=r["last_login_at"],
+    )
+
+
+def _idp(r: RowMapping) -> IdpSession:
+    return IdpSession(
+        id=r["id"],
+        user_id=r["user_id"],
+        secret_hash=r["secret_hash"],
+        created_at=r["created_at"],
+        authenticated_at=r["authenticated_at"],
+        amr=list(r["amr"] or []),
+        last_access_at=r["last_access_at"],
+        last_access_ip=r["last_access_ip"],
+        last_access_user_agent=r["last_access_user_agent"],
+        expires_at=r["expires_at"],
+    )
+
+
+def _grant(r: RowMapping) -> OfflineGrant:
+    return OfflineGrant(
+        id=r["id"],
+        user_id=r["user_id"],
+        client_id=r["client_id"],
+        idp_session_id=r["idp_session_id"],
+        scopes=list(r["scopes"]),
+        refresh_hash=r["refresh_hash"],
+        previous_hashes=[PreviousHash(p["h"], p["t"]) for p in (r["previous_hashes"] or [])],
+        created_at=r["created_at"],
+        authenticated_at=r["authenticated_at"],
+        amr=list(r["amr"] or []),
+        last_access_at=r["last_access_at"],
+        last_access_ip=r["last_access_ip"],
+        last_access_user_agent=r["last_access_user_agent"],
+        device_info=dict(r["device_info"] or {}),
+        expires_at=r["expires_at"],
+    )
+
+
+def _access(r: RowMapping) -> AccessTokenRecord:
+    return AccessTokenRecord(
+        token_hash=r["token_hash"],
+        jti=r["jti"],
+        session_kind=r["session_kind"],
+        session_id=r["session_id"],
+        user_id=r["user_id"],
+        client_id=r["client_id"],
+        scope=r["scope"],
+        auth_time=r["auth_time"],
+        amr=list(r["amr"] or []),
+        issued_at=r["issued_at"],
+        expires_at=r["expires_at"],
+    )
+
+
+def _code(r: RowMapping) -> AuthCode:
+    return AuthCode(
+        code_hash=r["code_hash"],
+        client_id=r["client_id"],
+        user_id=r["user_id"],
+        idp_session_id=r["idp_session_id"],
+        redirect_uri=r["redirect_uri"],
+        scopes=list(r["scopes"]),
+        nonce=r["nonce"],
+        code_challenge=r["code_challenge"],
+        auth_time=r["auth_time"],
+        amr=list(r["amr"] or []),
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        used_at=r["used_at"],
+        issued_grant_id=r["issued_grant_id"],
+        issued_token_hash=r["issued_token_hash"],
+    )
+
+
+def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
+    return [{"h": p.hash, "t": p.superseded_at} for p in items]
+
+
+class SQLRepository:
+    """All storage the server needs. Every method is one short transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- users --------------------------------------------------------------------------------
+    async def create_user(
+        self,
+        *,
+        user_id: str,
+        email: str,
+        password_hash: str | None,
+        now: int,
+        email_verified: bool = False,
+        roles: Sequence[str] = (),
+    ) -> User:
+        values = {
+            "id": user_id,
+            "email": email,
+            "email_key": email.lower(),
+            "password_hash": password_hash,
+            "email_verified": email_verified,
+            "roles": list(roles),
+            "standard_attributes": {},
+            "custom_attributes": {},
+            "disabled": False,
+            "created_at": now,
+            "updated_at": now,
+            "last_login_at": None,
+        }
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(t.users).values(**values))
+        except IntegrityError:
+            raise EmailTaken(email) from None
+        return _user(values)  # type: ignore[arg-type]
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).mappings().first()
+        return _user(r) if r else None
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        async with self.engine.connect() as conn:
+            q = select(t.users).where(t.users.c.email_key == email.lower())
+            r = (await conn.execute(q)).mappings().first()
+        return _user(r) if r else None
+
+    async def set_last_login(self, user_id: str, now: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(t.users).where(t.users.c.id == user_id).values(last_login_at=now)
+            )
+
+    # -- lockout ------------------------------------------------------------------------------
+    async def get_login_failure(self, key: str) -> LoginFailure | None:
+        async with self.engine.connect() as conn:
+            q = select(t.login_failures).where(t.login_failures.c.key == key)
+            r = (await conn.execute(q)).mappings().first()
+        return LoginFailure(**r) if r else None
+
+    async def put_login_failure(self, failure: LoginFailure) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(t.login_failures).where(t.login_failures.c.key == failure.key)
+            )
+            await conn.execute(
+                insert(t.login_failures).values(
+                    key=failure.key,
+                    count=failure.count,
+                    first_at=failure.first_at,
+                    locked_until=failure.locked_until,
+                )
+            )
+
+    async def clear_login_failures(self, key: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.login_failures).where(t.login_failures.c.key == key))
+
+    # -- IdP sessions -------------------------------------------------------------------------
+    async def create_idp_session(self, s: IdpSession) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.idp_sessions).values(
+                    id=s.id,
+                    user_id=s.user_id,
+                    secret_hash=s.secret_hash,
+                    created_at=s.created_at,
+                    authenticated_at=s.authenticated_at,
+                    amr=s.amr,
+                    last_access_at=s.last_access_at,
+                    last_access_ip=s.last_access_ip,
+                    last_access_user_agent=s.last_access_user_agent,
+                    expires_at=s.expires_at,
+                )
+            )
+
+    async def get_idp_session(self, session_id: str) -> IdpSession | None:
+        async with self.engine.connect() as conn:
+            q = select(t.idp_sessions).where(t.idp_sessions.c.id == session_id)
+            r = (await conn.execute(q)).mappings().first()
+        return _idp(r) if r else None
+
+    async def touch_session(
+        self,
+        kind: str,
+        session_id: str,
+        *,
+        now: int,
+        ip: str | None,
+        user_agent: str | None,
+        lifetime: int,
+        idle_timeout: int | None,
+        min_interval: int = 0,
+    ) -> None:
+        """Record activity on an IdP session ("idp") or offline grant ("offline") and extend
+        its idle expiry; skipped when the last recorded access is newer than min_interval."""
+        table = t.idp_sessions if kind == "idp" else t.offline_grants
+        absolute = table.c.created_at + lifetime
+        expires: Any = absolute
+        if idle_timeout is not None:
+            expires = case((absolute < now + idle_timeout, absolute), else_=now + idle_timeout)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.id == session_id, table.c.last_access_at <= now - min_interval)
+                .values(
+                    last_access_at=now,
+                    last_access_ip=ip,
+                    last_access_user_agent=user_agent,
+                    expires_at=expires,
+                )
+            )
+
+    async def delete_idp_session(self, session_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            await _delete_tokens_of(conn, session_id)
+            res = await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id))
+        return bool(res.rowcount)
+
+    # -- offline grants -----------------------------------------------------------------------
+    async def create_grant(self, g: OfflineGrant) -> None:
+        async with self.engine.begin() as conn:
+            await _insert_grant(conn, g)
+
+    async def get_grant(self, grant_id: str) -> OfflineGrant | None:
+        async with self.engine.connect() as conn:
+            q = select(t.offline_grants).where(t.offline_grants.c.id == grant_id)
+            r = (await conn.execute(q)).mappings().first()
+        return _grant(r) if r else None
+
+    async def refresh_grant(
+        self,
+        grant_id: str,
+        *,
+        token: AccessTokenRecord,
+        expected_refresh_hash: str,
+        refresh_hash: str,
+        previous_hashes: Sequence[PreviousHash],
+        now: int,
+        ip: str | None,
+        user_agent: str | None,
+        expires_at: int,
+    ) -> bool:
+        """Record a refresh and its new access token in one transaction; compare-and-set on the
+        refresh hash so two concurrent rotations cannot both win. False: the hash changed."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.offline_grants)
+                .where(
+                    t.offline_grants.c.id == grant_id,
+                    t.offline_grants.c.refresh_hash == expected_refresh_hash,
+                )
+                .values(
+                    refresh_hash=refresh_hash,
+                    previous_hashes=_prev(previous_hashes),
+                    last_access_at=now,
+                    last_access_ip=ip,
+                    last_access_user_agent=user_agent,
+                    expires_at=expires_at,
+                )
+            )
+            if not res.rowcount:
+                return False
+            await _insert_access_token(conn, token)
+        return True
+
+    async def delete_grant(self, grant_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            await _delete_tokens_of(conn, grant_id)
+            res = await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.id == grant_id))
+        return bool(res.rowcount)
+
+    # -- access tokens ------------------------------------------------------------------------
+    async def add_access_token(self, a: AccessTokenRecord) -> None:
+        async with self.engine.begin() as conn:
+            await _insert_access_token(conn, a)
+
+    async def get_access_token(self, token_hash: str) -> tuple[AccessTokenRecord, User | None] | None:
+        """The token's record and its user, in one query (the resolver's hot path)."""
+        q = (
+            select(t.access_tokens, t.users)
+            .select_from(
+                t.access_tokens.outerjoin(t.users, t.users.c.id == t.access_tokens.c.user_id)
+            )
+            .where(t.access_tokens.c.token_hash == token_hash)
+        )
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(q)).mappings().first()
+        if r is None:
+            return None
+        user = _user(r) if r["id"] is not None else None
+        return _access(r), user
+
+    async def delete_access_token(self, token_hash: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(t.access_tokens).where(t.access_tokens.c.token_hash == token_hash)
+            )
+
+    # -- authorization codes ------------------------------------------------------------------
+    async def add_code(self, c: AuthCode) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.auth_codes).values(
+                    code_hash=c.code_hash,
+                    client_id=c.client_id,
+                    user_id=c.user_id,
+                    idp_session_id=c.idp_session_id,
+                    redirect_uri=c.redirect_uri,
+                    scopes=c.scopes,
+                    nonce=c.nonce,
+                    code_challenge=c.code_challenge,
+                    auth_time=c.auth_time,
+                    amr=c.amr,
+                    created_at=c.created_at,
+                    expires_at=c.expires_at,
+                    used_at=None,
+                    issued_grant_id=None,
+                    issued_token_hash=None,
+                )
+            )
+
+    async def claim_code(self, code_hash: str, now: int) -> tuple[AuthCode | None, bool]:
+        """Mark a code used. Returns (code, first_use); (None, False) when unknown."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.auth_codes)
+                .where(t.auth_codes.c.code_hash == code_hash, t.auth_codes.c.used_at.is_(None))
+                .values(used_at=now)
+            )
+            q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
+            r = (await conn.execute(q)).mappings().first()
+        if r is None:
+            return None, False
+        return _code(r), bool(res.rowcount)
+
+    async def exchange_code(
+        self,
+        code_hash: str,
+        *,
+        grant: OfflineGrant | None,
+        token: AccessTokenRecord,
+    ) -> None:
+        """Store what a code exchange issued, in one transaction."""
+        async with self.engine.begin() as conn:
+            if grant is not None:
+                await _insert_grant(conn, grant)
+            await _insert_access_token(conn, token)
+            await conn.execute(
+                update(t.auth_codes)
+                .where(t.auth_codes.c.code_hash == code_hash)
+                .values(
+                    issued_grant_id=grant.id if grant else None,
+                    issued_token_hash=token.token_hash,
+                )
+            )
+
+    async def revoke_code_issue(self, code: AuthCode) -> None:
+        """A replayed code: revoke everything its first use issued (RFC 6749 §4.1.2)."""
+        async with self.engine.begin() as conn:
+            if code.issued_grant_id:
+                await _delete_tokens_of(conn, code.issued_grant_id)
+                await conn.execute(
+                    delete(t.offline_grants).where(t.offline_grants.c.id == code.issued_grant_id)
+                )
+            if code.issued_token_hash:
+                await conn.execute(
+                    delete(t.access_tokens).where(
+                        t.access_tokens.c.token_hash == code.issued_token_hash
+                    )
+                )
+
+    # -- login flows --------------------------------------------------------------------------
+    async def add_flow(self, flow_id: str, data: dict[str, Any], now: int, expires_at: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.auth_flows).values(
+                    id=flow_id, data=data, created_at=now, expires_at=expires_at
+                )
+            )
+
+    async def get_flow(self, flow_id: str, now: int) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            q = select(t.auth_flows.c.data).where(
+                t.auth_flows.c.id == flow_id, t.auth_flows.c.expires_at > now
+            )
+            r = (await conn.execute(q)).first()
+        return dict(r[0]) if r else None
+
+    async def delete_flow(self, flow_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.auth_flows).where(t.auth_flows.c.id == flow_id))
+
+    # -- signing keys -------------------------------------------------------------------------
+    async def list_signing_keys(self) -> list[SigningKey]:
+        async with self.engine.connect() as conn:
+            q = select(t.signing_keys).order_by(t.signing_keys.c.created_at)
+            rows = (await conn.execute(q)).mappings().all()
+        return [SigningKey(**r) for r in rows]
+
+    async def add_signing_key(self, key: SigningKey) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.signing_keys).values(
+                    kid=key.kid,
+                    private_pem=key.private_pem,
+                    created_at=key.created_at,
+                    active=key.active,
+                    retire_at=key.retire_at,
+                )
+            )
+
+    # -- server secrets -----------------------------------------------------------------------
+    async def get_or_create_secret(self, name: str, value: str, now: int) -> str:
+        """The stored secret ``name``; the first caller (of any process) stores ``value``."""
+        q = select(t.server_secrets.c.value).where(t.server_secrets.c.name == name)
+        async with self.engine.begin() as conn:
+            found = (await conn.execute(q)).scalar_one_or_none()
+            if found is not None:
+                return str(found)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(t.server_secrets).values(name=name, value=value, created_at=now)
+                )
+        except IntegrityError:
+            pass
+        async with self.engine.connect() as conn:
+            return str((await conn.execute(q)).scalar_one())
+
+    async def add_access_token_and_touch(
+        self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
+    ) -> bool:
+        """Record a token for a grant whose current refresh hash is ``refresh_hash``;
+        False if the grant is gone or has rotated since."""
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(t.offline_grants)
+                .where(
+                    t.offline_grants.c.id == grant_id,
+                    t.offline_grants.c.refresh_hash == refresh_hash,
+                )
+                .values(last_access_at=now)
+            )
+            if not res.rowcount:
+                return False
+            await _insert_access_token(conn, token)
+        return True
+
+    # -- housekeeping -------------------------------------------------------------------------
+    async def purge_expired(self, now: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.expires_at < now))
+            await conn.execute(delete(t.auth_flows).where(t.auth_flows.c.expires_at < now))
+            # Keep used codes a while after expiry? No: replay after expiry is just "invalid".
+            await conn.execute(delete(t.auth_codes).where(t.auth_codes.c.expires_at < now))
+            expired_grants = select(t.offline_grants.c.id).where(
+                t.offline_grants.c.expires_at < now
+            )
+            await conn.execute(
+                delete(t.access_tokens).where(t.access_tokens.c.session_id.in_(expired_grants))
+            )
+            await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.expires_at < now))
+            await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.expires_at < now))
+
+
+async def _delete_tokens_of(conn: AsyncConnection, session_id: str) -> None:
+    await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id))
+
+
+async def _insert_access_token(conn: AsyncConnection, a: AccessTokenRecord) -> None:
+    await conn.execute(
+        insert(t.access_tokens).values(
+            token_hash=a.token_hash,
+            jti=a.jti,
+            session_kind=a.session_kind,
+            session_id=a.session_id,
+            user_id=a.user_id,
+            client_id=a.client_id,
+            scope=a.scope,
+            auth_time=a.auth_time,
+            amr=a.amr,
+            issued_at=a.issued_at,
+            expires_at=a.expires_at,
+        )
+    )
+
+
+async def _insert_grant(conn: AsyncConnection, g: OfflineGrant) -> None:
+    await conn.execute(
+        insert(t.offline_grants).values(
+            id=g.id,
+            user_id=g.user_id,
+            client_id=g.client_id,
+            idp_session_id=g.idp_session_id,
+            scopes=g.scopes,
+            refresh_hash=g.refresh_hash,
+            previous_hashes=_prev(g.previous_hashes),
+            created_at=g.created_at,
+            authenticated_at=g.authenticated_at,
+            amr=g.amr,
+            last_access_at=g.last_access_at,
+            last_access_ip=g.last_access_ip,
+            last_access_user_agent=g.last_access_user_agent,
+            device_info=g.device_info,
+            expires_at=g.expires_at,
+        )
+    )
