@@ -79,7 +79,6 @@ provider.on('grant.success', (ctx) => {
 provider.on('grant.error', (ctx) => {
   if (ctx.oidc.params?.grant_type === 'refresh_token') stats.refresh_token_errors += 1;
 });
-provider.on('revocation.success', () => { stats.revocations += 1; });
 
 provider.use(async (ctx, next) => {
   if (ctx.path === '/__stats') {
@@ -88,6 +87,9 @@ provider.use(async (ctx, next) => {
     return;
   }
   await next();
+  if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) {
+    stats.revocations += 1;
+  }
 });
 
 server.on('request', provider.callback());
