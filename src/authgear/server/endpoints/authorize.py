@@ -267,7 +267,10 @@ async def authorize_endpoint(request: Request) -> Response:
     found = await session_from_cookie(state, request)
     if found is not None and "login" not in req.prompt:
         session, user = found
-        if req.max_age is None or now_s() - session.authenticated_at <= req.max_age:
+        # max_age=0 asks for a fresh login, like prompt=login.
+        if req.max_age is None or (
+            req.max_age > 0 and now_s() - session.authenticated_at <= req.max_age
+        ):
             return await complete(state, req, session, user)
     if "none" in req.prompt:
         return redirect_back(

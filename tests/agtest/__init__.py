@@ -1,0 +1,1 @@
+"""Test support: run the real server in a subprocess and drive its forms over HTTP."""

@@ -1,0 +1,286 @@
+"""Start ``authgear serve`` on a free loopback port with a temp data folder."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import httpx2
+import yaml
+
+NATIVE = "test-native"
+WEB = "test-web"
+ROTATING = "test-rotating"
+CONFIDENTIAL = "test-confidential"
+OPAQUE = "test-opaque"
+CONFIDENTIAL_SECRET = "s3cr3t-for-tests-only-0123456789"
+NATIVE_REDIRECT = "http://127.0.0.1/callback"
+WEB_REDIRECT = "https://app.example.com/callback"
+WEB_ORIGIN = "https://app.example.com"
+AUTHGEAR = str(Path(sys.executable).with_name("authgear"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_config(port: int, **overrides: Any) -> dict[str, Any]:
+    secret_hash = "sha256:" + hashlib.sha256(CONFIDENTIAL_SECRET.encode()).hexdigest()
+    config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "clients": [
+            {
+                "id": NATIVE,
+                "name": "Native test app",
+                "redirect_uris": [NATIVE_REDIRECT],
+                "post_logout_redirect_uris": ["http://127.0.0.1/logged-out"],
+            },
+            {
+                "id": WEB,
+                "redirect_uris": [WEB_REDIRECT],
+                "post_logout_redirect_uris": ["https://app.example.com/"],
+                "allowed_origins": [WEB_ORIGIN],
+            },
+            {
+                "id": ROTATING,
+                "redirect_uris": [NATIVE_REDIRECT],
+                "refresh_token_rotation": True,
+                "refresh_token_rotation_grace_period": 2,
+            },
+            {
+                "id": CONFIDENTIAL,
+                "type": "confidential",
+                "client_secret_hash": secret_hash,
+                "redirect_uris": [WEB_REDIRECT],
+            },
+            {
+                "id": OPAQUE,
+                "redirect_uris": [NATIVE_REDIRECT],
+                "access_token_format": "opaque",
+                "access_token_lifetime": 300,
+            },
+        ],
+        "rate_limits": {"enabled": False},
+        "log_level": "warning",
+    }
+    config.update(overrides)
+    return config
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    port: int
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    native_client_id = NATIVE
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "authgear.yaml").write_text(yaml.safe_dump(self.config))
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [AUTHGEAR, "serve", "--data-dir", str(self.data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self._log = log
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()}")
+            try:
+                r = httpx2.get(self.url + "/.well-known/openid-configuration", timeout=1)
+                if r.status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def create_user(self, email: str, password: str, *extra: str) -> str:
+        out = subprocess.run(
+            [AUTHGEAR, "users", "create", email, "--password-stdin", "--data-dir", str(self.data_dir), *extra],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+
+def new_email() -> str:
+    return f"user-{secrets.token_hex(6)}@example.com"
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Browser:
+    """A cookie-keeping HTTP client that walks the login pages like a person without JS."""
+
+    base: str
+    http: httpx2.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx2.Client(base_url=self.base, follow_redirects=False, timeout=10)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def authorize(self, **params: str) -> httpx2.Response:
+        return self.http.get("/oauth2/authorize", params=params)
+
+    def submit(self, page_url: str, email: str, password: str) -> httpx2.Response:
+        page = self.http.get(page_url)
+        assert page.status_code == 200, page.text
+        m = CSRF_RE.search(page.text)
+        assert m, "no csrf token on the page"
+        return self.http.post(
+            page_url, data={"csrf_token": m.group(1), "email": email, "password": password}
+        )
+
+
+@dataclass
+class Flow:
+    client_id: str
+    redirect_uri: str
+    verifier: str
+    state: str
+    nonce: str
+
+    @classmethod
+    def new(cls, client_id: str = NATIVE, redirect_uri: str = "http://127.0.0.1:5555/callback") -> Flow:
+        verifier, _ = pkce_pair()
+        return cls(client_id, redirect_uri, verifier, secrets.token_urlsafe(8), secrets.token_urlsafe(8))
+
+    def params(self, scope: str = "openid offline_access https://authgear.com/scopes/full-access", **extra: str) -> dict[str, str]:
+        digest = hashlib.sha256(self.verifier.encode()).digest()
+        challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return {
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "response_type": "code",
+            "scope": scope,
+            "state": self.state,
+            "nonce": self.nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            **extra,
+        }
+
+
+def callback_params(response: httpx2.Response) -> dict[str, str]:
+    assert response.status_code == 303, (response.status_code, response.text[:500])
+    location = response.headers["location"]
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def login(
+    server: ServerProcess,
+    email: str,
+    password: str,
+    *,
+    flow: Flow | None = None,
+    signup: bool = False,
+    browser: Browser | None = None,
+    **extra: str,
+) -> tuple[dict[str, str], Flow, Browser]:
+    """authorize → login/signup form → callback params (code, state, iss)."""
+    flow = flow or Flow.new()
+    browser = browser or Browser(server.url)
+    params = flow.params(**extra)
+    if signup:
+        params["x_page"] = "signup"
+    r = browser.authorize(**params)
+    assert r.status_code == 303, r.text
+    location = r.headers["location"]
+    if location.startswith("/"):
+        r = browser.submit(location, email, password)
+    return callback_params(r), flow, browser
+
+
+def exchange(server: ServerProcess, code: str, flow: Flow, **extra: str) -> httpx2.Response:
+    return httpx2.post(
+        server.url + "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": flow.client_id,
+            "code": code,
+            "redirect_uri": flow.redirect_uri,
+            "code_verifier": flow.verifier,
+            **extra,
+        },
+    )
+
+
+def refresh(server: ServerProcess, refresh_token: str, client_id: str = NATIVE) -> httpx2.Response:
+    return httpx2.post(
+        server.url + "/oauth2/token",
+        data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": refresh_token},
+    )
+
+
+def tokens_for(server: ServerProcess, client_id: str = NATIVE, **extra: str) -> tuple[dict[str, Any], str]:
+    """A new user, logged in through the forms, with exchanged tokens."""
+    email = new_email()
+    cb, flow, browser = login(server, email, "correct horse battery", flow=Flow.new(client_id), signup=True, **extra)
+    browser.close()
+    r = exchange(server, cb["code"], flow)
+    assert r.status_code == 200, r.text
+    return r.json(), email
+
+
+__all__ = ["urlencode", "urljoin"]
