@@ -142,6 +142,8 @@ class ServerConfig(_Model):
     resolver_port: int | None = Field(default=None, ge=0, le=65535)
     database_url: str | None = None
     app_name: str = "Authgear"
+    # Seconds an authorization code stays exchangeable (single use in any case).
+    authorization_code_lifetime: int = Field(default=300, ge=1, le=600)
     clients: tuple[ClientConfig, ...] = ()
     session: SessionConfig = SessionConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()

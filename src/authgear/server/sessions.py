@@ -16,6 +16,7 @@ from authgear.server.http import client_ip, user_agent
 from authgear.server.state import ServerState
 from authgear.server.storage import AccessTokenRecord, IdpSession, OfflineGrant, User
 from authgear.server.tokens import (
+    ID_TOKEN_LIFETIME,
     new_id,
     new_secret,
     sha256_hex,
@@ -202,7 +203,7 @@ async def issue_tokens(
             "aud": client.id,
             "sub": user.id,
             "iat": now,
-            "exp": now + 300,
+            "exp": now + ID_TOKEN_LIFETIME,
             "auth_time": auth_time,
             "amr": amr,
             **({"sid": sid} if sid else {}),

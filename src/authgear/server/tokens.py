@@ -17,7 +17,6 @@ CLAIM_CAN_REAUTHENTICATE = "https://authgear.com/claims/user/can_reauthenticate"
 CLAIM_ROLES = "https://authgear.com/claims/user/roles"
 
 ID_TOKEN_LIFETIME = 300
-CODE_LIFETIME = 300
 
 
 def sha256_hex(value: str) -> str:

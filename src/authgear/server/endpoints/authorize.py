@@ -18,7 +18,7 @@ from authgear.server.http import OAuthError, client_ip, query_params, read_form
 from authgear.server.sessions import now_s, session_from_cookie
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import AuthCode, IdpSession, User
-from authgear.server.tokens import CODE_LIFETIME, new_secret, sha256_hex
+from authgear.server.tokens import new_secret, sha256_hex
 from authgear.server.ui import error_page
 
 SUPPORTED_SCOPES = frozenset(
@@ -228,7 +228,7 @@ async def complete(
             auth_time=session.authenticated_at,
             amr=session.amr,
             created_at=now,
-            expires_at=now + CODE_LIFETIME,
+            expires_at=now + state.config.authorization_code_lifetime,
             used_at=None,
             issued_grant_id=None,
             issued_token_hash=None,
