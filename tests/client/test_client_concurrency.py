@@ -1,0 +1,163 @@
+"""Single flight at three levels, counted at the server (npm oidc-provider, rotation on and
+reuse of a rotated refresh token revoking the grant: a lost race would log everyone out)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from client_support import CALLBACK, HERE, OidcProvider, browser_login
+
+from authgear import AsyncAuthgear, Authgear, SessionState
+from authgear.client import FileTokenStorage
+
+WORKER = str(HERE / "client_worker.py")
+
+
+def logged_in_store(op: OidcProvider, directory: Path, user: str) -> FileTokenStorage:
+    """Sign in once, then mark the stored access token expired."""
+    storage = FileTokenStorage(directory)
+    ag = Authgear("opaque-client", op.issuer, token_storage=storage)
+    ag.configure()
+    url = ag.make_authorize_url(CALLBACK, prompt="consent")
+    ag.finish_authentication(browser_login(url, user))
+    expire(storage)
+    ag.close()
+    return storage
+
+
+def expire(storage: FileTokenStorage) -> None:
+    record = storage.load("default")
+    assert record is not None
+    storage.save("default", dataclasses.replace(record, expires_at=0.0, refresh_after=0.0))
+
+
+def test_16_threads_one_refresh(oidc_provider: OidcProvider, tmp_path: Path) -> None:
+    storage = logged_in_store(oidc_provider, tmp_path, "t16")
+    ag = Authgear("opaque-client", oidc_provider.issuer, token_storage=storage)
+    ag.configure()
+    before = oidc_provider.stats()["refresh_token"]
+    barrier = threading.Barrier(16)
+
+    def call() -> str | None:
+        barrier.wait()
+        return ag.refresh_access_token_if_needed()
+
+    with ThreadPoolExecutor(16) as pool:
+        tokens = list(pool.map(lambda _: call(), range(16)))
+    assert oidc_provider.stats()["refresh_token"] == before + 1
+    assert len(set(tokens)) == 1 and tokens[0] is not None
+    assert ag.fetch_user_info().sub == "t16"
+
+
+async def test_200_tasks_one_refresh(oidc_provider: OidcProvider, tmp_path: Path) -> None:
+    storage = logged_in_store(oidc_provider, tmp_path, "t200")
+    ag = AsyncAuthgear("opaque-client", oidc_provider.issuer, token_storage=storage)
+    await ag.configure()
+    before = oidc_provider.stats()["refresh_token"]
+    tokens = await asyncio.gather(*(ag.refresh_access_token_if_needed() for _ in range(200)))
+    assert oidc_provider.stats()["refresh_token"] == before + 1
+    assert len(set(tokens)) == 1 and tokens[0] is not None
+    assert (await ag.fetch_user_info()).sub == "t200"
+    await ag.aclose()
+
+
+def test_16_threads_with_refused_token_one_refresh(
+    oidc_provider: OidcProvider, tmp_path: Path
+) -> None:
+    """Threads that all saw the same token refused (a 401) still cause one refresh."""
+    storage = logged_in_store(oidc_provider, tmp_path, "t401")
+    ag = Authgear("opaque-client", oidc_provider.issuer, token_storage=storage)
+    ag.configure()
+    refused = ag.refresh_access_token_if_needed()
+    assert refused is not None
+    before = oidc_provider.stats()["refresh_token"]
+    barrier = threading.Barrier(16)
+
+    def call() -> str | None:
+        barrier.wait()
+        return ag._refresh_rejected(refused)
+
+    with ThreadPoolExecutor(16) as pool:
+        tokens = list(pool.map(lambda _: call(), range(16)))
+    assert oidc_provider.stats()["refresh_token"] == before + 1
+    assert len(set(tokens)) == 1 and tokens[0] != refused
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, WORKER, *args], stdout=subprocess.PIPE, text=True, cwd=HERE
+    )
+
+
+def test_4_processes_one_refresh(oidc_provider: OidcProvider, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    logged_in_store(oidc_provider, store, "p4")
+    go = tmp_path / "go"
+    before = oidc_provider.stats()["refresh_token"]
+    procs = [
+        _spawn("refresh-once", oidc_provider.issuer, "opaque-client", str(store), str(go))
+        for _ in range(4)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert oidc_provider.stats()["refresh_token"] == before + 1
+    assert {r["state"] for r in results} == {"AUTHENTICATED"}
+    assert len({r["token"] for r in results}) == 1
+
+
+def test_4_processes_rotating_in_a_loop_nobody_logged_out(
+    oidc_provider: OidcProvider, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    logged_in_store(oidc_provider, store, "rot")
+    stats = oidc_provider.stats()
+    procs = [
+        _spawn("rotate-loop", oidc_provider.issuer, "opaque-client", str(store), "8")
+        for _ in range(4)
+    ]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert results == [{"sub": "rot", "state": "AUTHENTICATED"}] * 4
+    after = oidc_provider.stats()
+    assert after["refresh_token_errors"] == stats["refresh_token_errors"]
+    assert after["refresh_token"] > stats["refresh_token"]
+    # the store still holds a working session
+    ag = Authgear("opaque-client", oidc_provider.issuer, token_storage=FileTokenStorage(store))
+    ag.configure()
+    assert ag.fetch_user_info().sub == "rot"
+    assert ag.session_state is SessionState.AUTHENTICATED
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_while_writing_never_corrupts_the_store(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    for round_ in range(15):
+        directory = tmp_path / f"r{round_}"
+        p = _spawn("crash-writer", str(directory))
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        # let it write for a random number of records, then kill it mid-flight
+        for _ in range(rng.randint(0, 40)):
+            os.sched_yield()
+        threading.Event().wait(rng.random() * 0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        storage = FileTokenStorage(directory)
+        record = storage.load("default")
+        assert record is not None
+        assert record.refresh_token.startswith("rt-")
+        assert not list(directory.glob("*.corrupt-*"))
+        assert (storage.path("default").stat().st_mode & 0o777) == 0o600
