@@ -633,8 +633,20 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "node": node}
+
+    def out(*cmd: str) -> str:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = out("git", "rev-parse", "--short", "HEAD")
+    if out("git", "status", "--porcelain", "--", "src"):
+        commit += " + uncommitted changes in src/"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "node": out("node", "--version"),
+        "commit": commit,
+    }
 
 
 def main() -> int:
