@@ -1,0 +1,94 @@
+"""The httpx2 / httpx / requests adapters, against a scripted app server."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import httpx2
+import requests
+from client_support import Reply, ScriptedServer
+
+from authgear import AsyncAuthgear, Authgear, AuthgearAuth
+from authgear.client import MemoryTokenStorage, StoredSession, httpx_auth
+from authgear.client.requests_auth import AuthgearRequestsAuth
+
+
+def _storage() -> MemoryTokenStorage:
+    now = time.time()
+    s = MemoryTokenStorage()
+    s.save(
+        "default",
+        StoredSession("rt-1", "at-1", expires_at=now + 3600, refresh_after=now + 3000),
+    )
+    return s
+
+
+def _script(server: ScriptedServer) -> None:
+    server.routes["/oauth2/token"] = lambda s: Reply(
+        200, {"access_token": "at-2", "token_type": "Bearer", "expires_in": 600}
+    )
+    server.routes["/api"] = lambda s: (
+        Reply(200, {"ok": True, "body": s.body.decode()})
+        if s.headers.get("authorization") == "Bearer at-2"
+        else Reply(401, {}, {"www-authenticate": 'Bearer error="invalid_token"'})
+    )
+
+
+def test_httpx2_auth_sync(scripted: ScriptedServer) -> None:
+    _script(scripted)
+    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag.configure()
+    with httpx2.Client(auth=AuthgearAuth(ag)) as c:
+        r = c.post(scripted.url + "/api", content=b"x")
+    assert r.json() == {"ok": True, "body": "x"}
+    assert scripted.count("/oauth2/token") == 1
+    assert scripted.count("/api") == 2
+    ag.close()
+
+
+async def test_httpx2_auth_async(scripted: ScriptedServer) -> None:
+    _script(scripted)
+    ag = AsyncAuthgear("app", scripted.url, token_storage=_storage())
+    await ag.configure()
+    async with httpx2.AsyncClient(auth=AuthgearAuth(ag)) as c:
+        r = await c.post(scripted.url + "/api", json={"a": 1})
+    assert r.json()["ok"] is True
+    assert scripted.count("/oauth2/token") == 1
+    await ag.aclose()
+
+
+async def test_sync_authgear_in_async_client(scripted: ScriptedServer) -> None:
+    _script(scripted)
+    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag.configure()
+    async with httpx2.AsyncClient(auth=AuthgearAuth(ag)) as c:
+        r = await c.get(scripted.url + "/api")
+    assert r.status_code == 200
+    ag.close()
+
+
+def test_plain_httpx_client_and_auth(scripted: ScriptedServer) -> None:
+    _script(scripted)
+    with httpx.Client() as hc:
+        ag = Authgear("app", scripted.url, token_storage=_storage(), http_client=hc)
+        ag.configure()
+        r = ag.fetch("GET", scripted.url + "/api")
+        assert isinstance(r, httpx.Response) and r.status_code == 200
+    ag2 = Authgear("app", scripted.url, token_storage=_storage())
+    ag2.configure()
+    with httpx.Client(auth=httpx_auth(ag2)) as c:
+        assert c.get(scripted.url + "/api").status_code == 200
+    ag2.close()
+
+
+def test_requests_auth(scripted: ScriptedServer) -> None:
+    _script(scripted)
+    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag.configure()
+    with requests.Session() as s:
+        r = s.post(scripted.url + "/api", data=b"payload", auth=AuthgearRequestsAuth(ag))
+    assert r.status_code == 200 and r.json()["body"] == "payload"
+    assert len(r.history) == 1 and r.history[0].status_code == 401
+    assert scripted.count("/oauth2/token") == 1
+    ag.close()
