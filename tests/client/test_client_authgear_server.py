@@ -1,0 +1,155 @@
+"""The seed's story against our own Authgear-compatible server (tests/conftest.py's
+``authgear_server``): sync and async, userinfo claims, rotation, revocation, single flight."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from authgear import (
+    AsyncAuthgear,
+    Authgear,
+    OAuthError,
+    SessionState,
+    SessionStateChangeReason,
+)
+from authgear.client import FileTokenStorage
+
+agtest = pytest.importorskip("agtest.server")
+
+PASSWORD = "correct horse battery staple"
+
+
+def user(server: object) -> str:
+    email = agtest.new_email()
+    server.create_user(email, PASSWORD)  # type: ignore[attr-defined]
+    return email
+
+
+def browser_login(server: object, authorize_url: str, email: str) -> str:
+    browser = agtest.Browser(server.url)  # type: ignore[attr-defined]
+    try:
+        r = browser.http.get(authorize_url)
+        assert r.status_code == 303, r.text[:300]
+        location = r.headers["location"]
+        if location.startswith("/"):
+            r = browser.submit(location, email, PASSWORD)
+        assert r.status_code == 303, r.text[:300]
+        return str(r.headers["location"])
+    finally:
+        browser.close()
+
+
+def signed_in(server: object, tmp_path: Path, client_id: str = agtest.NATIVE) -> Authgear:
+    ag = Authgear(client_id, server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
+    ag.configure()
+    email = user(server)
+    url = ag.make_authorize_url(agtest.NATIVE_REDIRECT)
+    ag.finish_authentication(browser_login(server, url, email))
+    return ag
+
+
+def test_seed_story_against_our_server(authgear_server: object, tmp_path: Path) -> None:
+    events: list[SessionStateChangeReason] = []
+    ag = Authgear(agtest.NATIVE, authgear_server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
+    ag.on_session_state_change(lambda c: events.append(c.reason))
+    ag.configure()
+    assert ag.session_state is SessionState.NO_SESSION
+
+    email = user(authgear_server)
+    url = ag.make_authorize_url(agtest.NATIVE_REDIRECT, page="login", login_hint=email)
+    result = ag.finish_authentication(browser_login(authgear_server, url, email))
+    assert ag.session_state is SessionState.AUTHENTICATED
+
+    info = ag.fetch_user_info()
+    assert info.sub == result.sub
+    assert info.email == email
+    assert info.raw.get("https://authgear.com/claims/user/is_anonymous") is False
+
+    # rotation off (parity): the refresh token stays
+    rt = ag.token_storage.load("default").refresh_token  # type: ignore[union-attr]
+    old = ag.access_token
+    assert ag.refresh_access_token() not in (None, old)
+    assert ag.token_storage.load("default").refresh_token == rt  # type: ignore[union-attr]
+
+    # the resolver accepts the SDK's token (what a backend behind nginx would see)
+    r = ag.fetch("GET", authgear_server.url + "/_resolver/resolve")  # type: ignore[attr-defined]
+    assert r.headers.get("x-authgear-session-valid") == "true"
+    assert r.headers.get("x-authgear-user-id") == info.sub
+
+    ag.logout()
+    assert ag.session_state_reason is SessionStateChangeReason.LOGOUT
+    # the revoked token is refused at userinfo: 401 invalid_grant
+    r = httpx2.get(
+        authgear_server.url + "/oauth2/userinfo",  # type: ignore[attr-defined]
+        headers={"authorization": f"Bearer {old}"},
+    )
+    assert r.status_code == 401
+    assert events == [
+        SessionStateChangeReason.NO_TOKEN,
+        SessionStateChangeReason.AUTHENTICATED,
+        SessionStateChangeReason.LOGOUT,
+    ]
+
+
+def test_revoked_refresh_token_gives_invalid(authgear_server: object, tmp_path: Path) -> None:
+    ag = signed_in(authgear_server, tmp_path / "a")
+    stale = ag.token_storage.load("default")
+    assert stale is not None
+    ag.logout()
+    other_store = FileTokenStorage(tmp_path / "b")
+    other_store.save("default", dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0))
+    ghost = Authgear(agtest.NATIVE, authgear_server.url, token_storage=other_store)  # type: ignore[attr-defined]
+    ghost.configure()
+    assert ghost.refresh_access_token_if_needed() is None
+    assert ghost.session_state_reason is SessionStateChangeReason.INVALID
+    with pytest.raises(OAuthError):
+        ghost.fetch_user_info()
+
+
+def test_threads_single_flight_with_rotation(authgear_server: object, tmp_path: Path) -> None:
+    ag = signed_in(authgear_server, tmp_path, agtest.ROTATING)
+    record = ag.token_storage.load("default")
+    assert record is not None
+    ag.token_storage.save("default", dataclasses.replace(record, refresh_after=0.0))
+    ag2 = Authgear(agtest.ROTATING, authgear_server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
+    ag2.configure()
+    barrier = threading.Barrier(16)
+
+    def call() -> str | None:
+        barrier.wait()
+        return ag2.refresh_access_token_if_needed()
+
+    with ThreadPoolExecutor(16) as pool:
+        tokens = set(pool.map(lambda _: call(), range(16)))
+    assert len(tokens) == 1 and None not in tokens
+    after = ag2.token_storage.load("default")
+    assert after is not None and after.refresh_token != record.refresh_token
+    # the old refresh token would now be reuse; the SDK still works with the new one
+    assert ag2.fetch_user_info().sub
+
+
+async def test_async_story_against_our_server(authgear_server: object, tmp_path: Path) -> None:
+    ag = AsyncAuthgear(
+        agtest.NATIVE,
+        authgear_server.url,  # type: ignore[attr-defined]
+        token_storage=FileTokenStorage(tmp_path),
+    )
+    await ag.configure()
+    email = user(authgear_server)
+    url = await ag.make_authorize_url(agtest.NATIVE_REDIRECT)
+    callback = await asyncio.to_thread(browser_login, authgear_server, url, email)
+    await ag.finish_authentication(callback)
+    info = await ag.fetch_user_info()
+    assert info.email == email
+    tokens = await asyncio.gather(*(ag.refresh_access_token() for _ in range(50)))
+    assert len(set(tokens)) == 1
+    await ag.clear_session_state()
+    assert ag.session_state_reason is SessionStateChangeReason.CLEAR
+    await ag.aclose()
