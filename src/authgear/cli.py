@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
@@ -71,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from authgear.server.app import create_app
+    from authgear.server.app import build_state, create_app, purge_forever
 
     settings, first_run = _load(args, create=True)
     config = settings.config
@@ -96,10 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     out.flush()
 
     async def serve() -> None:
+        state = await build_state(settings)
+        purger = asyncio.create_task(purge_forever(state))
         servers = [
             uvicorn.Server(
                 uvicorn.Config(
-                    create_app(settings),
+                    create_app(settings, state=state),
                     host=config.host,
                     port=config.port,
                     log_level=config.log_level,
@@ -114,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             servers.append(
                 uvicorn.Server(
                     uvicorn.Config(
-                        create_app(settings, resolver_only=True),
+                        create_app(settings, state=state, resolver_only=True),
                         host=config.host,
                         port=config.resolver_port,
                         log_level=config.log_level,
@@ -124,12 +127,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     )
                 )
             )
-        await asyncio.gather(*(s.serve() for s in servers))
+        try:
+            await asyncio.gather(*(s.serve() for s in servers))
+        finally:
+            purger.cancel()
+            await state.repo.close()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -228,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 3000)")
-    serve.add_argument("--public-origin", help="public origin (issuer), e.g. https://auth.example.com")
+    serve.add_argument(
+        "--public-origin", help="public origin (issuer), e.g. https://auth.example.com"
+    )
     serve.set_defaults(func=cmd_serve)
 
     users = sub.add_parser("users", help="manage users")
@@ -236,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = users_sub.add_parser("create", help="create a user with a password")
     _common(create)
     create.add_argument("email")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     create.add_argument("--verified", action="store_true", help="mark the email as verified")
     create.add_argument("--role", action="append", help="give a role (repeatable)")
     create.set_defaults(func=cmd_users_create, host=None, port=None, public_origin=None)

@@ -145,7 +145,16 @@ class ServerProcess:
 
     def create_user(self, email: str, password: str, *extra: str) -> str:
         out = subprocess.run(
-            [AUTHGEAR, "users", "create", email, "--password-stdin", "--data-dir", str(self.data_dir), *extra],
+            [
+                AUTHGEAR,
+                "users",
+                "create",
+                email,
+                "--password-stdin",
+                "--data-dir",
+                str(self.data_dir),
+                *extra,
+            ],
             input=password + "\n",
             capture_output=True,
             text=True,
@@ -202,11 +211,19 @@ class Flow:
     nonce: str
 
     @classmethod
-    def new(cls, client_id: str = NATIVE, redirect_uri: str = "http://127.0.0.1:5555/callback") -> Flow:
+    def new(
+        cls, client_id: str = NATIVE, redirect_uri: str = "http://127.0.0.1:5555/callback"
+    ) -> Flow:
         verifier, _ = pkce_pair()
-        return cls(client_id, redirect_uri, verifier, secrets.token_urlsafe(8), secrets.token_urlsafe(8))
+        return cls(
+            client_id, redirect_uri, verifier, secrets.token_urlsafe(8), secrets.token_urlsafe(8)
+        )
 
-    def params(self, scope: str = "openid offline_access https://authgear.com/scopes/full-access", **extra: str) -> dict[str, str]:
+    def params(
+        self,
+        scope: str = "openid offline_access https://authgear.com/scopes/full-access",
+        **extra: str,
+    ) -> dict[str, str]:
         digest = hashlib.sha256(self.verifier.encode()).digest()
         challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
         return {
@@ -269,14 +286,22 @@ def exchange(server: ServerProcess, code: str, flow: Flow, **extra: str) -> http
 def refresh(server: ServerProcess, refresh_token: str, client_id: str = NATIVE) -> httpx2.Response:
     return httpx2.post(
         server.url + "/oauth2/token",
-        data={"grant_type": "refresh_token", "client_id": client_id, "refresh_token": refresh_token},
+        data={
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "refresh_token": refresh_token,
+        },
     )
 
 
-def tokens_for(server: ServerProcess, client_id: str = NATIVE, **extra: str) -> tuple[dict[str, Any], str]:
+def tokens_for(
+    server: ServerProcess, client_id: str = NATIVE, **extra: str
+) -> tuple[dict[str, Any], str]:
     """A new user, logged in through the forms, with exchanged tokens."""
     email = new_email()
-    cb, flow, browser = login(server, email, "correct horse battery", flow=Flow.new(client_id), signup=True, **extra)
+    cb, flow, browser = login(
+        server, email, "correct horse battery", flow=Flow.new(client_id), signup=True, **extra
+    )
     browser.close()
     r = exchange(server, cb["code"], flow)
     assert r.status_code == 200, r.text

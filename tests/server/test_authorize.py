@@ -151,9 +151,18 @@ def test_csrf_is_required(authgear_server: ServerProcess) -> None:
     r = browser.authorize(**Flow.new().params())
     page_url = r.headers["location"]
     browser.http.get(page_url)
-    posted = browser.http.post(page_url, data={"csrf_token": "forged-token-value-123456", "email": new_email(), "password": PASSWORD})
+    posted = browser.http.post(
+        page_url,
+        data={
+            "csrf_token": "forged-token-value-123456",
+            "email": new_email(),
+            "password": PASSWORD,
+        },
+    )
     assert posted.status_code == 403
-    stranger = httpx2.post(authgear_server.url + page_url, data={"email": new_email(), "password": PASSWORD})
+    stranger = httpx2.post(
+        authgear_server.url + page_url, data={"email": new_email(), "password": PASSWORD}
+    )
     assert stranger.status_code == 403
     browser.close()
 
@@ -183,7 +192,10 @@ def test_signup_validation(authgear_server: ServerProcess) -> None:
 
 def test_cors_for_allowed_origins(authgear_server: ServerProcess) -> None:
     url = authgear_server.url
-    pre = httpx2.options(url + "/oauth2/token", headers={"Origin": WEB_ORIGIN, "Access-Control-Request-Method": "POST"})
+    pre = httpx2.options(
+        url + "/oauth2/token",
+        headers={"Origin": WEB_ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
     assert pre.status_code == 204
     assert pre.headers["access-control-allow-origin"] == WEB_ORIGIN
     assert pre.headers["access-control-allow-credentials"] == "true"
@@ -203,8 +215,14 @@ def test_discovery_documents(authgear_server: ServerProcess) -> None:
     assert a["issuer"] == authgear_server.url
     assert a["code_challenge_methods_supported"] == ["S256"]
     assert a["authorization_response_iss_parameter_supported"] is True
-    for key in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "revocation_endpoint",
-                "end_session_endpoint", "jwks_uri"):
+    for key in (
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "revocation_endpoint",
+        "end_session_endpoint",
+        "jwks_uri",
+    ):
         assert a[key].startswith(authgear_server.url + "/")
     jwks = httpx2.get(a["jwks_uri"]).json()
     assert all(k["alg"] == "RS256" and k["use"] == "sig" and "d" not in k for k in jwks["keys"])
@@ -217,7 +235,10 @@ def test_opaque_access_tokens(authgear_server: ServerProcess) -> None:
     tokens = exchange(server, cb["code"], flow).json()
     assert tokens["access_token"].count(".") == 0
     assert tokens["expires_in"] == 300
-    info = httpx2.get(server.url + "/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    info = httpx2.get(
+        server.url + "/oauth2/userinfo",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
     assert info.status_code == 200
 
 
@@ -236,7 +257,15 @@ def test_scope_without_offline_access_gets_no_refresh_token(authgear_server: Ser
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer", "Basic abc", "Bearer a b", "Token xyz", "Bearer " + "x" * 9000, "bearer\tx", "Bearer \u00e9t\u00e9"],
+    [
+        "Bearer",
+        "Basic abc",
+        "Bearer a b",
+        "Token xyz",
+        "Bearer " + "x" * 9000,
+        "bearer\tx",
+        "Bearer \u00e9t\u00e9",
+    ],
 )
 def test_malformed_authorization_headers(authgear_server: ServerProcess, header: str) -> None:
     value = header.encode("latin-1")
@@ -249,8 +278,10 @@ def test_malformed_authorization_headers(authgear_server: ServerProcess, header:
 
 
 def test_end_session_with_unregistered_uri_stays(authgear_server: ServerProcess) -> None:
-    r = httpx2.get(authgear_server.url + "/oauth2/end_session",
-                   params={"post_logout_redirect_uri": "https://evil.example.com/", "client_id": NATIVE})
+    r = httpx2.get(
+        authgear_server.url + "/oauth2/end_session",
+        params={"post_logout_redirect_uri": "https://evil.example.com/", "client_id": NATIVE},
+    )
     assert r.status_code == 200
     assert "location" not in r.headers
     assert "signed out" in r.text

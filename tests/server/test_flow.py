@@ -76,7 +76,8 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
 
     # Userinfo.
     info = httpx2.get(
-        server.url + "/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        server.url + "/oauth2/userinfo",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
     )
     assert info.status_code == 200
     body = info.json()
@@ -136,7 +137,10 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     cb2 = callback_params(r3)
     assert cb2["state"] == flow2.state
     tokens2 = exchange(server, cb2["code"], flow2).json()
-    assert jwt.decode(tokens2["access_token"], options={"verify_signature": False})["sub"] == claims["sub"]
+    assert (
+        jwt.decode(tokens2["access_token"], options={"verify_signature": False})["sub"]
+        == claims["sub"]
+    )
 
     # Cookie session at the resolver.
     cookie_res = browser.http.get("/_resolver/resolve")
@@ -182,9 +186,11 @@ def test_login_existing_user_and_wrong_password(authgear_server: ServerProcess) 
     browser.close()
 
 
-def test_prompt_login_forces_form_and_prompt_none_without_session(authgear_server: ServerProcess) -> None:
+def test_prompt_login_forces_form_and_prompt_none_without_session(
+    authgear_server: ServerProcess,
+) -> None:
     server = authgear_server
-    cb, _, browser = login(server, new_email(), PASSWORD, signup=True)
+    _, _, browser = login(server, new_email(), PASSWORD, signup=True)
     forced = browser.authorize(**Flow.new().params(prompt="login"))
     assert forced.headers["location"].startswith("/login?flow=")
     stranger = Browser(server.url)
@@ -201,9 +207,13 @@ def test_prompt_login_forces_form_and_prompt_none_without_session(authgear_serve
     stranger.close()
 
 
-def test_signup_page_selected_by_x_page_and_unknown_x_params_ignored(authgear_server: ServerProcess) -> None:
+def test_signup_page_selected_by_x_page_and_unknown_x_params_ignored(
+    authgear_server: ServerProcess,
+) -> None:
     browser = Browser(authgear_server.url)
-    r = browser.authorize(**Flow.new().params(x_page="signup", x_color_scheme="dark", x_whatever="1"))
+    r = browser.authorize(
+        **Flow.new().params(x_page="signup", x_color_scheme="dark", x_whatever="1")
+    )
     assert r.status_code == 303
     assert r.headers["location"].startswith("/signup?flow=")
     page = browser.http.get(r.headers["location"])

@@ -30,7 +30,9 @@ def token(server: ServerProcess, **data: str) -> httpx2.Response:
     return httpx2.post(server.url + "/oauth2/token", data=data)
 
 
-def assert_error(r: httpx2.Response, error: str, description: str | None = None, status: int = 400) -> None:
+def assert_error(
+    r: httpx2.Response, error: str, description: str | None = None, status: int = 400
+) -> None:
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] == error, body
@@ -73,7 +75,8 @@ def test_code_reuse_fails_and_revokes_first_tokens(authgear_server: ServerProces
     # The tokens of the first exchange are revoked too.
     assert refresh(server, tokens["refresh_token"]).json()["error"] == "invalid_grant"
     info = httpx2.get(
-        server.url + "/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        server.url + "/oauth2/userinfo",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
     )
     assert info.status_code == 401
 
@@ -103,10 +106,17 @@ def test_unknown_client_and_wrong_client(authgear_server: ServerProcess) -> None
 
 def test_missing_fields(authgear_server: ServerProcess) -> None:
     assert_error(token(authgear_server), "invalid_request")
-    assert_error(token(authgear_server, grant_type="authorization_code", client_id=NATIVE),
-                 "invalid_request", "code is required")
-    assert_error(token(authgear_server, grant_type="password", client_id=NATIVE), "unsupported_grant_type")
-    assert_error(token(authgear_server, grant_type="refresh_token", client_id=NATIVE), "invalid_request")
+    assert_error(
+        token(authgear_server, grant_type="authorization_code", client_id=NATIVE),
+        "invalid_request",
+        "code is required",
+    )
+    assert_error(
+        token(authgear_server, grant_type="password", client_id=NATIVE), "unsupported_grant_type"
+    )
+    assert_error(
+        token(authgear_server, grant_type="refresh_token", client_id=NATIVE), "invalid_request"
+    )
 
 
 def test_refresh_of_revoked_grant_and_garbage(authgear_server: ServerProcess) -> None:
@@ -147,13 +157,17 @@ def test_rotation_and_reuse_detection(authgear_server: ServerProcess) -> None:
     assert_error(refresh(server, third, ROTATING), "invalid_grant")
 
 
-def test_concurrent_refresh_with_rotation_all_succeed_with_one_successor(authgear_server: ServerProcess) -> None:
+def test_concurrent_refresh_with_rotation_all_succeed_with_one_successor(
+    authgear_server: ServerProcess,
+) -> None:
     import concurrent.futures
 
     server = authgear_server
     tokens, _ = tokens_for(server, ROTATING)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: refresh(server, tokens["refresh_token"], ROTATING), range(8)))
+        results = list(
+            pool.map(lambda _: refresh(server, tokens["refresh_token"], ROTATING), range(8))
+        )
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert len({r.json()["refresh_token"] for r in results}) == 1
 
@@ -162,31 +176,51 @@ def test_confidential_client(authgear_server: ServerProcess) -> None:
     server = authgear_server
     # client_credentials with Basic auth.
     basic = base64.b64encode(f"{CONFIDENTIAL}:{CONFIDENTIAL_SECRET}".encode()).decode()
-    r = httpx2.post(server.url + "/oauth2/token", data={"grant_type": "client_credentials"},
-                    headers={"Authorization": f"Basic {basic}"})
+    r = httpx2.post(
+        server.url + "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
     assert r.status_code == 200, r.text
     assert "refresh_token" not in r.json() and "id_token" not in r.json()
     # Wrong secret via Basic: 401 with a challenge; via the body: 400.
     wrong = base64.b64encode(f"{CONFIDENTIAL}:nope".encode()).decode()
-    r = httpx2.post(server.url + "/oauth2/token", data={"grant_type": "client_credentials"},
-                    headers={"Authorization": f"Basic {wrong}"})
+    r = httpx2.post(
+        server.url + "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {wrong}"},
+    )
     assert_error(r, "invalid_client", status=401)
     assert r.headers["www-authenticate"].startswith("Basic")
     r = token(server, grant_type="client_credentials", client_id=CONFIDENTIAL, client_secret="nope")
     assert_error(r, "invalid_client")
     # Body credentials win over Basic.
-    r = httpx2.post(server.url + "/oauth2/token",
-                    data={"grant_type": "client_credentials", "client_id": CONFIDENTIAL,
-                          "client_secret": CONFIDENTIAL_SECRET},
-                    headers={"Authorization": f"Basic {wrong}"})
+    r = httpx2.post(
+        server.url + "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CONFIDENTIAL,
+            "client_secret": CONFIDENTIAL_SECRET,
+        },
+        headers={"Authorization": f"Basic {wrong}"},
+    )
     assert r.status_code == 200
     # A public client cannot use client_credentials.
-    assert_error(token(server, grant_type="client_credentials", client_id=NATIVE), "unauthorized_client")
+    assert_error(
+        token(server, grant_type="client_credentials", client_id=NATIVE), "unauthorized_client"
+    )
     # The code flow for a confidential client needs its secret; PKCE is optional.
-    browser_cb, flow, browser = login(server, new_email(), PASSWORD, flow=Flow.new(CONFIDENTIAL, WEB_REDIRECT), signup=True)
+    browser_cb, flow, browser = login(
+        server, new_email(), PASSWORD, flow=Flow.new(CONFIDENTIAL, WEB_REDIRECT), signup=True
+    )
     browser.close()
-    base = {"grant_type": "authorization_code", "code": browser_cb["code"], "redirect_uri": WEB_REDIRECT,
-            "code_verifier": flow.verifier, "client_id": CONFIDENTIAL}
+    base = {
+        "grant_type": "authorization_code",
+        "code": browser_cb["code"],
+        "redirect_uri": WEB_REDIRECT,
+        "code_verifier": flow.verifier,
+        "client_id": CONFIDENTIAL,
+    }
     assert_error(token(server, **base), "invalid_client")
     r = token(server, **base, client_secret=CONFIDENTIAL_SECRET)
     assert r.status_code == 200, r.text
@@ -196,15 +230,32 @@ def test_confidential_client(authgear_server: ServerProcess) -> None:
     ("headers", "content"),
     [
         ({"Content-Type": "application/json"}, b'{"grant_type": "refresh_token"}'),
-        ({"Content-Type": "application/x-www-form-urlencoded"}, b"grant_type=refresh_token&grant_type=x"),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"grant_type=refresh_token&grant_type=x",
+        ),
         ({"Content-Type": "application/x-www-form-urlencoded"}, b"\xff\xfe\xfd"),
         ({"Content-Type": "application/x-www-form-urlencoded"}, b"a=" + b"x" * 70000),
-        ({"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic !!!"}, b"grant_type=client_credentials"),
-        ({"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic " + base64.b64encode(b"nocolon").decode()}, b"grant_type=client_credentials"),
-        ({"Content-Type": "application/x-www-form-urlencoded"}, b"grant_type=refresh_token&client_id=" + b"c" * 5000),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded", "Authorization": "Basic !!!"},
+            b"grant_type=client_credentials",
+        ),
+        (
+            {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": "Basic " + base64.b64encode(b"nocolon").decode(),
+            },
+            b"grant_type=client_credentials",
+        ),
+        (
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"grant_type=refresh_token&client_id=" + b"c" * 5000,
+        ),
     ],
 )
-def test_malformed_requests(authgear_server: ServerProcess, headers: dict[str, str], content: bytes) -> None:
+def test_malformed_requests(
+    authgear_server: ServerProcess, headers: dict[str, str], content: bytes
+) -> None:
     r = httpx2.post(authgear_server.url + "/oauth2/token", headers=headers, content=content)
     assert r.status_code in (400, 401, 413), r.text
     assert r.json()["error"] in ("invalid_request", "invalid_client")

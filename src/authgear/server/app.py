@@ -13,7 +13,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,7 +71,8 @@ class CORSMiddleware:
                         "Access-Control-Allow-Credentials": "true",
                         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
                         "Access-Control-Allow-Headers": (
-                            "Authorization, Content-Type, X-Authgear-Platform, X-Authgear-SDK-Version"
+                            "Authorization, Content-Type, X-Authgear-Platform, "
+                            "X-Authgear-SDK-Version"
                         ),
                         "Access-Control-Max-Age": "600",
                     }
@@ -117,7 +118,10 @@ class ErrorMiddleware:
         except Exception as e:
             # Log the type and place only: exception messages may quote request data.
             log.error(
-                "internal error on %s %s: %s", scope["method"], scope["path"], type(e).__name__,
+                "internal error on %s %s: %s",
+                scope["method"],
+                scope["path"],
+                type(e).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             if started:
@@ -163,7 +167,7 @@ async def build_state(settings: Settings) -> ServerState:
     )
 
 
-async def _purge_forever(state: ServerState) -> None:
+async def purge_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(PURGE_INTERVAL)
         try:
@@ -172,26 +176,33 @@ async def _purge_forever(state: ServerState) -> None:
             log.warning("purging expired rows failed: %s", type(e).__name__)
 
 
-def resolver_routes() -> list[Route]:
+def resolver_routes() -> list[BaseRoute]:
     return [
         Route("/_resolver/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
         Route("/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
     ]
 
 
-def create_app(settings: Settings, *, resolver_only: bool = False) -> ASGIApp:
-    """The server. ``resolver_only`` builds the app for the separate resolver port."""
+def create_app(
+    settings: Settings, *, state: ServerState | None = None, resolver_only: bool = False
+) -> ASGIApp:
+    """The server. Builds its own state at start-up unless given one (shared by the apps of
+    one process); ``resolver_only`` builds the app for the separate resolver port."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = await build_state(settings)
-        app.state.authgear = state
-        purger = asyncio.create_task(_purge_forever(state))
+        if state is not None:
+            app.state.authgear = state
+            yield
+            return
+        own = await build_state(settings)
+        app.state.authgear = own
+        purger = asyncio.create_task(purge_forever(own))
         try:
             yield
         finally:
             purger.cancel()
-            await state.repo.close()
+            await own.repo.close()
 
     routes = resolver_routes()
     if not resolver_only:

@@ -257,7 +257,9 @@ def load_settings(
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (run `authgear serve` once to create it)") from None
+        raise ConfigError(
+            f"{path}: config file not found (run `authgear serve` once to create it)"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     try:
@@ -288,10 +290,11 @@ def default_config_text(host: str, port: int) -> tuple[str, dict[str, str]]:
     text = f"""\
 # Authgear server configuration. Every value can be overridden by an environment variable:
 # AUTHGEAR_<KEY> for top-level keys, AUTHGEAR_<KEY>__<SUBKEY> for nested ones
-# (for example AUTHGEAR_PUBLIC_ORIGIN=https://auth.example.com or AUTHGEAR_RATE_LIMITS__ENABLED=false).
+# (for example AUTHGEAR_PUBLIC_ORIGIN=https://auth.example.com
+# or AUTHGEAR_RATE_LIMITS__ENABLED=false).
 
-# The origin apps and browsers use to reach this server. It is the token issuer and the base of every
-# endpoint URL; set it to the public https origin when the server runs behind a reverse proxy.
+# The origin apps and browsers use to reach this server. It is the token issuer and the base of
+# every endpoint URL; set it to the public https origin when the server runs behind a proxy.
 # null: http://<host>:<port>.
 public_origin: null
 
@@ -313,7 +316,8 @@ trusted_proxies: []
 
 clients:
   # A public client for native and command-line apps (the Python SDK's `authenticate()`).
-  # A loopback redirect URI (http://127.0.0.1/... or http://localhost/...) matches any port (RFC 8252).
+  # A loopback redirect URI (http://127.0.0.1/... or http://localhost/...) matches any port
+  # (RFC 8252).
   - id: {native_id}
     name: Native app
     type: public
@@ -374,4 +378,3 @@ lockout:
 log_level: info
 """
     return text, {"native": native_id, "web": web_id}
-

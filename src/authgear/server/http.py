@@ -42,7 +42,9 @@ class OAuthError(Exception):
 
 
 def rate_limited() -> OAuthError:
-    return OAuthError("x_rate_limited", "too many requests", status=429, headers={"Retry-After": "60"})
+    return OAuthError(
+        "x_rate_limited", "too many requests", status=429, headers={"Retry-After": "60"}
+    )
 
 
 def parse_params(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -97,12 +99,20 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise OAuthError("invalid_client", "malformed Basic credentials", status=401,
-                         headers={"WWW-Authenticate": 'Basic realm="authgear"'}) from None
+        raise OAuthError(
+            "invalid_client",
+            "malformed Basic credentials",
+            status=401,
+            headers={"WWW-Authenticate": 'Basic realm="authgear"'},
+        ) from None
     user, sep, password = decoded.partition(":")
     if not sep:
-        raise OAuthError("invalid_client", "malformed Basic credentials", status=401,
-                         headers={"WWW-Authenticate": 'Basic realm="authgear"'})
+        raise OAuthError(
+            "invalid_client",
+            "malformed Basic credentials",
+            status=401,
+            headers={"WWW-Authenticate": 'Basic realm="authgear"'},
+        )
     return unquote(user), unquote(password)
 
 

@@ -57,7 +57,9 @@ async def create_idp_session(
         last_access_at=now,
         last_access_ip=client_ip(request, state.config.trusted_proxies),
         last_access_user_agent=user_agent(request),
-        expires_at=expiry(now, now, cfg.lifetime, cfg.idle_timeout if cfg.idle_timeout_enabled else None),
+        expires_at=expiry(
+            now, now, cfg.lifetime, cfg.idle_timeout if cfg.idle_timeout_enabled else None
+        ),
     )
     await state.repo.create_idp_session(session)
     return session, f"{session.id}.{secret}"
@@ -120,7 +122,9 @@ async def touch(
         lifetime, idle = cfg.lifetime, cfg.idle_timeout if cfg.idle_timeout_enabled else None
     elif client is not None:
         lifetime = client.refresh_token_lifetime
-        idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+        idle = (
+            client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+        )
     else:
         return
     await state.repo.touch_session(

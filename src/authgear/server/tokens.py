@@ -41,7 +41,9 @@ def split_compound(token: str) -> tuple[str, str] | None:
 
 def sign_jwt(keys: KeySet, claims: dict[str, Any], typ: str) -> str:
     key = keys.signing
-    return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": typ})
+    return jwt.encode(
+        claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": typ}
+    )
 
 
 def user_claims(

@@ -156,7 +156,7 @@ def validate(
         client_id=client.id,
         redirect_uri=redirect_uri,
         response_type=response_type,
-        response_mode=mode or ("query" if response_type == "code" else "query"),
+        response_mode=mode or "query",
         scopes=scopes,
         state=params.get("state"),
         nonce=params.get("nonce") or None,
@@ -277,7 +277,11 @@ async def authorize_endpoint(request: Request) -> Response:
             state,
             req.redirect_uri,
             req.response_mode,
-            {"error": "login_required", "error_description": "login is required", "state": req.state},
+            {
+                "error": "login_required",
+                "error_description": "login is required",
+                "state": req.state,
+            },
         )
     flow_id = new_secret()
     now = now_s()

@@ -69,9 +69,7 @@ def discovery_document(state: ServerState) -> dict[str, Any]:
 
 async def discovery_endpoint(request: Request) -> Response:
     state = get_state(request)
-    return JSONResponse(
-        discovery_document(state), headers={"Cache-Control": "public, max-age=300"}
-    )
+    return JSONResponse(discovery_document(state), headers={"Cache-Control": "public, max-age=300"})
 
 
 async def jwks_endpoint(request: Request) -> Response:

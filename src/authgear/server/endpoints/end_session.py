@@ -16,7 +16,7 @@ from authgear.server.ui import render
 
 
 def _hint_client(state: ServerState, id_token_hint: str) -> str | None:
-    """The audience of an ID token we signed (expired ones too, as OIDC RP-Initiated Logout allows)."""
+    """The audience of an ID token we signed; expired ones too (OIDC RP-Initiated Logout)."""
     try:
         header = jwt.get_unverified_header(id_token_hint)
         key = state.keys.public_keys.get(str(header.get("kid")))

@@ -36,7 +36,9 @@ def normalize_email(value: str) -> str | None:
     return email
 
 
-async def _flow(state: ServerState, request: Request) -> tuple[str | None, AuthorizationRequest | None]:
+async def _flow(
+    state: ServerState, request: Request
+) -> tuple[str | None, AuthorizationRequest | None]:
     flow_id = request.query_params.get("flow")
     if not flow_id:
         return None, None
@@ -105,11 +107,17 @@ async def login_page(request: Request) -> Response:
     try:
         form = await read_form(request)
     except OAuthError:
-        return _page(state, request, "login", flow_id, error="The form could not be read.", status=400)
+        return _page(
+            state, request, "login", flow_id, error="The form could not be read.", status=400
+        )
     if not csrf_ok(request, form.get("csrf_token")):
         return _page(
-            state, request, "login", flow_id,
-            error="Your session expired. Please try again.", status=403,
+            state,
+            request,
+            "login",
+            flow_id,
+            error="Your session expired. Please try again.",
+            status=403,
         )
     email_raw = form.get("email", "")
     password = form.get("password", "")
@@ -117,8 +125,13 @@ async def login_page(request: Request) -> Response:
     limits = state.config.rate_limits
     if not state.limiter.check("password", ip, limits.password_failures_per_ip_per_minute, 60):
         return _page(
-            state, request, "login", flow_id, email=email_raw[:320],
-            error="Too many attempts. Wait a minute and try again.", status=429,
+            state,
+            request,
+            "login",
+            flow_id,
+            email=email_raw[:320],
+            error="Too many attempts. Wait a minute and try again.",
+            status=429,
         )
     email = normalize_email(email_raw)
     lock_key = f"email:{(email or email_raw).strip().lower()[:320]}"
@@ -127,8 +140,13 @@ async def login_page(request: Request) -> Response:
     failure = await state.repo.get_login_failure(lock_key) if lockout.enabled else None
     if failure is not None and failure.locked_until is not None and failure.locked_until > now:
         return _page(
-            state, request, "login", flow_id, email=email_raw[:320],
-            error="Too many attempts. Wait a while and try again.", status=429,
+            state,
+            request,
+            "login",
+            flow_id,
+            email=email_raw[:320],
+            error="Too many attempts. Wait a while and try again.",
+            status=429,
         )
     user = await state.repo.get_user_by_email(email) if email else None
     ok = await verify_password(user.password_hash if user else None, password[:1024])
@@ -137,8 +155,13 @@ async def login_page(request: Request) -> Response:
         if lockout.enabled:
             await state.repo.put_login_failure(_next_failure(failure, lock_key, now, state))
         return _page(
-            state, request, "login", flow_id, email=email_raw[:320],
-            error=WRONG_CREDENTIALS, status=401,
+            state,
+            request,
+            "login",
+            flow_id,
+            email=email_raw[:320],
+            error=WRONG_CREDENTIALS,
+            status=401,
         )
     if failure is not None:
         await state.repo.clear_login_failures(lock_key)
@@ -170,19 +193,30 @@ async def signup_page(request: Request) -> Response:
     try:
         form = await read_form(request)
     except OAuthError:
-        return _page(state, request, "signup", flow_id, error="The form could not be read.", status=400)
+        return _page(
+            state, request, "signup", flow_id, error="The form could not be read.", status=400
+        )
     if not csrf_ok(request, form.get("csrf_token")):
         return _page(
-            state, request, "signup", flow_id,
-            error="Your session expired. Please try again.", status=403,
+            state,
+            request,
+            "signup",
+            flow_id,
+            error="Your session expired. Please try again.",
+            status=403,
         )
     email_raw = form.get("email", "")
     password = form.get("password", "")
     email = normalize_email(email_raw)
     if email is None:
         return _page(
-            state, request, "signup", flow_id, email=email_raw[:320],
-            error="Enter a valid email address.", status=400,
+            state,
+            request,
+            "signup",
+            flow_id,
+            email=email_raw[:320],
+            error="Enter a valid email address.",
+            status=400,
         )
     problem = password_problem(password)
     if problem:
@@ -190,8 +224,13 @@ async def signup_page(request: Request) -> Response:
     ip = client_ip(request, state.config.trusted_proxies)
     if not state.limiter.hit("signup", ip, state.config.rate_limits.signup_per_ip_per_hour, 3600):
         return _page(
-            state, request, "signup", flow_id, email=email,
-            error="Too many sign-ups from your network. Try again later.", status=429,
+            state,
+            request,
+            "signup",
+            flow_id,
+            email=email,
+            error="Too many sign-ups from your network. Try again later.",
+            status=429,
         )
     password_hash = await hash_password(password)
     try:
@@ -201,7 +240,12 @@ async def signup_page(request: Request) -> Response:
     except EmailTaken:
         # Generic on purpose: the page must not confirm which emails have accounts.
         return _page(
-            state, request, "signup", flow_id, email=email, status=400,
+            state,
+            request,
+            "signup",
+            flow_id,
+            email=email,
+            status=400,
             error="We could not create an account with these details. "
             "If you already have an account, sign in instead.",
         )

@@ -201,8 +201,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
     # retry (a lost response, or two of its requests racing) gets the same successor.
     successor = _successor(state, grant.id, parts[1]) if client.refresh_token_rotation else None
     retry = previous is not None
-    if retry:
-        assert successor is not None or not client.refresh_token_rotation
+    if previous is not None:
         in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
         if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
             # RFC 9700 §4.14.2: a rotated token used again; assume theft, end the grant.
@@ -237,9 +236,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         if successor is not None:
             history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
         idle = (
-            client.refresh_token_idle_timeout
-            if client.refresh_token_idle_timeout_enabled
-            else None
+            client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
         )
         ok = await state.repo.refresh_grant(
             grant.id,

@@ -155,7 +155,7 @@ class SQLRepository:
         email_verified: bool = False,
         roles: Sequence[str] = (),
     ) -> User:
-        values = {
+        values: dict[str, Any] = {
             "id": user_id,
             "email": email,
             "email_key": email.lower(),
@@ -178,7 +178,11 @@ class SQLRepository:
 
     async def get_user(self, user_id: str) -> User | None:
         async with self.engine.connect() as conn:
-            r = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).mappings().first()
+            r = (
+                (await conn.execute(select(t.users).where(t.users.c.id == user_id)))
+                .mappings()
+                .first()
+            )
         return _user(r) if r else None
 
     async def get_user_by_email(self, email: str) -> User | None:
@@ -276,7 +280,9 @@ class SQLRepository:
     async def delete_idp_session(self, session_id: str) -> bool:
         async with self.engine.begin() as conn:
             await _delete_tokens_of(conn, session_id)
-            res = await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id))
+            res = await conn.execute(
+                delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id)
+            )
         return bool(res.rowcount)
 
     # -- offline grants -----------------------------------------------------------------------
@@ -329,7 +335,9 @@ class SQLRepository:
     async def delete_grant(self, grant_id: str) -> bool:
         async with self.engine.begin() as conn:
             await _delete_tokens_of(conn, grant_id)
-            res = await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.id == grant_id))
+            res = await conn.execute(
+                delete(t.offline_grants).where(t.offline_grants.c.id == grant_id)
+            )
         return bool(res.rowcount)
 
     # -- access tokens ------------------------------------------------------------------------
@@ -337,7 +345,9 @@ class SQLRepository:
         async with self.engine.begin() as conn:
             await _insert_access_token(conn, a)
 
-    async def get_access_token(self, token_hash: str) -> tuple[AccessTokenRecord, User | None] | None:
+    async def get_access_token(
+        self, token_hash: str
+    ) -> tuple[AccessTokenRecord, User | None] | None:
         """The token's record and its user, in one query (the resolver's hot path)."""
         q = (
             select(t.access_tokens, t.users)
