@@ -159,7 +159,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     from authgear.server.endpoints.login import normalize_email
     from authgear.server.passwords import hash_password_sync
     from authgear.server.storage import migrate
-    from authgear.server.storage.sql import EmailTaken, SQLRepository, make_engine
+    from authgear.server.storage.sql import EmailTaken, SQLRepository
     from authgear.server.tokens import new_id
 
     settings, _ = _load(args)
@@ -172,7 +172,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     async def create() -> str:
         import time
 
-        repo = SQLRepository(make_engine(settings.database_url))
+        repo = SQLRepository.open(settings.database_url)
         try:
             user = await repo.create_user(
                 user_id=new_id(),

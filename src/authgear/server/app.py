@@ -31,7 +31,7 @@ from authgear.server.ratelimit import RateLimiter
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
 from authgear.server.storage import migrate
-from authgear.server.storage.sql import SQLRepository, make_engine
+from authgear.server.storage.sql import SQLRepository
 
 log = logging.getLogger("authgear.server")
 
@@ -153,7 +153,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 async def build_state(settings: Settings) -> ServerState:
     url = settings.database_url
     await anyio.to_thread.run_sync(migrate.upgrade, url)
-    repo = SQLRepository(make_engine(url))
+    repo = SQLRepository.open(url)
     keys = await load_or_create_keys(repo)
     rotation_key = await repo.get_or_create_secret(
         "refresh_rotation_key", secrets.token_hex(32), now_s()

@@ -202,7 +202,7 @@ class Settings:
     def database_url(self) -> str:
         if self.config.database_url:
             return self.config.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'authgear.db'}"
+        return f"sqlite:///{self.data_dir / 'authgear.db'}"
 
 
 def _coerce_env(value: str) -> Any:

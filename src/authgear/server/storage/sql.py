@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, event, insert, select, update
+from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authgear.server.storage import schema as t
+from authgear.server.storage.db import Conn, Database, open_database
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
@@ -25,23 +25,6 @@ from authgear.server.storage.models import (
 
 class EmailTaken(Exception):
     """A user with this email already exists."""
-
-
-def make_engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        return engine
-    return create_async_engine(url, pool_pre_ping=True)
 
 
 def _user(r: RowMapping) -> User:
@@ -138,8 +121,12 @@ def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
 class SQLRepository:
     """All storage the server needs. Every method is one short transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.engine = db
+
+    @classmethod
+    def open(cls, url: str) -> SQLRepository:
+        return cls(open_database(url))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -536,11 +523,11 @@ class SQLRepository:
             await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.expires_at < now))
 
 
-async def _delete_tokens_of(conn: AsyncConnection, session_id: str) -> None:
+async def _delete_tokens_of(conn: Conn, session_id: str) -> None:
     await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id))
 
 
-async def _insert_access_token(conn: AsyncConnection, a: AccessTokenRecord) -> None:
+async def _insert_access_token(conn: Conn, a: AccessTokenRecord) -> None:
     await conn.execute(
         insert(t.access_tokens).values(
             token_hash=a.token_hash,
@@ -558,7 +545,7 @@ async def _insert_access_token(conn: AsyncConnection, a: AccessTokenRecord) -> N
     )
 
 
-async def _insert_grant(conn: AsyncConnection, g: OfflineGrant) -> None:
+async def _insert_grant(conn: Conn, g: OfflineGrant) -> None:
     await conn.execute(
         insert(t.offline_grants).values(
             id=g.id,

@@ -1,4 +1,4 @@
-"""Alembic environment: runs the packaged migrations on the configured (async) engine."""
+"""Alembic environment: runs the packaged migrations on the configured database."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from authgear.server.storage.db import open_database
 from authgear.server.storage.schema import metadata
-from authgear.server.storage.sql import make_engine
 
 config = context.config
 
@@ -24,11 +24,11 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-    async with engine.connect() as conn:
-        await conn.run_sync(_run)
-        await conn.commit()
-    await engine.dispose()
+    db = open_database(config.get_main_option("sqlalchemy.url") or "")
+    try:
+        await db.run_sync(_run)
+    finally:
+        await db.dispose()
 
 
 if context.is_offline_mode():

@@ -1,0 +1,107 @@
+"""One small async face over two ways of running SQLAlchemy statements.
+
+SQLite runs inline on the event loop: a statement on a local WAL database takes microseconds,
+far less than a hop to a worker thread (aiosqlite), and since nothing awaits inside a
+transaction, transactions of one process never interleave or wait on each other's locks.
+Server databases (PostgreSQL) use SQLAlchemy's async engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
+
+
+class Conn(Protocol):
+    async def execute(self, statement: Executable) -> CursorResult[Any]: ...
+
+
+class Database(Protocol):
+    def begin(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
+    def connect(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
+    async def run_sync(self, fn: Callable[[Connection], None]) -> None: ...
+    async def dispose(self) -> None: ...
+
+
+class _InlineConn:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Executable) -> CursorResult[Any]:
+        return self._conn.execute(statement)
+
+
+class InlineDatabase:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[Conn]:
+        with self.engine.begin() as conn:
+            yield _InlineConn(conn)
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Conn]:
+        with self.engine.connect() as conn:
+            yield _InlineConn(conn)
+
+    async def run_sync(self, fn: Callable[[Connection], None]) -> None:
+        with self.engine.begin() as conn:
+            fn(conn)
+
+    async def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class _AsyncConn:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Executable) -> CursorResult[Any]:
+        return await self._conn.execute(statement)
+
+
+class AsyncDatabase:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[Conn]:
+        async with self.engine.begin() as conn:
+            yield _AsyncConn(conn)
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Conn]:
+        async with self.engine.connect() as conn:
+            yield _AsyncConn(conn)
+
+    async def run_sync(self, fn: Callable[[Connection], None]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(fn)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def open_database(url: str) -> Database:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed.set(drivername="sqlite"), connect_args={"timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return InlineDatabase(engine)
+    return AsyncDatabase(create_async_engine(parsed, pool_pre_ping=True))
