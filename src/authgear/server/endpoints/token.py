@@ -182,9 +182,10 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
     parts = split_compound(token)
     if parts is None:
         raise OAuthError("invalid_grant", "invalid refresh token")
-    grant = await state.repo.get_grant(parts[0])
-    if grant is None:
+    found = await state.repo.get_grant_and_user(parts[0])
+    if found is None:
         raise OAuthError("invalid_grant", "invalid refresh token")
+    grant, user = found
     now = now_s()
     presented = sha256_hex(parts[1])
     current = hmac.compare_digest(presented, grant.refresh_hash)
@@ -210,8 +211,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
     if grant.expires_at <= now:
         await state.repo.delete_grant(grant.id)
         raise OAuthError("invalid_grant", "invalid refresh token")
-    user = await state.repo.get_user(grant.user_id)
-    if user is None or user.disabled:
+    if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
 
     issued = await issue_tokens(

@@ -19,7 +19,9 @@ from sqlalchemy.sql.base import Executable
 
 
 class Conn(Protocol):
-    async def execute(self, statement: Executable) -> CursorResult[Any]: ...
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> CursorResult[Any]: ...
 
 
 class Database(Protocol):
@@ -33,8 +35,10 @@ class _InlineConn:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def execute(self, statement: Executable) -> CursorResult[Any]:
-        return self._conn.execute(statement)
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        return self._conn.execute(statement, parameters)
 
 
 class InlineDatabase:
@@ -63,8 +67,10 @@ class _AsyncConn:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def execute(self, statement: Executable) -> CursorResult[Any]:
-        return await self._conn.execute(statement)
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        return await self._conn.execute(statement, parameters)
 
 
 class AsyncDatabase:

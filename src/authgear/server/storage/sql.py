@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +27,7 @@ class EmailTaken(Exception):
     """A user with this email already exists."""
 
 
-def _user(r: RowMapping) -> User:
+def _user(r: Mapping[Any, Any]) -> User:
     return User(
         id=r["id"],
         email=r["email"],
@@ -118,6 +118,36 @@ def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
     return [{"h": p.hash, "t": p.superseded_at} for p in items]
 
 
+# Hot-path statements, built once: SQLAlchemy memoizes a statement object's cache key, so
+# reusing it skips rebuilding and re-keying the statement on every request.
+_GET_ACCESS_TOKEN = (
+    select(t.access_tokens, t.users)
+    .select_from(t.access_tokens.outerjoin(t.users, t.users.c.id == t.access_tokens.c.user_id))
+    .where(t.access_tokens.c.token_hash == bindparam("b_hash"))
+)
+_GET_GRANT_AND_USER = (
+    select(t.offline_grants, *(c.label(f"u_{c.name}") for c in t.users.c))
+    .select_from(t.offline_grants.join(t.users, t.users.c.id == t.offline_grants.c.user_id))
+    .where(t.offline_grants.c.id == bindparam("b_id"))
+)
+_REFRESH_GRANT = (
+    update(t.offline_grants)
+    .where(
+        t.offline_grants.c.id == bindparam("b_id"),
+        t.offline_grants.c.refresh_hash == bindparam("b_expected"),
+    )
+    .values(
+        refresh_hash=bindparam("b_hash"),
+        previous_hashes=bindparam("b_previous", type_=t.offline_grants.c.previous_hashes.type),
+        last_access_at=bindparam("b_now"),
+        last_access_ip=bindparam("b_ip"),
+        last_access_user_agent=bindparam("b_ua"),
+        expires_at=bindparam("b_expires"),
+    )
+)
+_INSERT_ACCESS_TOKEN = insert(t.access_tokens)
+
+
 class SQLRepository:
     """All storage the server needs. Every method is one short transaction."""
 
@@ -161,7 +191,7 @@ class SQLRepository:
                 await conn.execute(insert(t.users).values(**values))
         except IntegrityError:
             raise EmailTaken(email) from None
-        return _user(values)  # type: ignore[arg-type]
+        return _user(values)
 
     async def get_user(self, user_id: str) -> User | None:
         async with self.engine.connect() as conn:
@@ -277,6 +307,15 @@ class SQLRepository:
         async with self.engine.begin() as conn:
             await _insert_grant(conn, g)
 
+    async def get_grant_and_user(self, grant_id: str) -> tuple[OfflineGrant, User] | None:
+        """A grant with its user, in one query (the refresh grant's hot path)."""
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(_GET_GRANT_AND_USER, {"b_id": grant_id})).mappings().first()
+        if r is None:
+            return None
+        user = _user({c.name: r[f"u_{c.name}"] for c in t.users.c})
+        return _grant(r), user
+
     async def get_grant(self, grant_id: str) -> OfflineGrant | None:
         async with self.engine.connect() as conn:
             q = select(t.offline_grants).where(t.offline_grants.c.id == grant_id)
@@ -298,22 +337,18 @@ class SQLRepository:
     ) -> bool:
         """Record a refresh and its new access token in one transaction; compare-and-set on the
         refresh hash so two concurrent rotations cannot both win. False: the hash changed."""
+        params = {
+            "b_id": grant_id,
+            "b_expected": expected_refresh_hash,
+            "b_hash": refresh_hash,
+            "b_previous": _prev(previous_hashes),
+            "b_now": now,
+            "b_ip": ip,
+            "b_ua": user_agent,
+            "b_expires": expires_at,
+        }
         async with self.engine.begin() as conn:
-            res = await conn.execute(
-                update(t.offline_grants)
-                .where(
-                    t.offline_grants.c.id == grant_id,
-                    t.offline_grants.c.refresh_hash == expected_refresh_hash,
-                )
-                .values(
-                    refresh_hash=refresh_hash,
-                    previous_hashes=_prev(previous_hashes),
-                    last_access_at=now,
-                    last_access_ip=ip,
-                    last_access_user_agent=user_agent,
-                    expires_at=expires_at,
-                )
-            )
+            res = await conn.execute(_REFRESH_GRANT, params)
             if not res.rowcount:
                 return False
             await _insert_access_token(conn, token)
@@ -336,15 +371,8 @@ class SQLRepository:
         self, token_hash: str
     ) -> tuple[AccessTokenRecord, User | None] | None:
         """The token's record and its user, in one query (the resolver's hot path)."""
-        q = (
-            select(t.access_tokens, t.users)
-            .select_from(
-                t.access_tokens.outerjoin(t.users, t.users.c.id == t.access_tokens.c.user_id)
-            )
-            .where(t.access_tokens.c.token_hash == token_hash)
-        )
         async with self.engine.connect() as conn:
-            r = (await conn.execute(q)).mappings().first()
+            r = (await conn.execute(_GET_ACCESS_TOKEN, {"b_hash": token_hash})).mappings().first()
         if r is None:
             return None
         user = _user(r) if r["id"] is not None else None
@@ -529,19 +557,20 @@ async def _delete_tokens_of(conn: Conn, session_id: str) -> None:
 
 async def _insert_access_token(conn: Conn, a: AccessTokenRecord) -> None:
     await conn.execute(
-        insert(t.access_tokens).values(
-            token_hash=a.token_hash,
-            jti=a.jti,
-            session_kind=a.session_kind,
-            session_id=a.session_id,
-            user_id=a.user_id,
-            client_id=a.client_id,
-            scope=a.scope,
-            auth_time=a.auth_time,
-            amr=a.amr,
-            issued_at=a.issued_at,
-            expires_at=a.expires_at,
-        )
+        _INSERT_ACCESS_TOKEN,
+        {
+            "token_hash": a.token_hash,
+            "jti": a.jti,
+            "session_kind": a.session_kind,
+            "session_id": a.session_id,
+            "user_id": a.user_id,
+            "client_id": a.client_id,
+            "scope": a.scope,
+            "auth_time": a.auth_time,
+            "amr": a.amr,
+            "issued_at": a.issued_at,
+            "expires_at": a.expires_at,
+        },
     )
 
 
