@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import yaml
@@ -307,5 +307,3 @@ def tokens_for(
     assert r.status_code == 200, r.text
     return r.json(), email
 
-
-__all__ = ["urlencode", "urljoin"]
