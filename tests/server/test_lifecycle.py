@@ -262,3 +262,15 @@ def test_hash_secret() -> None:
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
     assert sys.executable
+
+
+def test_token_rate_limit_per_user(fresh_server: ServerProcess) -> None:
+    server = fresh_server
+    server.config["rate_limits"] = {"enabled": True, "token_per_user_per_minute": 3}
+    server.start()
+    tokens, _ = tokens_for(server)  # the code exchange counts as one
+    statuses = [refresh(server, tokens["refresh_token"]).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    # Another user is not affected.
+    other, _ = tokens_for(server)
+    assert refresh(server, other["refresh_token"]).status_code == 200

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from authgear.server.storage import migrate
 from authgear.server.storage.sql import SQLRepository
 
 log = logging.getLogger("authgear.server")
+access_log = logging.getLogger("authgear.access")
 
 STATIC = Path(__file__).parent / "static"
 CORS_PATHS = frozenset(
@@ -95,8 +97,9 @@ class CORSMiddleware:
         await self.app(scope, receive, send_with_cors)
 
 
-class ErrorMiddleware:
-    """The last line: an unexpected exception becomes a bare 500 with no detail or secret."""
+class OuterMiddleware:
+    """The last line: one access-log line per request (path only: queries can hold tokens such
+    as an id_token_hint), and an unexpected exception becomes a bare 500 without detail."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -105,18 +108,19 @@ class ErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        status = 0
+        start = time.perf_counter()
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
             await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as e:
-            # Log the type and place only: exception messages may quote request data.
+            # The type only: exception messages may quote request data.
             log.error(
                 "internal error on %s %s: %s",
                 scope["method"],
@@ -124,14 +128,19 @@ class ErrorMiddleware:
                 type(e).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-            if started:
-                return
-            response = JSONResponse(
-                {"error": "server_error", "error_description": "internal server error"},
-                status_code=500,
-                headers={"Cache-Control": "no-store"},
+            if not status:
+                status = 500
+                await _server_error_response()(scope, receive, send)
+        if access_log.isEnabledFor(logging.INFO):
+            client = scope.get("client")
+            access_log.info(
+                '%s "%s %s" %d %.1fms',
+                client[0] if client else "-",
+                scope["method"],
+                scope["path"][:200],
+                status,
+                (time.perf_counter() - start) * 1000,
             )
-            await response(scope, receive, send)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -142,12 +151,16 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "method_not_allowed"}, status_code=405)
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
+def _server_error_response() -> Response:
     return JSONResponse(
         {"error": "server_error", "error_description": "internal server error"},
         status_code=500,
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _server_error_response()
 
 
 async def build_state(settings: Settings) -> ServerState:
@@ -227,4 +240,4 @@ def create_app(
         exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _server_error},
     )
     origins = frozenset(o for c in settings.config.clients for o in c.allowed_origins)
-    return ErrorMiddleware(CORSMiddleware(app, origins))
+    return OuterMiddleware(CORSMiddleware(app, origins))

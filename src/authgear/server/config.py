@@ -116,6 +116,8 @@ class RateLimitConfig(_Model):
     enabled: bool = True
     # Requests per minute to the token endpoint from one IP address.
     token_per_ip_per_minute: int = Field(default=600, ge=1)
+    # Requests per minute to the token endpoint for one user (all their grants together).
+    token_per_user_per_minute: int = Field(default=120, ge=1)
     # Failed password checks per minute from one IP address.
     password_failures_per_ip_per_minute: int = Field(default=30, ge=1)
     # Authorize and login/signup page requests per minute from one IP.
@@ -363,6 +365,7 @@ session:
 rate_limits:
   enabled: true
   token_per_ip_per_minute: 600
+  token_per_user_per_minute: 120
   password_failures_per_ip_per_minute: 30
   authorize_per_ip_per_minute: 600
   signup_per_ip_per_hour: 60

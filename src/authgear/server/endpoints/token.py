@@ -141,6 +141,7 @@ async def _authorization_code(
     user = await state.repo.get_user(record.user_id)
     if user is None or user.disabled:
         raise OAuthError("invalid_grant", "invalid authorization code")
+    _limit_user(state, user.id)
     grant: OfflineGrant | None = None
     refresh_token: str | None = None
     if "offline_access" in record.scopes:
@@ -213,6 +214,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         raise OAuthError("invalid_grant", "invalid refresh token")
     if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
+    _limit_user(state, user.id)
 
     issued = await issue_tokens(
         state,
@@ -258,6 +260,12 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         raise OAuthError("invalid_grant", "invalid refresh token")
     state.touched[grant.id] = now
     return _token_response(issued, client, new_refresh)
+
+
+def _limit_user(state: ServerState, user_id: str) -> None:
+    limit = state.config.rate_limits.token_per_user_per_minute
+    if not state.limiter.hit("token-user", user_id, limit, 60):
+        raise rate_limited()
 
 
 def _successor(state: ServerState, grant_id: str, secret: str) -> str:
