@@ -236,3 +236,26 @@ def test_response_modes(authgear_server: ServerProcess, mode: str) -> None:
         assert f'action="{flow.redirect_uri}"' in r.text
         assert 'name="code"' in r.text and 'name="iss"' in r.text
     browser.close()
+
+
+def test_device_info_from_native_sdks_is_kept(authgear_server: ServerProcess) -> None:
+    import base64
+    import json
+    import sqlite3
+
+    server = authgear_server
+    info = {"ios": {"uname": {"machine": "iPhone15,2"}}}
+    encoded = base64.urlsafe_b64encode(json.dumps(info).encode()).decode().rstrip("=")
+    cb, flow, browser = login(server, new_email(), PASSWORD, signup=True)
+    browser.close()
+    tokens = exchange(server, cb["code"], flow, x_device_info=encoded).json()
+    grant_id = tokens["refresh_token"].split(".")[0]
+    # Garbage is ignored, never an error.
+    cb2, flow2, b2 = login(server, new_email(), PASSWORD, signup=True)
+    b2.close()
+    assert exchange(server, cb2["code"], flow2, x_device_info="%%%not-base64").status_code == 200
+    with sqlite3.connect(server.data_dir / "authgear.db") as db:
+        row = db.execute(
+            "SELECT device_info FROM offline_grants WHERE id = ?", (grant_id,)
+        ).fetchone()
+    assert json.loads(row[0]) == info

@@ -273,6 +273,7 @@ def new_grant(
     amr: list[str],
     request: Request,
     trusted_proxies: tuple[str, ...],
+    device_info: dict[str, Any] | None = None,
 ) -> tuple[OfflineGrant, str]:
     """A new offline grant and its refresh token ``<grant_id>.<secret>``."""
     now = now_s()
@@ -292,7 +293,7 @@ def new_grant(
         last_access_at=now,
         last_access_ip=client_ip(request, trusted_proxies),
         last_access_user_agent=user_agent(request),
-        device_info={},
+        device_info=device_info or {},
         expires_at=expiry(now, now, client.refresh_token_lifetime, idle),
     )
     return grant, f"{grant.id}.{secret}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import json
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -154,6 +157,7 @@ async def _authorization_code(
             amr=record.amr,
             request=request,
             trusted_proxies=state.config.trusted_proxies,
+            device_info=_device_info(form.get("x_device_info")),
         )
     issued = await issue_tokens(
         state,
@@ -260,6 +264,18 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         raise OAuthError("invalid_grant", "invalid refresh token")
     state.touched[grant.id] = now
     return _token_response(issued, client, new_refresh)
+
+
+def _device_info(raw: str | None) -> dict[str, Any]:
+    """Authgear's native SDKs send ``x_device_info``: base64url JSON describing the device.
+    Kept with the grant for the session list; anything malformed is ignored."""
+    if not raw or len(raw) > 8192:
+        return {}
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _limit_user(state: ServerState, user_id: str) -> None:
