@@ -306,4 +306,3 @@ def tokens_for(
     r = exchange(server, cb["code"], flow)
     assert r.status_code == 200, r.text
     return r.json(), email
-
