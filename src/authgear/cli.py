@@ -8,7 +8,7 @@ import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +134,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await state.repo.close()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        _run_event_loop(serve())
     return 0
+
+
+def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed (uvicorn's `standard` extra): a faster loop than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _read_password(args: argparse.Namespace) -> str:
