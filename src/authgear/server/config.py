@@ -324,6 +324,7 @@ clients:
     name: Native app
     type: public
     redirect_uris:
+      - http://127.0.0.1/oauth-redirect   # the Python SDK's authenticate() and `authgear login`
       - http://127.0.0.1/callback
       - http://localhost/callback
     post_logout_redirect_uris: []
