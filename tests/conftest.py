@@ -1,29 +1,59 @@
-"""Shared fixtures: the real server on a free loopback port with a temp data folder."""
+"""Shared fixtures: the real server on a free loopback port with a temp data folder, on SQLite
+and on PostgreSQL (a throwaway cluster started for the session)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agtest.server import ServerProcess, free_port, test_config
+from agtest.services import Postgres, Redis, start_postgres, start_redis
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
-def authgear_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the session (rate limits off); tests create their own users."""
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    pg = start_postgres(tmp_path_factory.mktemp("postgres") / "cluster")
+    yield pg
+    pg.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
+    yield redis
+    redis.stop()
+
+
+def _config(request: pytest.FixtureRequest, port: int) -> dict[str, object]:
+    config = test_config(port)
+    if request.param == "postgresql":
+        pg: Postgres = request.getfixturevalue("postgres")
+        config["database_url"] = pg.create_database(f"ag_{secrets.token_hex(6)}")
+    return config
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def authgear_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server per storage backend for the session (rate limits off); tests create their
+    own users."""
     port = free_port()
-    server = ServerProcess(tmp_path_factory.mktemp("authgear"), port, test_config(port))
+    server = ServerProcess(tmp_path_factory.mktemp("authgear"), port, _config(request, port))
     server.start()
     yield server
     server.stop()
 
 
-@pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(params=BACKENDS)
+def fresh_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of its own, for tests that restart it or change its config."""
     port = free_port()
-    server = ServerProcess(tmp_path / "data", port, test_config(port))
+    server = ServerProcess(tmp_path / "data", port, _config(request, port))
     yield server
     server.stop()

@@ -137,6 +137,37 @@ class ServerProcess:
         if getattr(self, "_log", None):
             self._log.close()
 
+    @property
+    def database_url(self) -> str:
+        return str(self.config.get("database_url") or f"sqlite:///{self.data_dir / 'authgear.db'}")
+
+    @property
+    def backend(self) -> str:
+        return "postgresql" if self.database_url.startswith("postgresql") else "sqlite"
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run SQL (with ? placeholders) against the server's own database."""
+        if self.backend == "sqlite":
+            import sqlite3
+
+            with sqlite3.connect(self.data_dir / "authgear.db") as db:
+                return [tuple(r) for r in db.execute(sql, params).fetchall()]
+        import asyncio
+
+        import asyncpg
+
+        parts = sql.split("?")
+        numbered = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], start=1))
+
+        async def run() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                return [tuple(r) for r in await conn.fetch(numbered, *params)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

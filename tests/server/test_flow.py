@@ -241,7 +241,6 @@ def test_response_modes(authgear_server: ServerProcess, mode: str) -> None:
 def test_device_info_from_native_sdks_is_kept(authgear_server: ServerProcess) -> None:
     import base64
     import json
-    import sqlite3
 
     server = authgear_server
     info = {"ios": {"uname": {"machine": "iPhone15,2"}}}
@@ -254,8 +253,5 @@ def test_device_info_from_native_sdks_is_kept(authgear_server: ServerProcess) ->
     cb2, flow2, b2 = login(server, new_email(), PASSWORD, signup=True)
     b2.close()
     assert exchange(server, cb2["code"], flow2, x_device_info="%%%not-base64").status_code == 200
-    with sqlite3.connect(server.data_dir / "authgear.db") as db:
-        row = db.execute(
-            "SELECT device_info FROM offline_grants WHERE id = ?", (grant_id,)
-        ).fetchone()
-    assert json.loads(row[0]) == info
+    [(stored,)] = server.query("SELECT device_info FROM offline_grants WHERE id = ?", grant_id)
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == info
