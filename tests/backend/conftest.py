@@ -8,6 +8,26 @@ from backend_support import BackendProcess, example_backend
 
 from agtest.server import ServerProcess
 
+# The backend tests run on the SQLite server only (they read and add signing keys in its
+# database file, and storage is the server suite's concern), except the end-to-end story,
+# whose revocation goes through storage and so runs on both.
+BOTH_STORAGES = {"test_backend_story.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_pg = "postgresql" in (params.get("authgear_server"), params.get("fresh_server"))
+        here = item.path.parent == Path(__file__).parent
+        if here and on_pg and item.path.name not in BOTH_STORAGES:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 def _backend(
     kind: str, mode: str, server: ServerProcess, tmp: Path, *extra: str

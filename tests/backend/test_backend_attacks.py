@@ -31,9 +31,6 @@ from authgear.backend import (
     SimpleRequest,
 )
 
-# The server's key is read from its SQLite file: run these on the SQLite server only.
-pytestmark = pytest.mark.parametrize("authgear_server", ["sqlite"], indirect=True)
-
 
 def _flip(segment: str) -> str:
     raw = bytearray(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))

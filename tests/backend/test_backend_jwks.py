@@ -1,0 +1,185 @@
+"""JWKS behaviour against the real server: key rotation, refetch storms, stale keys.
+
+Fetches are counted at the server: it runs at log level info, where its access log has one
+line per request with the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+
+import jwt
+import pytest
+from backend_support import access_claims, mint, signing_keys
+
+from agtest.server import ServerProcess, tokens_for
+from authgear.backend import (
+    BackendUnavailable,
+    InvalidToken,
+    JWTVerifier,
+)
+
+
+def jwks_requests(server: ServerProcess) -> int:
+    return server.log().count('"GET /oauth2/jwks"')
+
+
+def add_signing_key(server: ServerProcess) -> str:
+    """Rotate by hand: a new key row, newer than the others, in the server's SQLite file.
+
+    The server must be stopped; on its next start the newest active key signs and every
+    unretired key is in the JWKS (src/authgear/server/keys.py). The admin `keys rotate`
+    command comes later (another issue); until then this is what a rotation is.
+    """
+    from authgear.server.keys import generate_signing_key
+
+    key = generate_signing_key(int(time.time()) + 1)
+    with sqlite3.connect(server.data_dir / "authgear.db") as db:
+        db.execute(
+            "INSERT INTO signing_keys (kid, private_pem, created_at, active, retire_at)"
+            " VALUES (?, ?, ?, ?, NULL)",
+            (key.kid, key.private_pem, key.created_at, True),
+        )
+    return key.kid
+
+
+def retire_key(server: ServerProcess, kid: str) -> None:
+    with sqlite3.connect(server.data_dir / "authgear.db") as db:
+        db.execute(
+            "UPDATE signing_keys SET active = ?, retire_at = ? WHERE kid = ?",
+            (False, int(time.time()) - 1, kid),
+        )
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+@pytest.mark.parametrize("fresh_server", ["sqlite"], indirect=True)
+def test_real_key_rotation(fresh_server: ServerProcess) -> None:
+    server = fresh_server
+    server.config["log_level"] = "info"
+    server.start()
+    old_token = tokens_for(server)[0]["access_token"]
+    old_kid = kid_of(old_token)
+    verifier = JWTVerifier(server.url, jwks_ttl=1.0, refetch_cooldown=0.2)
+    assert verifier.verify(old_token).sub
+    assert verifier.jwks_fetches == 1
+
+    server.stop()
+    new_kid = add_signing_key(server)
+    server.start()
+    new_token = tokens_for(server)[0]["access_token"]
+    assert kid_of(new_token) == new_kid
+    # The unknown kid makes the verifier refetch once; the old key is still served.
+    assert verifier.verify(new_token).sub
+    assert verifier.jwks_fetches == 2
+    assert verifier.verify(old_token).sub
+    assert verifier.jwks_fetches == 2
+    assert jwks_requests(server) == 2
+
+    # Retire the old key: once the cached JWKS is older than its TTL, the verifier refreshes
+    # and tokens signed by the retired key are refused.
+    server.stop()
+    retire_key(server, old_kid)
+    server.start()
+    time.sleep(1.1)
+    assert verifier.verify(new_token).sub  # a stale cache: refreshed in this call
+    assert verifier.jwks_fetches == 3
+    with pytest.raises(InvalidToken, match="unknown signing key"):
+        verifier.verify(old_token)
+    verifier.close()
+
+
+@pytest.mark.parametrize("fresh_server", ["sqlite"], indirect=True)
+def test_unknown_kid_storm_threads_and_tasks(fresh_server: ServerProcess) -> None:
+    server = fresh_server
+    server.config["log_level"] = "info"
+    server.start()
+    kid, key, _ = signing_keys(server)[0]
+    good = mint(key, kid, access_claims(server))
+    storm = [mint(key, str(uuid.uuid4()), access_claims(server)) for _ in range(64)]
+    cooldown = 1.0
+    verifier = JWTVerifier(server.url, refetch_cooldown=cooldown)
+    verifier.prefetch()
+    assert jwks_requests(server) == 1
+
+    # 32 threads hammer unknown kids for 2.5 s: at most one fetch per cooldown.
+    stop = time.monotonic() + 2.5
+    refused = [0] * 32
+    errors: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        try:
+            while time.monotonic() < stop:
+                for token in storm:
+                    try:
+                        verifier.verify(token)
+                    except InvalidToken:
+                        refused[i] += 1
+                assert verifier.verify(good).sub
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert not errors
+    assert sum(refused) > 1000
+    during = jwks_requests(server) - 1
+    assert 1 <= during <= 1 + int(elapsed / cooldown), (during, elapsed)
+    assert verifier.jwks_fetches == jwks_requests(server)
+
+    # 500 concurrent asyncio tasks with unknown kids, after the cooldown: one fetch.
+    time.sleep(cooldown)
+    before = jwks_requests(server)
+
+    async def tasks() -> list[BaseException | object]:
+        return await asyncio.gather(
+            *(verifier.verify_async(storm[i % len(storm)]) for i in range(500)),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(tasks())
+    assert all(isinstance(r, InvalidToken) for r in results)
+    assert jwks_requests(server) - before == 1
+    verifier.close()
+
+
+@pytest.mark.parametrize("fresh_server", ["sqlite"], indirect=True)
+def test_stale_keys_serve_when_the_server_is_down(fresh_server: ServerProcess) -> None:
+    server = fresh_server
+    server.start()
+    token = tokens_for(server)[0]["access_token"]
+    verifier = JWTVerifier(server.url, jwks_ttl=0.3, refetch_cooldown=0.1)
+    assert verifier.verify(token).sub
+    server.stop()
+    time.sleep(0.4)
+    # The refresh fails; the known key keeps verifying (sync and async).
+    assert verifier.verify(token).sub
+    assert asyncio.run(verifier.verify_async(token)).sub
+    assert verifier.jwks_fetches >= 2
+    # An unknown kid is still just an invalid token, not an outage.
+    _kid, key, _ = signing_keys(server)[0]
+    with pytest.raises(InvalidToken):
+        verifier.verify(mint(key, str(uuid.uuid4()), access_claims(server)))
+    # A verifier that never got keys reports the outage (adapters answer 503).
+    cold = JWTVerifier(server.url, refetch_cooldown=0.1)
+    with pytest.raises(BackendUnavailable):
+        cold.verify(token)
+    with pytest.raises(BackendUnavailable):
+        asyncio.run(cold.verify_async(token))
+    # Back up: the next fetch after the cooldown succeeds.
+    server.start()
+    time.sleep(0.15)
+    assert cold.verify(token).sub
+    verifier.close()
+    cold.close()
