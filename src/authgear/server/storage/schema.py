@@ -157,3 +157,40 @@ server_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# -- session management (admin API, portal) --------------------------------------------------
+
+# Admin API keys: the key is `agk_<id>.<secret>`; only the SHA-256 of the secret is kept.
+admin_api_keys = Table(
+    "admin_api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+# What administrators did: who (an API key, a portal admin, the CLI, or a user on their own
+# sessions), what, when and to which user or session.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    # "api_key", "portal", "cli" or "self"
+    Column("actor_type", String(16), nullable=False),
+    Column("actor_id", String(200), nullable=False),
+    Column("actor_label", String(320), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32), nullable=True),
+    Column("target_id", String(200), nullable=True),
+    Column("details", JSON, nullable=False, default=dict),
+    Column("ip", String(64), nullable=True),
+    Index("ix_audit_log_target_id", "target_id"),
+)
+
+# Indexes for "everything of this user" (deleting a user, revoking all of their sessions).
+Index("ix_access_tokens_user_id", access_tokens.c.user_id)
+Index("ix_auth_codes_idp_session_id", auth_codes.c.idp_session_id)
