@@ -271,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db_upgrade, host=None, port=None, public_origin=None)
 
     _register_client_commands(sub)
+    _register_admin_commands(sub)
     return parser
+
+
+def _register_admin_commands(sub: Any) -> None:
+    from authgear.server import admin_cli
+
+    admin_cli.register(sub)
 
 
 def _register_client_commands(sub: Any) -> None:

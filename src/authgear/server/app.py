@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgear.server.admin import admin_routes
 from authgear.server.config import Settings
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
@@ -233,6 +234,7 @@ def create_app(
             Route("/logout", logout_page, methods=["POST"]),
             Route("/", home_page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+            *admin_routes(),
         ]
     app = Starlette(
         routes=routes,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
@@ -13,6 +14,7 @@ from authgear.server.config import ServerConfig, Settings
 from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
 from authgear.server.storage import Repository
+from authgear.server.storage.admin import AdminRepository
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -41,6 +43,11 @@ class ServerState:
 
     def url(self, path: str) -> str:
         return self.issuer + path
+
+    @functools.cached_property
+    def admin(self) -> AdminRepository:
+        """Session-management storage (admin API, portal), on the repository's database."""
+        return AdminRepository(cast(Any, self.repo).engine)
 
 
 def get_state(request: Request) -> ServerState:

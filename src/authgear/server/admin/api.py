@@ -1,0 +1,380 @@
+"""The admin API (JSON) under /_api/admin/, a FastAPI app mounted in the server.
+
+Authenticated by admin API keys (``Authorization: Bearer agk_...``, see ``authgear admin keys
+create``). The OpenAPI document is at /_api/admin/openapi.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from authgear.server.admin.ops import AdminOps, InvalidInput
+from authgear.server.admin.present import audit_json, session_json, user_json
+from authgear.server.http import NO_STORE, client_ip
+from authgear.server.sessions import now_s
+from authgear.server.state import ServerState
+from authgear.server.storage.admin import Actor, BadCursor
+from authgear.server.storage.sql import EmailTaken
+
+log = logging.getLogger("authgear.admin")
+
+STATE_KEY = "authgear.state"
+ROLE = r"^[A-Za-z0-9_.:-]{1,64}$"
+ID_PATH = Path(min_length=1, max_length=100)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+class ErrorOut(BaseModel):
+    error: str
+    error_description: str | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    email_verified: bool
+    roles: list[str]
+    disabled: bool
+    created_at: int
+    updated_at: int
+    last_login_at: int | None
+
+
+class UserPage(BaseModel):
+    users: list[UserOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
+
+
+class CreateUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=1, max_length=320)
+    password: str | None = Field(
+        default=None, max_length=1024, description="omit for an account without a password"
+    )
+    email_verified: bool = False
+    roles: list[Annotated[str, Field(pattern=ROLE)]] = Field(default_factory=list, max_length=50)
+
+
+class SetRoles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    roles: list[Annotated[str, Field(pattern=ROLE)]] = Field(max_length=50)
+
+
+class LastAccess(BaseModel):
+    time: int
+    ip: str | None
+    user_agent: str | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    kind: Literal["idp_session", "offline_grant"] = Field(
+        description="idp_session: a browser sign-in (cookie); offline_grant: an app's refresh token"
+    )
+    user_id: str
+    client_id: str | None
+    client_name: str | None
+    idp_session_id: str | None = Field(description="the browser session an app signed in through")
+    display_name: str = Field(description="device name, or a readable user agent")
+    scopes: list[str]
+    amr: list[str]
+    created_at: int
+    authenticated_at: int
+    expires_at: int
+    last_access: LastAccess
+    device_info: dict[str, Any] = Field(description="x_device_info of Authgear's native SDKs")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+
+
+class RevokeAllOut(BaseModel):
+    revoked: int
+
+
+class ActorOut(BaseModel):
+    type: Literal["api_key", "portal", "cli", "self"]
+    id: str
+    label: str | None
+
+
+class TargetOut(BaseModel):
+    type: str | None
+    id: str | None
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: int
+    actor: ActorOut
+    action: str
+    target: TargetOut
+    details: dict[str, Any]
+    ip: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditOut]
+    next_cursor: int | None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "missing, unknown or revoked API key"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"model": ErrorOut, "description": "no such user or session"},
+}
+
+_bearer = HTTPBearer(auto_error=False, description="an admin API key: agk_<id>.<secret>")
+
+
+def _state(request: Request) -> ServerState:
+    state = request.scope.get(STATE_KEY)
+    assert isinstance(state, ServerState)
+    return state
+
+
+async def _actor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    # Keys are 256-bit random secrets: guessing is hopeless, so failures are not rate limited.
+    state = _state(request)
+    key = None
+    if credentials is not None:
+        key = await state.admin.verify_key(credentials.credentials, now_s())
+    if key is None:
+        raise ApiError(401, "unauthorized", "a valid admin API key is required")
+    return Actor("api_key", key.id, key.name, client_ip(request, state.config.trusted_proxies))
+
+
+ActorDep = Annotated[Actor, Depends(_actor)]
+UserId = Annotated[str, ID_PATH]
+
+
+def _ops(request: Request) -> AdminOps:
+    state = _state(request)
+    return AdminOps(state.repo, state.admin)
+
+
+def _user_or_404(user: Any) -> UserOut:
+    if user is None:
+        raise ApiError(404, "not_found", "no such user")
+    return UserOut(**user_json(user))
+
+
+def build_api() -> FastAPI:
+    api = FastAPI(
+        title="Authgear admin API",
+        version="1",
+        description="Users, their sessions, and the audit log. "
+        "Send an admin API key as `Authorization: Bearer <key>`.",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        headers = dict(NO_STORE)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="authgear-admin"'
+        return JSONResponse(
+            {"error": exc.error, "error_description": exc.description},
+            status_code=exc.status,
+            headers=headers,
+        )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
+
+    @api.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception) -> Response:
+        log.error("internal error in the admin API: %s", type(exc).__name__)
+        return JSONResponse(
+            {"error": "server_error", "error_description": "internal server error"},
+            status_code=500,
+        )
+
+    @api.get("/users", response_model=UserPage, responses=ERRORS, tags=["users"])
+    async def list_users(
+        request: Request,
+        actor: ActorDep,
+        q: Annotated[
+            str | None, Query(max_length=320, description="part of an email, or a user id")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=600)] = None,
+    ) -> UserPage:
+        """Users ordered by email; page with `next_cursor`."""
+        try:
+            users, nxt = await _state(request).admin.list_users(query=q, limit=limit, after=cursor)
+        except BadCursor:
+            raise ApiError(400, "invalid_request", "invalid cursor") from None
+        return UserPage(users=[UserOut(**user_json(u)) for u in users], next_cursor=nxt)
+
+    @api.post(
+        "/users",
+        response_model=UserOut,
+        status_code=201,
+        responses={
+            **ERRORS,
+            400: {"model": ErrorOut, "description": "invalid email, password or roles"},
+            409: {"model": ErrorOut, "description": "the email is taken"},
+        },
+        tags=["users"],
+    )
+    async def create_user(request: Request, actor: ActorDep, body: CreateUser) -> UserOut:
+        try:
+            user = await _ops(request).create_user(
+                actor,
+                now_s(),
+                email=body.email,
+                password=body.password,
+                email_verified=body.email_verified,
+                roles=body.roles,
+            )
+        except InvalidInput as e:
+            raise ApiError(400, "invalid_request", str(e)) from None
+        except EmailTaken:
+            raise ApiError(409, "conflict", "a user with this email exists") from None
+        return UserOut(**user_json(user))
+
+    @api.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
+    async def get_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        return _user_or_404(await _state(request).admin.get_user(user_id))
+
+    @api.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND, tags=["users"])
+    async def delete_user(request: Request, actor: ActorDep, user_id: UserId) -> Response:
+        """Delete the user with their sessions, grants and tokens, in one transaction."""
+        if await _ops(request).delete_user(actor, now_s(), user_id) is None:
+            raise ApiError(404, "not_found", "no such user")
+        return Response(status_code=204)
+
+    @api.post(
+        "/users/{user_id}/disable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
+    )
+    async def disable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        """A disabled user is refused everywhere at once: sign-in, refresh, userinfo, resolver."""
+        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, True))
+
+    @api.post(
+        "/users/{user_id}/enable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
+    )
+    async def enable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, False))
+
+    @api.put(
+        "/users/{user_id}/roles",
+        response_model=UserOut,
+        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid roles"}},
+        tags=["users"],
+    )
+    async def set_roles(
+        request: Request, actor: ActorDep, user_id: UserId, body: SetRoles
+    ) -> UserOut:
+        try:
+            user = await _ops(request).set_roles(actor, now_s(), user_id, body.roles)
+        except InvalidInput as e:
+            raise ApiError(400, "invalid_request", str(e)) from None
+        return _user_or_404(user)
+
+    @api.get(
+        "/users/{user_id}/sessions",
+        response_model=SessionList,
+        responses=NOT_FOUND,
+        tags=["sessions"],
+    )
+    async def list_sessions(request: Request, actor: ActorDep, user_id: UserId) -> SessionList:
+        """The user's browser sessions and app sessions, most recently used first."""
+        state = _state(request)
+        if await state.admin.get_user(user_id) is None:
+            raise ApiError(404, "not_found", "no such user")
+        sessions = await state.admin.list_sessions(user_id, now_s())
+        return SessionList(sessions=[SessionOut(**session_json(s, state.config)) for s in sessions])
+
+    @api.delete(
+        "/users/{user_id}/sessions",
+        response_model=RevokeAllOut,
+        responses=NOT_FOUND,
+        tags=["sessions"],
+    )
+    async def revoke_all_sessions(
+        request: Request, actor: ActorDep, user_id: UserId
+    ) -> RevokeAllOut:
+        """Revoke all of the user's sessions and everything issued under them."""
+        count = await _ops(request).revoke_all(actor, now_s(), user_id)
+        if count is None:
+            raise ApiError(404, "not_found", "no such user")
+        return RevokeAllOut(revoked=count)
+
+    @api.get(
+        "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]
+    )
+    async def get_session(
+        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+    ) -> SessionOut:
+        state = _state(request)
+        found = await state.admin.get_session(session_id)
+        if found is None:
+            raise ApiError(404, "not_found", "no such session")
+        return SessionOut(**session_json(found, state.config))
+
+    @api.delete("/sessions/{session_id}", status_code=204, responses=NOT_FOUND, tags=["sessions"])
+    async def revoke_session(
+        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+    ) -> Response:
+        """Revoke one session: its refresh token, access tokens and cookie stop working at once."""
+        if await _ops(request).revoke_session(actor, now_s(), session_id) is None:
+            raise ApiError(404, "not_found", "no such session")
+        return Response(status_code=204)
+
+    @api.get("/audit-log", response_model=AuditPage, responses=ERRORS, tags=["audit"])
+    async def audit_log(
+        request: Request,
+        actor: ActorDep,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        target_id: Annotated[str | None, Query(max_length=200)] = None,
+        actor_id: Annotated[str | None, Query(max_length=200)] = None,
+        action: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> AuditPage:
+        """Admin actions, newest first; page with `next_cursor`."""
+        entries, nxt = await _state(request).admin.list_audit(
+            limit=limit, before=cursor, target_id=target_id, actor_id=actor_id, action=action
+        )
+        return AuditPage(entries=[AuditOut(**audit_json(e)) for e in entries], next_cursor=nxt)
+
+    return api
+
+
+class WithState:
+    """Mounted inside the server's Starlette app: hands the FastAPI app the server's state
+    (``request.app`` is the FastAPI app there, not the server)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[STATE_KEY] = scope["app"].state.authgear
+        await self.app(scope, receive, send)
