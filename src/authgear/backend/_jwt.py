@@ -54,11 +54,13 @@ log = logging.getLogger("authgear.backend")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_DOCUMENT = 1 << 20  # discovery and JWKS documents larger than 1 MiB are refused
 
-_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "256": hashes.SHA256,
-    "384": hashes.SHA384,
-    "512": hashes.SHA512,
+# Hash and padding objects hold no state: built once, shared by every verification.
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "256": hashes.SHA256(),
+    "384": hashes.SHA384(),
+    "512": hashes.SHA512(),
 }
+_PKCS1V15 = padding.PKCS1v15()
 _CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
 SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
@@ -87,10 +89,10 @@ class _Key:
         """Raise InvalidToken unless ``signature`` is this key's over ``signing_input``."""
         if self.alg is not None and self.alg != alg:
             raise InvalidToken("the key does not allow this algorithm")
-        digest = _HASHES[alg[2:]]()
+        digest = _HASHES[alg[2:]]
         try:
             if alg[0] == "R" and isinstance(self.key, rsa.RSAPublicKey):
-                self.key.verify(signature, signing_input, padding.PKCS1v15(), digest)
+                self.key.verify(signature, signing_input, _PKCS1V15, digest)
             elif alg[0] == "P" and isinstance(self.key, rsa.RSAPublicKey):
                 pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
                 self.key.verify(signature, signing_input, pss, digest)
@@ -152,6 +154,7 @@ class _KeyCache:
         self.cond = threading.Condition(threading.Lock())
         self.fetches = 0  # for tests and diagnostics
         self.last_error: str | None = None
+        self.on_change: Callable[[], None] = lambda: None
 
     # All below run with self.cond held.
     def may_fetch(self, now: float) -> bool:
@@ -168,6 +171,10 @@ class _KeyCache:
     def finish(self, keys: dict[str, _Key] | None, error: str | None) -> None:
         self.fetching = False
         if keys:
+            if set(keys) != set(self.keys) or any(
+                keys[k].key.public_numbers() != self.keys[k].key.public_numbers() for k in keys
+            ):
+                self.on_change()
             self.keys = keys
             self.loaded_at = self.clock()
             self.last_error = None
@@ -216,6 +223,7 @@ class JWTVerifier:
         require_at_jwt: bool = True,
         jwks_ttl: float = 600.0,
         refetch_cooldown: float = 5.0,
+        cache_size: int = 4096,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         http_client: httpx2.Client | None = None,
@@ -240,6 +248,12 @@ class JWTVerifier:
         self.timeout = timeout
         self._clock = clock
         self._cache = _KeyCache(jwks_ttl, refetch_cooldown, clock)
+        self._cache.on_change = self.clear_cache
+        # Verified tokens: the exact token string → (user, exp). A hit skips the signature
+        # and claim checks, which passed for these very bytes; only exp is checked again.
+        self.cache_size = cache_size
+        self._verified: dict[str, tuple[AuthenticatedUser, float]] = {}
+        self._verified_lock = threading.Lock()
         self._http = http_client
         self._own_http = http_client is None
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
@@ -263,14 +277,32 @@ class JWTVerifier:
     def verify(self, token: str) -> AuthenticatedUser:
         """The user behind an access token; :class:`InvalidToken` when it is not acceptable,
         :class:`BackendUnavailable` when no signing key could be loaded yet."""
+        hit = self._verified.get(token)
+        if hit is not None and self._fresh(hit[1]):
+            return hit[0]
         parsed = self._parse(token)
         key = self._key_sync(parsed.kid)
-        return self._finish(parsed, key)
+        return self._finish(token, parsed, key)
 
     async def verify_async(self, token: str) -> AuthenticatedUser:
+        hit = self._verified.get(token)
+        if hit is not None and self._fresh(hit[1]):
+            return hit[0]
         parsed = self._parse(token)
         key = await self._key_async(parsed.kid)
-        return self._finish(parsed, key)
+        return self._finish(token, parsed, key)
+
+    def _fresh(self, exp: float) -> bool:
+        """A cached verification still holds: not expired, and the JWKS is within its TTL
+        (past it, the full path runs and refreshes the keys, which may drop this token's)."""
+        now = self._clock()
+        cache = self._cache
+        return now - self.leeway < exp and now - cache.loaded_at < cache.ttl
+
+    def clear_cache(self) -> None:
+        """Forget verified tokens (done by itself whenever the JWKS changes)."""
+        with self._verified_lock:
+            self._verified = {}
 
     def authenticate(self, request: RequestLike) -> AuthenticatedUser:
         return self.verify(bearer_token(request.header("authorization")))
@@ -320,7 +352,7 @@ class JWTVerifier:
             raise InvalidToken("the token names no signing key")
         return _Parsed(alg, kid, body, signature, token[: len(head) + 1 + len(body)].encode())
 
-    def _finish(self, parsed: _Parsed, key: _Key) -> AuthenticatedUser:
+    def _finish(self, token: str, parsed: _Parsed, key: _Key) -> AuthenticatedUser:
         key.verify(parsed.alg, parsed.signature, parsed.signing_input)
         try:
             claims = json.loads(_b64decode(parsed.body))
@@ -329,7 +361,21 @@ class JWTVerifier:
         if not isinstance(claims, dict):
             raise InvalidToken("malformed token")
         self._check_claims(claims)
-        return user_from_claims(claims)
+        user = user_from_claims(claims)
+        if self.cache_size > 0:
+            self._remember(token, user, claims["exp"])
+        return user
+
+    def _remember(self, token: str, user: AuthenticatedUser, exp: float) -> None:
+        with self._verified_lock:
+            verified = self._verified
+            if len(verified) >= self.cache_size:
+                now = self._clock() - self.leeway
+                for t in [t for t, (_, e) in verified.items() if e <= now]:
+                    del verified[t]
+                while len(verified) >= self.cache_size:  # still full: drop the oldest
+                    del verified[next(iter(verified))]
+            verified[token] = (user, exp)
 
     def _check_claims(self, claims: Mapping[str, Any]) -> None:
         now = self._clock()

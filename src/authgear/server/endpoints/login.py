@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,6 +27,19 @@ from authgear.server.ui import csrf_ok, error_page, render
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
 WRONG_CREDENTIALS = "Incorrect email or password."
 EXPIRED_FLOW = "This sign-in page has expired. Go back to the app and start again."
+
+
+def safe_next(value: str | None) -> str | None:
+    """Where to go after signing in without an OAuth flow (``/login?next=/portal``): a path
+    on this server only, never another origin (``//host``, ``/\\host``, ``https:``)."""
+    if not value or len(value) > 1000 or not value.startswith("/") or value.startswith("//"):
+        return None
+    if "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return None
+    return value
 
 
 def normalize_email(value: str) -> str | None:
@@ -63,7 +76,9 @@ def _page(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    query = f"?{urlencode({'flow': flow_id})}" if flow_id else ""
+    next_url = None if flow_id else safe_next(request.query_params.get("next"))
+    params = {"flow": flow_id} if flow_id else {"next": next_url} if next_url else {}
+    query = f"?{urlencode(params)}" if params else ""
     return render(
         state,
         request,
@@ -91,7 +106,8 @@ async def _finish(
         await state.repo.delete_flow(flow_id)
         response = await complete(state, flow, session, user)
     else:
-        response = RedirectResponse("/", status_code=303)
+        target = safe_next(request.query_params.get("next")) or "/"
+        response = RedirectResponse(target, status_code=303)
     set_session_cookie(state, response, cookie)
     return response
 

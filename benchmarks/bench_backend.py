@@ -1,0 +1,294 @@
+"""Benchmark backend integration: per-token verification, and a protected vs an open endpoint.
+
+    .venv/bin/python benchmarks/bench_backend.py               # about a minute
+    .venv/bin/python benchmarks/bench_backend.py --seconds 3 --wrk-duration 10
+
+What it does (127.0.0.1 only, ports picked free, everything stopped at the end):
+1. Starts our server (`authgear serve`, temp data folder, rate limits off), creates a user and
+   logs in through the real login form (code + PKCE) a few times for real access tokens.
+2. Per-token verification, single thread, best of --rounds rounds of --seconds each:
+   - floor: `cryptography`'s RSA-PKCS1v15-SHA256 verify of the token's signature alone
+     (the token split and decoded beforehand);
+   - `JWTVerifier.verify` with its verified-token cache off (warm JWKS cache; signature,
+     typ, iss, aud, exp, iat, sub on every call), and with it on (the default: a token seen
+     before is a dictionary hit plus an exp check);
+   - PyJWT + PyJWKClient as Authgear's Python docs use them: per request, fetch discovery,
+     build a new `PyJWKClient(jwks_uri)`, `get_signing_key_from_jwt`, `jwt.decode(...)`;
+   - PyJWT + one shared PyJWKClient (its cache warm): what a careful PyJWT user gets.
+3. Starts benchmarks/bench_backend_app.py (FastAPI, one uvicorn process) and drives, with
+   wrk, in turn, --http-rounds times: GET /open (no auth), GET /protected (JWTVerifier through
+   the FastAPI dependency ``require_user``) and GET /protected-mw (through AuthgearMiddleware),
+   all with the same Bearer header and the same JSON body; compares the best req/s of each.
+4. Prints the table and the ratios against the goals; writes JSON to benchmarks/results/.
+
+Results: docs/benchmarks.md, "Backend integration".
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_server import (
+    AUTHGEAR,
+    AUTHGEAR_SCOPE,
+    RESULTS_DIR,
+    ROOT,
+    ensure_wrk,
+    free_port,
+    log,
+    login,
+    running,
+    wait_for,
+)
+
+from authgear.backend import JWTVerifier
+
+BENCH = Path(__file__).resolve().parent
+CLIENT_ID = "bench-native"
+REDIRECT = "http://127.0.0.1/callback"
+
+
+def measure(fn: Callable[[], object], seconds: float, rounds: int) -> float:
+    """Best calls/s over ``rounds`` rounds of about ``seconds`` each."""
+    best = 0.0
+    for _ in range(rounds):
+        n = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(20):
+                fn()
+            n += 20
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        best = max(best, n / (now - start))
+    return best
+
+
+def b64d(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def authgear_docs_verify(base: str, token: str) -> dict[str, Any]:
+    """Authgear's Python example, as published: discovery and a new PyJWKClient per request."""
+    with urllib.request.urlopen(base + "/.well-known/openid-configuration") as res:
+        doc = json.loads(res.read())
+    jwks_client = jwt.PyJWKClient(doc["jwks_uri"])
+    signing_key = jwks_client.get_signing_key_from_jwt(token)
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        signing_key.key,
+        algorithms=["RS256"],
+        audience=base,
+        options={"verify_exp": True},
+    )
+    return claims
+
+
+def wrk_rps(wrk: str, url: str, args: argparse.Namespace, token: str | None) -> dict[str, Any]:
+    cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.wrk_duration}s", "--latency"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, check=True, timeout=args.wrk_duration + 60
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p50_ms = 0.0
+    if p50:
+        p50_ms = float(p50.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    return {"rps": rps, "p50_ms": p50_ms, "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per verification round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--docs-seconds", type=float, default=3.0, help="Authgear-docs way")
+    parser.add_argument("--wrk-duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--http-rounds", type=int, default=3)
+    parser.add_argument("--skip-http", action="store_true", help="no protected/open run")
+    args = parser.parse_args()
+    if not AUTHGEAR.exists():
+        raise SystemExit(f"{AUTHGEAR} missing: run scripts/test first")
+    results: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
+    with tempfile.TemporaryDirectory(prefix="bench-backend-") as tmp:
+        workdir = Path(tmp)
+        data_dir = workdir / "data"
+        data_dir.mkdir()
+        port = free_port()
+        (data_dir / "authgear.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "clients": [{"id": CLIENT_ID, "redirect_uris": [REDIRECT]}],
+                    "rate_limits": {"enabled": False},
+                    "log_level": "warning",
+                }
+            )
+        )
+        base = f"http://127.0.0.1:{port}"
+        server_log = workdir / "authgear.log"
+        cmd = [str(AUTHGEAR), "serve", "--data-dir", str(data_dir)]
+        with running(cmd, server_log, dict(os.environ)) as proc:
+            discovery = wait_for(f"{base}/.well-known/openid-configuration", proc, server_log)
+            email, password = "bench@example.com", secrets.token_urlsafe(16)
+            create = [str(AUTHGEAR), "users", "create", email, "--password-stdin"]
+            subprocess.run(
+                [*create, "--data-dir", str(data_dir)],
+                input=password + "\n",
+                text=True,
+                check=True,
+                capture_output=True,
+            )
+            with httpx.Client(timeout=30) as http:
+                creds = {"email": email, "password": password}
+                tokens = [
+                    login(http, discovery, CLIENT_ID, REDIRECT, AUTHGEAR_SCOPE, creds).access_token
+                    for _ in range(4)
+                ]
+            results["verify"] = bench_verify(base, tokens, args)
+            if not args.skip_http:
+                results["http"] = bench_http(base, tokens[0], workdir, args)
+    report(results)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"backend-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    log(f"saved {out.relative_to(ROOT)}")
+    return 0
+
+
+def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict[str, float]:
+    verifier = JWTVerifier(base, cache_size=0)  # every call checks the signature
+    cached = JWTVerifier(base)  # the default: a token seen before is a dictionary hit
+    for t in tokens:
+        assert verifier.verify(t).sub and cached.verify(t).sub
+    jwks = httpx.get(base + "/oauth2/jwks").json()
+    keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
+    split = []
+    for t in tokens:
+        head, body, sig = t.split(".")
+        key = keys[json.loads(b64d(head))["kid"]]
+        assert isinstance(key, rsa.RSAPublicKey)
+        split.append((key, b64d(sig), f"{head}.{body}".encode()))
+    shared = jwt.PyJWKClient(base + "/oauth2/jwks")
+
+    def cycle(f: Callable[[Any], object], items: list[Any]) -> Callable[[], object]:
+        state = {"i": 0}
+
+        def call() -> object:
+            state["i"] += 1
+            return f(items[state["i"] % len(items)])
+
+        return call
+
+    def floor(item: tuple[rsa.RSAPublicKey, bytes, bytes]) -> None:
+        item[0].verify(item[1], item[2], padding.PKCS1v15(), hashes.SHA256())
+
+    def pyjwt_shared(token: str) -> object:
+        key = shared.get_signing_key_from_jwt(token).key
+        return jwt.decode(token, key, algorithms=["RS256"], audience=base, issuer=base)
+
+    log("verification: raw cryptography, JWTVerifier, PyJWT (shared client), Authgear docs")
+    figures = {
+        "cryptography_rsa_verify": measure(cycle(floor, split), args.seconds, args.rounds),
+        "jwtverifier": measure(cycle(verifier.verify, tokens), args.seconds, args.rounds),
+        "jwtverifier_cached": measure(cycle(cached.verify, tokens), args.seconds, args.rounds),
+        "pyjwt_shared_client": measure(cycle(pyjwt_shared, tokens), args.seconds, args.rounds),
+        "pyjwt_authgear_docs": measure(
+            cycle(lambda t: authgear_docs_verify(base, t), tokens), args.docs_seconds, 1
+        ),
+    }
+    verifier.close()
+    cached.close()
+    return figures
+
+
+def bench_http(
+    base: str, token: str, workdir: Path, args: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    wrk = ensure_wrk()
+    port = free_port()
+    verifier = JWTVerifier(base)
+    body = json.dumps(verifier.verify(token).as_dict())
+    verifier.close()
+    cmd = [sys.executable, "-m", "uvicorn", "bench_backend_app:app", "--app-dir", str(BENCH)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "AUTHGEAR_ENDPOINT": base, "BENCH_OPEN_BODY": body}
+    backend_log = workdir / "backend.log"
+    url = f"http://127.0.0.1:{port}"
+    runs: dict[str, list[dict[str, Any]]] = {"open": [], "protected": [], "protected_mw": []}
+    with running(cmd, backend_log, env) as proc:
+        wait_for(url + "/open", proc, backend_log)
+        me = httpx.get(url + "/protected", headers={"authorization": f"Bearer {token}"})
+        assert me.status_code == 200, me.text
+        assert me.content == httpx.get(url + "/open").content
+        for i in range(args.http_rounds):
+            log(f"wrk round {i + 1}/{args.http_rounds}: /open, /protected, /protected-mw")
+            # The same request bytes for all three: the open endpoint gets the header too.
+            runs["open"].append(wrk_rps(wrk, url + "/open", args, token))
+            runs["protected"].append(wrk_rps(wrk, url + "/protected", args, token))
+            runs["protected_mw"].append(wrk_rps(wrk, url + "/protected-mw", args, token))
+    return runs
+
+
+def report(results: dict[str, Any]) -> None:
+    v = results["verify"]
+    print("\nPer-token verification (single thread, calls/s):")
+    for name, value in v.items():
+        print(f"  {name:28s} {value:12,.0f}")
+    ours = v["jwtverifier"]
+    print(f"  JWTVerifier (no cache) / Authgear-docs PyJWT: {ours / v['pyjwt_authgear_docs']:.1f}x")
+    print(f"  JWTVerifier (no cache) / shared-client PyJWT: {ours / v['pyjwt_shared_client']:.2f}x")
+    print(f"  JWTVerifier (no cache) / raw RSA verify: {ours / v['cryptography_rsa_verify']:.2f}")
+    if "http" in results:
+        h = results["http"]
+        best = {name: max(r["rps"] for r in rounds) for name, rounds in h.items()}
+        print("\nFastAPI, same body, same request bytes (wrk, req/s per round):")
+        for name, rounds in h.items():
+            print(f"  {name:13s}", ", ".join(f"{r['rps']:,.0f}" for r in rounds))
+        for name in ("protected", "protected_mw"):
+            print(f"  {name} / open (best of each): {best[name] / best['open']:.2f} (goal >= 0.9)")
+        bad = sum(r["non_2xx"] for rounds in h.values() for r in rounds)
+        print(f"  non-2xx responses: {bad}")
+
+
+def machine_info() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
