@@ -27,6 +27,8 @@ from authgear.server.storage.sql import EmailTaken
 log = logging.getLogger("authgear.admin")
 
 STATE_KEY = "authgear.state"
+ACTOR_KEY = "authgear.admin_actor"
+PUBLIC_PATHS = frozenset({"/openapi.json"})
 ROLE = r"^[A-Za-z0-9_.:-]{1,64}$"
 ID_PATH = Path(min_length=1, max_length=100)
 
@@ -155,14 +157,12 @@ async def _actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
-    # Keys are 256-bit random secrets: guessing is hopeless, so failures are not rate limited.
-    state = _state(request)
-    key = None
-    if credentials is not None:
-        key = await state.admin.verify_key(credentials.credentials, now_s())
-    if key is None:
+    """The key was checked by :class:`WithState` before FastAPI read anything; ``_bearer`` is
+    declared here so that the OpenAPI document names the scheme."""
+    actor = request.scope.get(ACTOR_KEY)
+    if not isinstance(actor, Actor):
         raise ApiError(401, "unauthorized", "a valid admin API key is required")
-    return Actor("api_key", key.id, key.name, client_ip(request, state.config.trusted_proxies))
+    return actor
 
 
 ActorDep = Annotated[Actor, Depends(_actor)]
@@ -369,12 +369,45 @@ def build_api() -> FastAPI:
 
 class WithState:
     """Mounted inside the server's Starlette app: hands the FastAPI app the server's state
-    (``request.app`` is the FastAPI app there, not the server)."""
+    (``request.app`` is the FastAPI app there, not the server) and checks the admin API key
+    first, so that a caller without one learns nothing, not even how its input was malformed.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[STATE_KEY] = scope["app"].state.authgear
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: ServerState = scope["app"].state.authgear
+        scope[STATE_KEY] = state
+        path = scope["path"][len(scope.get("root_path", "")) :]
+        if path not in PUBLIC_PATHS:
+            actor = await _authenticate(state, scope)
+            if actor is None:
+                await _unauthorized()(scope, receive, send)
+                return
+            scope[ACTOR_KEY] = actor
         await self.app(scope, receive, send)
+
+
+async def _authenticate(state: ServerState, scope: Scope) -> Actor | None:
+    # Keys are 256-bit random secrets: guessing is hopeless, so failures are not rate limited.
+    request = Request(scope)
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    key = await state.admin.verify_key(value.strip(), now_s())
+    if key is None:
+        return None
+    return Actor("api_key", key.id, key.name, client_ip(request, state.config.trusted_proxies))
+
+
+def _unauthorized() -> Response:
+    return JSONResponse(
+        {"error": "unauthorized", "error_description": "a valid admin API key is required"},
+        status_code=401,
+        headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="authgear-admin"'},
+    )
