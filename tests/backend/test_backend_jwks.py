@@ -183,3 +183,19 @@ def test_stale_keys_serve_when_the_server_is_down(fresh_server: ServerProcess) -
     assert cold.verify(token).sub
     verifier.close()
     cold.close()
+
+
+def test_verified_token_cache_rechecks_expiry(authgear_server: ServerProcess) -> None:
+    """A cached verification is only as good as the token's exp (and the JWKS TTL)."""
+    _kid, key, _ = signing_keys(authgear_server)[0]
+    now = [time.time()]
+    verifier = JWTVerifier(authgear_server.url, leeway=0, clock=lambda: now[0])
+    token = mint(key, _kid, access_claims(authgear_server, exp=int(now[0]) + 60))
+    assert verifier.verify(token).sub == "forged-user"
+    assert verifier.verify(token).sub == "forged-user"  # a cache hit
+    now[0] += 61
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
+    with pytest.raises(InvalidToken, match="expired"):
+        asyncio.run(verifier.verify_async(token))
+    verifier.close()
