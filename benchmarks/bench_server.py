@@ -417,7 +417,11 @@ def bench_authgear(
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(args.workers),
     ]
+    if args.database_url:
+        cmd += ["--database-url", args.database_url]
     results: list[Result] = []
     with running(cmd, log_path, env) as proc:
         base = f"http://127.0.0.1:{port}"
@@ -438,6 +442,7 @@ def bench_authgear(
                     "--data-dir",
                     str(data_dir),
                     "--password-stdin",
+                    *(["--database-url", args.database_url] if args.database_url else []),
                 ],
                 input=password + "\n",
                 text=True,
@@ -680,6 +685,10 @@ def main() -> int:
         "--skip-authgear", action="store_true", help="only the oidc-provider baseline"
     )
     parser.add_argument("--skip-oidc-provider", action="store_true", help="only our server")
+    parser.add_argument(
+        "--database-url", help="our server's database (default: SQLite in a temp folder)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="our server's processes (default 1)")
     args = parser.parse_args()
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - {"refresh", "userinfo", "resolver"}

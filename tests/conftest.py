@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agtest.server import ServerProcess, free_port, test_config
+from agtest.server import ServerProcess, free_port, server_config
 from agtest.services import Postgres, Redis, start_postgres, start_redis
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -30,7 +30,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
 
 
 def _config(request: pytest.FixtureRequest, port: int) -> dict[str, object]:
-    config = test_config(port)
+    config = server_config(port)
     if request.param == "postgresql":
         pg: Postgres = request.getfixturevalue("postgres")
         config["database_url"] = pg.create_database(f"ag_{secrets.token_hex(6)}")

@@ -36,9 +36,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
         value = getattr(args, flag, None)
         if value is not None:
             env[f"AUTHGEAR_{name}"] = str(value)
-    database_url = getattr(args, "database_url", None)
-    if database_url:
-        env["AUTHGEAR_DATABASE_URL"] = database_url
+    for flag, name in (("database_url", "DATABASE_URL"), ("redis_url", "REDIS_URL")):
+        value = getattr(args, flag, None)
+        if value:
+            env[f"AUTHGEAR_{name}"] = value
+    workers = getattr(args, "workers", None)
+    if workers is not None:
+        env["AUTHGEAR_WORKERS"] = str(workers)
     return env
 
 
@@ -70,15 +74,16 @@ def _load(args: argparse.Namespace, *, create: bool = False) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    import uvicorn
-
-    from authgear.server.app import build_state, create_app, purge_forever
-
     settings, first_run = _load(args, create=True)
     config = settings.config
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if config.workers > 1 and config.resolver_port is not None:
+        raise CLIError(
+            "resolver_port needs workers = 1; with several workers the resolver is served on "
+            "the main port (/_resolver/resolve)"
+        )
     out = sys.stdout
     issuer = config.issuer
     if first_run:
@@ -88,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  client {c.id}  ({c.name or c.type}, {c.type})", file=out)
     print(f"  discovery: {issuer}/.well-known/openid-configuration", file=out)
     print(f"  resolver:  {issuer}/_resolver/resolve", file=out)
+    if config.workers > 1:
+        print(f"  {config.workers} worker processes", file=out)
     if first_run:
         print(
             "Next: create a user with `authgear users create you@example.com`, or sign up at "
@@ -95,46 +102,86 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=out,
         )
     out.flush()
-
-    async def serve() -> None:
-        state = await build_state(settings)
-        purger = asyncio.create_task(purge_forever(state))
-        servers = [
-            uvicorn.Server(
-                uvicorn.Config(
-                    create_app(settings, state=state),
-                    host=config.host,
-                    port=config.port,
-                    log_level=config.log_level,
-                    access_log=False,
-                    server_header=False,
-                    proxy_headers=False,
-                    lifespan="on",
-                )
-            )
-        ]
-        if config.resolver_port is not None:
-            servers.append(
-                uvicorn.Server(
-                    uvicorn.Config(
-                        create_app(settings, state=state, resolver_only=True),
-                        host=config.host,
-                        port=config.resolver_port,
-                        log_level=config.log_level,
-                        access_log=False,
-                        server_header=False,
-                        lifespan="on",
-                    )
-                )
-            )
-        try:
-            await asyncio.gather(*(s.serve() for s in servers))
-        finally:
-            purger.cancel()
-            await state.repo.close()
-
+    if config.workers > 1:
+        return _serve_workers(args, settings)
     with contextlib.suppress(KeyboardInterrupt):
-        _run_event_loop(serve())
+        _run_event_loop(_serve_one(settings))
+    return 0
+
+
+async def _serve_one(settings: Any) -> None:
+    import uvicorn
+
+    from authgear.server.app import build_state, create_app, maintain_forever
+
+    config = settings.config
+    state = await build_state(settings)
+    maintenance = asyncio.create_task(maintain_forever(state))
+
+    def server(port: int, resolver_only: bool) -> uvicorn.Server:
+        app = create_app(settings, state=state, resolver_only=resolver_only)
+        return uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=port,
+                log_level=config.log_level,
+                access_log=False,
+                server_header=False,
+                proxy_headers=False,
+                lifespan="on",
+            )
+        )
+
+    servers = [server(config.port, False)]
+    if config.resolver_port is not None:
+        servers.append(server(config.resolver_port, True))
+    try:
+        await asyncio.gather(*(s.serve() for s in servers))
+    finally:
+        maintenance.cancel()
+        await state.repo.close()
+
+
+def _serve_workers(args: argparse.Namespace, settings: Any) -> int:
+    """N uvicorn worker processes sharing one listening socket and the database."""
+    import tempfile
+
+    import uvicorn
+
+    from authgear.server.keys import load_or_create_keys
+    from authgear.server.storage import migrate
+    from authgear.server.storage.sql import SQLRepository
+
+    config = settings.config
+    migrate.upgrade(settings.database_url)
+
+    async def prepare() -> None:
+        repo = SQLRepository.open(settings.database_url)
+        try:
+            await load_or_create_keys(repo)
+        finally:
+            await repo.close()
+
+    asyncio.run(prepare())
+    # Workers read their settings as the parent did: same files, same overrides.
+    os.environ.update(_overrides(args))
+    os.environ["AUTHGEAR_DATA_DIR"] = str(settings.data_dir)
+    os.environ["AUTHGEAR_CONFIG"] = str(_config_path(args, settings.data_dir))
+    with tempfile.TemporaryDirectory(prefix="authgear-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "authgear.server.app:app_from_environment",
+            factory=True,
+            host=config.host,
+            port=config.port,
+            workers=config.workers,
+            log_level=config.log_level,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            lifespan="on",
+        )
     return 0
 
 
@@ -220,6 +267,73 @@ def cmd_hash_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repo(settings: Any) -> Any:
+    """The repository, on a migrated database. Call it before starting an event loop."""
+    from authgear.server.storage import migrate
+    from authgear.server.storage.sql import SQLRepository
+
+    migrate.upgrade(settings.database_url)
+    return SQLRepository.open(settings.database_url)
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from authgear.server.keys import rotate
+
+    settings, _ = _load(args)
+    config = settings.config
+    # Every process re-reads keys within key_refresh_interval: wait two before signing.
+    delay = 2 * config.key_refresh_interval
+    longest = max((c.access_token_lifetime for c in config.clients), default=1800)
+
+    repo = _repo(settings)
+
+    async def run() -> Any:
+        try:
+            return await rotate(repo, publish_delay=delay, max_token_lifetime=longest)
+        finally:
+            await repo.close()
+
+    new = asyncio.run(run())
+    print(f"new signing key {new.kid}: published now, signs from {_when(new.activate_at)}")
+    print("older keys stay in the JWKS until their tokens have expired, then retire")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import time
+
+    settings, _ = _load(args)
+
+    repo = _repo(settings)
+
+    async def run() -> Any:
+        try:
+            return await repo.list_signing_keys()
+        finally:
+            await repo.close()
+
+    now = int(time.time())
+    for k in asyncio.run(run()):
+        if k.retire_at is not None and k.retire_at <= now:
+            status = "retired"
+        elif k.retire_at is not None:
+            status = f"retiring at {_when(k.retire_at)}"
+        elif k.activate_at is not None and k.activate_at > now:
+            status = f"published, signs from {_when(k.activate_at)}"
+        else:
+            status = "signing"
+        print(f"{k.kid}  created {_when(k.created_at)}  {status}")
+    return 0
+
+
+def _when(ts: int | None) -> str:
+    import datetime
+
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from authgear.server.storage import migrate
 
@@ -246,7 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--public-origin", help="public origin (issuer), e.g. https://auth.example.com"
     )
+    serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.add_argument("--redis-url", help="Redis for shared rate limits: redis://host:6379/0")
     serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    rotate = keys_sub.add_parser("rotate", help="add a new signing key; retire the old ones")
+    _common(rotate)
+    rotate.set_defaults(func=cmd_keys_rotate, host=None, port=None, public_origin=None)
+    klist = keys_sub.add_parser("list", help="list signing keys")
+    _common(klist)
+    klist.set_defaults(func=cmd_keys_list, host=None, port=None, public_origin=None)
 
     users = sub.add_parser("users", help="manage users")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION")

@@ -37,7 +37,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_config(port: int, **overrides: Any) -> dict[str, Any]:
+def server_config(port: int, **overrides: Any) -> dict[str, Any]:
     secret_hash = "sha256:" + hashlib.sha256(CONFIDENTIAL_SECRET.encode()).hexdigest()
     config: dict[str, Any] = {
         "host": "127.0.0.1",

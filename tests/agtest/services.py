@@ -38,6 +38,8 @@ def _as_owner(cmd: list[str]) -> list[str]:
 class Postgres:
     folder: Path
     port: int
+    # Not durable: fast for tests, but a crash (stop -m immediate) loses recent commits.
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -71,10 +73,10 @@ class Postgres:
         with open(self.folder / "data" / "postgresql.conf", "a") as conf:
             conf.write(
                 f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{self.folder}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 200\n"
+                f"unix_socket_directories = '{self.folder}'\nmax_connections = 200\n"
             )
+            if not self.durable:
+                conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
 
     def start(self) -> None:
         self._run(
@@ -97,8 +99,8 @@ class Postgres:
         return f"postgresql://authgear:authgear@127.0.0.1:{self.port}/{name}"
 
 
-def start_postgres(folder: Path) -> Postgres:
-    pg = Postgres(folder, free_port())
+def start_postgres(folder: Path, *, durable: bool = False) -> Postgres:
+    pg = Postgres(folder, free_port(), durable)
     pg.init()
     pg.start()
     pg.create_database("authgear")

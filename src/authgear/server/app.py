@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
+import sqlalchemy.exc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,8 +20,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgear.server import metrics
 from authgear.server.admin import admin_routes
-from authgear.server.config import Settings
+from authgear.server.config import Settings, load_settings
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
@@ -28,10 +31,15 @@ from authgear.server.endpoints.resolver import resolve_endpoint
 from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
 from authgear.server.endpoints.userinfo import userinfo_endpoint
-from authgear.server.keys import load_or_create_keys
-from authgear.server.ratelimit import RateLimiter
+from authgear.server.keys import load_or_create_keys, reload_keys
+from authgear.server.ratelimit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    SQLRateLimiter,
+)
 from authgear.server.sessions import now_s
-from authgear.server.state import ServerState
+from authgear.server.state import ServerState, get_state
 from authgear.server.storage import migrate
 from authgear.server.storage.sql import SQLRepository
 
@@ -102,8 +110,9 @@ class OuterMiddleware:
     """The last line: one access-log line per request (path only: queries can hold tokens such
     as an id_token_hint), and an unexpected exception becomes a bare 500 without detail."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: bool) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +141,9 @@ class OuterMiddleware:
             if not status:
                 status = 500
                 await _server_error_response()(scope, receive, send)
+        elapsed = time.perf_counter() - start
+        if self.metrics:
+            metrics.observe(scope["method"], scope["path"], status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             access_log.info(
@@ -140,7 +152,7 @@ class OuterMiddleware:
                 scope["method"],
                 scope["path"][:200],
                 status,
-                (time.perf_counter() - start) * 1000,
+                elapsed * 1000,
             )
 
 
@@ -164,9 +176,56 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _server_error_response()
 
 
-async def build_state(settings: Settings) -> ServerState:
+# The database is away (stopped, restarting, unreachable, pool exhausted): answer 503 at once
+# and let the pool reconnect when it is back, instead of hanging or answering 500.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    away = isinstance(exc, UNAVAILABLE_ERRORS) or getattr(exc, "connection_invalidated", False)
+    if away:
+        metrics.DB_UNAVAILABLE.inc()
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            {"error": "temporarily_unavailable", "error_description": "try again shortly"},
+            status_code=503,
+            headers={"Cache-Control": "no-store", "Retry-After": "1"},
+        )
+    return _server_error_response()
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: the database answers too."""
+    state = get_state(request)
+    try:
+        await state.repo.ping()
+    except Exception as e:
+        log.warning("not ready: %s", type(e).__name__)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def build_state(settings: Settings, *, migrate_first: bool = True) -> ServerState:
     url = settings.database_url
-    await anyio.to_thread.run_sync(migrate.upgrade, url)
+    if migrate_first:
+        await anyio.to_thread.run_sync(migrate.upgrade, url)
     repo = SQLRepository.open(url)
     keys = await load_or_create_keys(repo)
     rotation_key = await repo.get_or_create_secret(
@@ -176,18 +235,40 @@ async def build_state(settings: Settings) -> ServerState:
         settings=settings,
         repo=repo,
         keys=keys,
-        limiter=RateLimiter(settings.config.rate_limits.enabled),
+        limiter=make_limiter(settings, repo),
         rotation_key=bytes.fromhex(rotation_key),
     )
 
 
-async def purge_forever(state: ServerState) -> None:
+def make_limiter(settings: Settings, repo: SQLRepository) -> RateLimiter:
+    """Memory for one process on SQLite; shared (Redis, else the database) otherwise."""
+    config = settings.config
+    enabled = config.rate_limits.enabled
+    if config.redis_url:
+        return RedisRateLimiter(config.redis_url, enabled)
+    if config.workers > 1 or not settings.is_sqlite:
+        dialect = "sqlite" if settings.is_sqlite else "postgresql"
+        return SQLRateLimiter(repo.engine, dialect, enabled)
+    return MemoryRateLimiter(enabled)
+
+
+async def maintain_forever(state: ServerState) -> None:
+    """Re-read signing keys every key_refresh_interval; purge expired rows every 10 minutes."""
+    interval = state.config.key_refresh_interval
+    last_purge = time.monotonic()
     while True:
-        await asyncio.sleep(PURGE_INTERVAL)
+        await asyncio.sleep(interval)
         try:
-            await state.repo.purge_expired(now_s())
+            state.keys = await reload_keys(state.repo, state.keys)
+            if time.monotonic() - last_purge >= PURGE_INTERVAL:
+                last_purge = time.monotonic()
+                now = now_s()
+                await state.repo.purge_expired(now)
+                await state.repo.delete_retired_keys(now)
+                if isinstance(state.limiter, SQLRateLimiter):
+                    await state.limiter.purge(now)
         except Exception as e:
-            log.warning("purging expired rows failed: %s", type(e).__name__)
+            log.warning("maintenance failed: %s", type(e).__name__)
 
 
 def resolver_routes() -> list[BaseRoute]:
@@ -198,7 +279,11 @@ def resolver_routes() -> list[BaseRoute]:
 
 
 def create_app(
-    settings: Settings, *, state: ServerState | None = None, resolver_only: bool = False
+    settings: Settings,
+    *,
+    state: ServerState | None = None,
+    resolver_only: bool = False,
+    migrate_first: bool = True,
 ) -> ASGIApp:
     """The server. Builds its own state at start-up unless given one (shared by the apps of
     one process); ``resolver_only`` builds the app for the separate resolver port."""
@@ -209,16 +294,22 @@ def create_app(
             app.state.authgear = state
             yield
             return
-        own = await build_state(settings)
+        own = await build_state(settings, migrate_first=migrate_first)
         app.state.authgear = own
-        purger = asyncio.create_task(purge_forever(own))
+        purger = asyncio.create_task(maintain_forever(own))
         try:
             yield
         finally:
             purger.cancel()
             await own.repo.close()
 
-    routes = resolver_routes()
+    routes = [
+        *resolver_routes(),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+    if settings.config.metrics_enabled:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if not resolver_only:
         routes += [
             Route("/.well-known/openid-configuration", discovery_endpoint, methods=["GET"]),
@@ -239,7 +330,28 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _server_error},
+        exception_handlers={
+            404: _not_found,
+            405: _method_not_allowed,
+            **dict.fromkeys(UNAVAILABLE_ERRORS, _unavailable),
+            sqlalchemy.exc.DBAPIError: _unavailable,
+            Exception: _server_error,
+        },
     )
     origins = frozenset(o for c in settings.config.clients for o in c.allowed_origins)
-    return OuterMiddleware(CORSMiddleware(app, origins))
+    return OuterMiddleware(CORSMiddleware(app, origins), metrics=settings.config.metrics_enabled)
+
+
+def app_from_environment() -> ASGIApp:
+    """The app of one worker process of `authgear serve --workers N` (a uvicorn factory).
+
+    The parent process has migrated the database and put every setting in the environment.
+    """
+    data_dir = Path(os.environ.get("AUTHGEAR_DATA_DIR") or ".authgear")
+    config = os.environ.get("AUTHGEAR_CONFIG")
+    settings = load_settings(data_dir, Path(config) if config else None)
+    logging.basicConfig(
+        level=settings.config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return create_app(settings, migrate_first=False)

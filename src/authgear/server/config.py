@@ -143,6 +143,15 @@ class ServerConfig(_Model):
     # Serve the resolver on its own port too (Authgear uses 3001). None: main port only.
     resolver_port: int | None = Field(default=None, ge=0, le=65535)
     database_url: str | None = None
+    # Redis for rate limits shared by every server process (optional; without it, several
+    # processes share limits through the database).
+    redis_url: str | None = None
+    # Server processes on this host (`authgear serve --workers N`).
+    workers: int = Field(default=1, ge=1, le=64)
+    # How often each process re-reads the signing keys (a rotation activates after 2x this).
+    key_refresh_interval: int = Field(default=30, ge=1, le=3600)
+    # /metrics in Prometheus text format.
+    metrics_enabled: bool = True
     app_name: str = "Authgear"
     # Seconds an authorization code stays exchangeable (single use in any case).
     authorization_code_lifetime: int = Field(default=300, ge=1, le=600)
@@ -205,6 +214,10 @@ class Settings:
         if self.config.database_url:
             return self.config.database_url
         return f"sqlite:///{self.data_dir / 'authgear.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
 
 
 def _coerce_env(value: str) -> Any:
@@ -308,7 +321,20 @@ port: {port}
 resolver_port: null
 
 # SQLAlchemy URL of the database. null: SQLite in this data folder (authgear.db).
+# For several servers sharing one database: postgresql://user:password@host:5432/authgear
 database_url: null
+
+# Optional Redis (redis://host:6379/0) for rate limits shared by every server process.
+redis_url: null
+
+# Server processes on this machine (like `authgear serve --workers N`).
+workers: 1
+
+# Seconds between re-reads of the signing keys by each process (see `authgear keys rotate`).
+key_refresh_interval: 30
+
+# Serve Prometheus metrics at /metrics.
+metrics_enabled: true
 
 # Name shown on the login and sign-up pages.
 app_name: Authgear

@@ -1,22 +1,40 @@
-"""Fixed-window rate limits, in this process's memory.
+"""Fixed-window rate limits: in memory (one process), in the database, or in Redis.
 
-One process (the SQLite default) is exact; with several processes each counts its own share, so
-a shared backend (Redis) is the way to exact limits there.
+One process on SQLite counts in memory. Once several processes serve (``--workers``, or a
+shared PostgreSQL), counts must be shared: in Redis when configured, else in the database.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
+
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from authgear.server.storage import schema as t
+from authgear.server.storage.db import Database
 
 
-class RateLimiter:
+class RateLimiter(Protocol):
+    enabled: bool
+
+    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        """Count one event; False when this one is over the limit."""
+        ...
+
+    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        """Whether the next event would be allowed, without counting it."""
+        ...
+
+
+class MemoryRateLimiter:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._last_sweep = time.monotonic()
 
-    def hit(self, bucket: str, key: str | None, limit: int, window: float) -> bool:
-        """Count one event; False when this one is over the limit."""
+    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
         now = time.monotonic()
@@ -28,8 +46,7 @@ class RateLimiter:
         self._windows[(bucket, key)] = (start, count)
         return count <= limit
 
-    def check(self, bucket: str, key: str | None, limit: int, window: float) -> bool:
-        """Whether the next event would be allowed, without counting it."""
+    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
         now = time.monotonic()
@@ -42,3 +59,83 @@ class RateLimiter:
         self._last_sweep = now
         # Windows are at most an hour long.
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 3600}
+
+
+def _window_key(bucket: str, key: str, window: int, now: int) -> tuple[str, int]:
+    start = now - now % window
+    return f"rl:{bucket}:{window}:{key}"[:255], start
+
+
+class RedisRateLimiter:
+    """INCR on a key per window, expiring with it: atomic across every process."""
+
+    def __init__(self, url: str, enabled: bool = True) -> None:
+        import redis.asyncio
+
+        self.enabled = enabled
+        self.redis: Any = redis.asyncio.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=2
+        )
+
+    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        if not self.enabled or key is None:
+            return True
+        name, _ = _window_key(bucket, key, window, int(time.time()))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, window, nx=True)
+            count, _ = await pipe.execute()
+        return int(count) <= limit
+
+    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        if not self.enabled or key is None:
+            return True
+        name, _ = _window_key(bucket, key, window, int(time.time()))
+        count = await self.redis.get(name)
+        return count is None or int(count) < limit
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class SQLRateLimiter:
+    """One row per key; an upsert resets it when its window has passed."""
+
+    def __init__(self, db: Database, dialect: str, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.db = db
+        self.insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        if not self.enabled or key is None:
+            return True
+        name, start = _window_key(bucket, key, window, int(time.time()))
+        table = t.rate_limits
+        stmt = self.insert(table).values(key=name, window_start=start, count=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": case((table.c.window_start == start, table.c.count + 1), else_=1),
+                "window_start": start,
+            },
+        ).returning(table.c.count)
+        async with self.db.begin() as conn:
+            count = (await conn.execute(stmt)).scalar_one()
+        return int(count) <= limit
+
+    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        if not self.enabled or key is None:
+            return True
+        name, start = _window_key(bucket, key, window, int(time.time()))
+        table = t.rate_limits
+        q = select(table.c.count).where(table.c.key == name, table.c.window_start == start)
+        async with self.db.connect() as conn:
+            count = (await conn.execute(q)).scalar_one_or_none()
+        return count is None or int(count) < limit
+
+    async def purge(self, now: int) -> None:
+        async with self.db.begin() as conn:
+            # Windows are at most an hour long.
+            await conn.execute(
+                delete(t.rate_limits).where(t.rate_limits.c.window_start < now - 3600)
+            )

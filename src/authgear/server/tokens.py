@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from authgear.server.keys import KeySet
+if TYPE_CHECKING:
+    from authgear.server.keys import KeySet
 
 CLAIM_IS_ANONYMOUS = "https://authgear.com/claims/user/is_anonymous"
 CLAIM_IS_VERIFIED = "https://authgear.com/claims/user/is_verified"

@@ -242,7 +242,7 @@ async def complete(
 async def authorize_endpoint(request: Request) -> Response:
     state = get_state(request)
     ip = client_ip(request, state.config.trusted_proxies)
-    if not state.limiter.hit(
+    if not await state.limiter.hit(
         "authorize", ip, state.config.rate_limits.authorize_per_ip_per_minute, 60
     ):
         return error_page(state, request, "Too many requests. Wait a minute and try again.", 429)

@@ -139,7 +139,9 @@ async def login_page(request: Request) -> Response:
     password = form.get("password", "")
     ip = client_ip(request, state.config.trusted_proxies)
     limits = state.config.rate_limits
-    if not state.limiter.check("password", ip, limits.password_failures_per_ip_per_minute, 60):
+    if not await state.limiter.check(
+        "password", ip, limits.password_failures_per_ip_per_minute, 60
+    ):
         return _page(
             state,
             request,
@@ -167,7 +169,7 @@ async def login_page(request: Request) -> Response:
     user = await state.repo.get_user_by_email(email) if email else None
     ok = await verify_password(user.password_hash if user else None, password[:1024])
     if not ok or user is None or user.disabled:
-        state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60)
+        await state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60)
         if lockout.enabled:
             await state.repo.put_login_failure(_next_failure(failure, lock_key, now, state))
         return _page(
@@ -238,7 +240,9 @@ async def signup_page(request: Request) -> Response:
     if problem:
         return _page(state, request, "signup", flow_id, email=email, error=problem, status=400)
     ip = client_ip(request, state.config.trusted_proxies)
-    if not state.limiter.hit("signup", ip, state.config.rate_limits.signup_per_ip_per_hour, 3600):
+    if not await state.limiter.hit(
+        "signup", ip, state.config.rate_limits.signup_per_ip_per_hour, 3600
+    ):
         return _page(
             state,
             request,

@@ -92,7 +92,7 @@ async def token_endpoint(request: Request) -> Response:
     limits = state.config.rate_limits
     ip = client_ip(request, state.config.trusted_proxies)
     try:
-        if not state.limiter.hit("token", ip, limits.token_per_ip_per_minute, 60):
+        if not await state.limiter.hit("token", ip, limits.token_per_ip_per_minute, 60):
             raise rate_limited()
         form = await read_form(request)
         grant_type = form.get("grant_type")
@@ -144,7 +144,7 @@ async def _authorization_code(
     user = await state.repo.get_user(record.user_id)
     if user is None or user.disabled:
         raise OAuthError("invalid_grant", "invalid authorization code")
-    _limit_user(state, user.id)
+    await _limit_user(state, user.id)
     grant: OfflineGrant | None = None
     refresh_token: str | None = None
     if "offline_access" in record.scopes:
@@ -218,7 +218,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         raise OAuthError("invalid_grant", "invalid refresh token")
     if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
-    _limit_user(state, user.id)
+    await _limit_user(state, user.id)
 
     issued = await issue_tokens(
         state,
@@ -278,9 +278,9 @@ def _device_info(raw: str | None) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
-def _limit_user(state: ServerState, user_id: str) -> None:
+async def _limit_user(state: ServerState, user_id: str) -> None:
     limit = state.config.rate_limits.token_per_user_per_minute
-    if not state.limiter.hit("token-user", user_id, limit, 60):
+    if not await state.limiter.hit("token-user", user_id, limit, 60):
         raise rate_limited()
 
 

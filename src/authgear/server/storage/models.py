@@ -101,6 +101,7 @@ class SigningKey:
     created_at: int
     active: bool
     retire_at: int | None
+    activate_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,18 @@ signing_keys = Table(
     # Newest active key signs; older keys stay in the JWKS until retired_at.
     Column("active", Boolean, nullable=False, default=True),
     Column("retire_at", BigInteger, nullable=True),
+    # A rotated-in key is published first and signs only from activate_at, so every process
+    # serves it in its JWKS before any token carries its kid.
+    Column("activate_at", BigInteger, nullable=True),
+)
+
+# Fixed-window rate-limit counters shared by all server processes (when there is no Redis).
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("window_start", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
 )
 
 # Failed password checks per lower-cased email (existing or not, so lockout reveals nothing).

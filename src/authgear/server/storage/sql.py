@@ -494,8 +494,36 @@ class SQLRepository:
                     created_at=key.created_at,
                     active=key.active,
                     retire_at=key.retire_at,
+                    activate_at=key.activate_at,
                 )
             )
+
+    async def rotate_signing_keys(self, new: SigningKey, retire_at: int) -> None:
+        """Publish ``new`` and schedule every older key's retirement, in one transaction."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(t.signing_keys)
+                .where(t.signing_keys.c.retire_at.is_(None))
+                .values(retire_at=retire_at)
+            )
+            await conn.execute(
+                insert(t.signing_keys).values(
+                    kid=new.kid,
+                    private_pem=new.private_pem,
+                    created_at=new.created_at,
+                    active=True,
+                    retire_at=None,
+                    activate_at=new.activate_at,
+                )
+            )
+
+    async def delete_retired_keys(self, now: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(t.signing_keys).where(t.signing_keys.c.retire_at < now))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
 
     # -- server secrets -----------------------------------------------------------------------
     async def get_or_create_secret(self, name: str, value: str, now: int) -> str:

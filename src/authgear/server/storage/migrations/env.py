@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from authgear.server.storage.db import open_database
@@ -13,7 +14,13 @@ from authgear.server.storage.schema import metadata
 config = context.config
 
 
+# Several processes may start at once against one PostgreSQL: one migrates, the others wait.
+MIGRATION_LOCK = 7_305_401
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=metadata,
