@@ -172,6 +172,8 @@ def test_admin_revokes_the_apps_session_and_the_app_feels_it(
         first = page.get_by_role("table").get_by_role("row").nth(1)
         expect(first).to_contain_text("Revoked session")
         expect(first).to_contain_text(f"Portal: {admin_email}")
+        expect(first.get_by_role("link", name=email)).to_be_visible()
+        expect(first).to_contain_text("App session (Native test app)")
         shot(page, "6-audit-log")
     finally:
         context.close()

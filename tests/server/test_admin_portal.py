@@ -160,6 +160,20 @@ def test_portal_revoke_with_confirmation_and_csrf(authgear_server: ServerProcess
         assert f"Portal: {admin_email}" in audit.text
         assert admin.http.get("/portal/users/nobody").status_code == 404
         assert admin.http.get(f"/portal/users/{uid}/explode").status_code == 404
+
+        # delete, confirmed: back to the list, the user is gone with their sessions
+        step = admin.http.get(f"/portal/users/{uid}/delete")
+        assert "This cannot be undone" in step.text
+        r = admin.http.post(f"/portal/users/{uid}/delete", data={"csrf_token": csrf(step)})
+        assert r.status_code == 303 and r.headers["location"] == "/portal/users?done=deleted"
+        assert "were deleted" in admin.http.get(r.headers["location"]).text
+        assert admin.http.get(f"/portal/users/{uid}").status_code == 404
+        assert (
+            target
+            not in admin.http.get("/portal/users", params={"q": target})
+            .text.split("<caption>", 1)[1]
+            .split("</caption>", 1)[1]
+        )
     finally:
         admin.close()
 

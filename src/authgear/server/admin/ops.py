@@ -136,6 +136,7 @@ class AdminOps:
     ) -> SessionRecord | None:
         revoked = await self.store.revoke_session(session_id, user_id=user_id)
         if revoked is not None:
+            owner = await self.store.get_user(revoked.user_id)
             await self.store.audit(
                 actor,
                 "session.revoke",
@@ -144,6 +145,7 @@ class AdminOps:
                 target_id=revoked.id,
                 details={
                     "user_id": revoked.user_id,
+                    "email": owner.email if owner else None,
                     "kind": revoked.kind,
                     "client_id": revoked.client_id,
                 },
