@@ -84,7 +84,17 @@ class Postgres:
             str(self.folder / "postgres.log"), "-w", "-t", "60", "start",
         )  # fmt: skip
 
+    def running(self) -> bool:
+        status = subprocess.run(
+            _as_owner([_pg_bin("pg_ctl"), "-D", str(self.folder / "data"), "status"]),
+            capture_output=True,
+            timeout=30,
+        )
+        return status.returncode == 0
+
     def stop(self, mode: str = "fast") -> None:
+        if not self.running():
+            return
         self._run(_pg_bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", mode, "-w", "stop")
 
     def create_database(self, name: str) -> str:
