@@ -64,7 +64,10 @@ def _load(args: argparse.Namespace, *, create: bool = False) -> Any:
         os.replace(tmp, config_path)
         first_run = True
     try:
-        settings = load_settings(data_dir, config_path, _overrides(args))
+        env = _overrides(args)
+        # Maintenance commands need no config file when told which database to use.
+        missing_ok = not create and bool(env.get("AUTHGEAR_DATABASE_URL"))
+        settings = load_settings(data_dir, config_path, env, missing_ok=missing_ok)
     except ConfigError as e:
         raise CLIError(str(e)) from None
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -265,16 +265,25 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
 
 
 def load_settings(
-    data_dir: Path, config_path: Path | None = None, environ: Mapping[str, str] | None = None
+    data_dir: Path,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    missing_ok: bool = False,
 ) -> Settings:
+    """The config file plus environment overrides. ``missing_ok``: no file means defaults
+    (for maintenance commands given a --database-url)."""
     env = os.environ if environ is None else environ
     path = config_path or data_dir / CONFIG_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: config file not found (run `authgear serve` once to create it)"
-        ) from None
+        if missing_ok:
+            text = ""
+        else:
+            raise ConfigError(
+                f"{path}: config file not found (run `authgear serve` once to create it)"
+            ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
@@ -66,6 +67,14 @@ async def _flow(
         return flow_id, None
 
 
+@dataclass(frozen=True, slots=True)
+class _Post:
+    state: ServerState
+    flow_id: str | None
+    flow: AuthorizationRequest | None
+    form: dict[str, str] = field(repr=False)
+
+
 def _page(
     state: ServerState,
     request: Request,
@@ -112,29 +121,37 @@ async def _finish(
     return response
 
 
-async def login_page(request: Request) -> Response:
+async def _open(request: Request, page: str) -> _Post | Response:
+    """The shared start of /login and /signup: the flow, the page for a GET, and for a POST the
+    form once it is readable and its CSRF token matches."""
     state = get_state(request)
     flow_id, flow = await _flow(state, request)
     if flow_id and flow is None:
         return error_page(state, request, EXPIRED_FLOW, 400)
     if request.method == "GET":
         hint = flow.login_hint if flow and flow.login_hint else ""
-        return _page(state, request, "login", flow_id, email=hint[:320])
+        return _page(state, request, page, flow_id, email=hint[:320])
     try:
         form = await read_form(request)
     except OAuthError:
-        return _page(
-            state, request, "login", flow_id, error="The form could not be read.", status=400
-        )
+        return _page(state, request, page, flow_id, error="The form could not be read.", status=400)
     if not csrf_ok(request, form.get("csrf_token")):
         return _page(
             state,
             request,
-            "login",
+            page,
             flow_id,
             error="Your session expired. Please try again.",
             status=403,
         )
+    return _Post(state, flow_id, flow, form)
+
+
+async def login_page(request: Request) -> Response:
+    post = await _open(request, "login")
+    if isinstance(post, Response):
+        return post
+    state, flow_id, flow, form = post.state, post.flow_id, post.flow, post.form
     email_raw = form.get("email", "")
     password = form.get("password", "")
     ip = client_ip(request, state.config.trusted_proxies)
@@ -201,28 +218,10 @@ def _next_failure(
 
 
 async def signup_page(request: Request) -> Response:
-    state = get_state(request)
-    flow_id, flow = await _flow(state, request)
-    if flow_id and flow is None:
-        return error_page(state, request, EXPIRED_FLOW, 400)
-    if request.method == "GET":
-        hint = flow.login_hint if flow and flow.login_hint else ""
-        return _page(state, request, "signup", flow_id, email=hint[:320])
-    try:
-        form = await read_form(request)
-    except OAuthError:
-        return _page(
-            state, request, "signup", flow_id, error="The form could not be read.", status=400
-        )
-    if not csrf_ok(request, form.get("csrf_token")):
-        return _page(
-            state,
-            request,
-            "signup",
-            flow_id,
-            error="Your session expired. Please try again.",
-            status=403,
-        )
+    post = await _open(request, "signup")
+    if isinstance(post, Response):
+        return post
+    state, flow_id, flow, form = post.state, post.flow_id, post.flow, post.form
     email_raw = form.get("email", "")
     password = form.get("password", "")
     email = normalize_email(email_raw)
