@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -233,27 +234,35 @@ def bench_http(
     base: str, token: str, workdir: Path, args: argparse.Namespace
 ) -> dict[str, list[dict[str, Any]]]:
     wrk = ensure_wrk()
-    port = free_port()
     verifier = JWTVerifier(base)
     body = json.dumps(verifier.verify(token).as_dict())
     verifier.close()
-    cmd = [sys.executable, "-m", "uvicorn", "bench_backend_app:app", "--app-dir", str(BENCH)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     env = {**os.environ, "AUTHGEAR_ENDPOINT": base, "BENCH_OPEN_BODY": body}
-    backend_log = workdir / "backend.log"
-    url = f"http://127.0.0.1:{port}"
-    runs: dict[str, list[dict[str, Any]]] = {"open": [], "protected": [], "protected_mw": []}
-    with running(cmd, backend_log, env) as proc:
-        wait_for(url + "/open", proc, backend_log)
-        me = httpx.get(url + "/protected", headers={"authorization": f"Bearer {token}"})
-        assert me.status_code == 200, me.text
-        assert me.content == httpx.get(url + "/open").content
+    names = ("open", "protected", "protected_mw")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        # One uvicorn process per app (one route each, so routing costs the same); only the
+        # one under load is busy at a time.
+        for name in names:
+            port = free_port()
+            cmd = [sys.executable, "-m", "uvicorn", f"bench_backend_app:{name}_app"]
+            cmd += ["--app-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port)]
+            cmd += ["--log-level", "warning"]
+            log_path = workdir / f"backend-{name}.log"
+            proc = stack.enter_context(running(cmd, log_path, env))
+            urls[name] = f"http://127.0.0.1:{port}/me"
+            wait_for(urls[name], proc, log_path, headers={"authorization": f"Bearer {token}"})
+        auth = {"authorization": f"Bearer {token}"}
+        expected = httpx.get(urls["open"]).content
+        for name in ("protected", "protected_mw"):
+            me = httpx.get(urls[name], headers=auth)
+            assert me.status_code == 200 and me.content == expected, me.text
         for i in range(args.http_rounds):
-            log(f"wrk round {i + 1}/{args.http_rounds}: /open, /protected, /protected-mw")
+            log(f"wrk round {i + 1}/{args.http_rounds}: open, protected, protected-mw")
             # The same request bytes for all three: the open endpoint gets the header too.
-            runs["open"].append(wrk_rps(wrk, url + "/open", args, token))
-            runs["protected"].append(wrk_rps(wrk, url + "/protected", args, token))
-            runs["protected_mw"].append(wrk_rps(wrk, url + "/protected-mw", args, token))
+            for name in names:
+                runs[name].append(wrk_rps(wrk, urls[name], args, token))
     return runs
 
 

@@ -292,7 +292,11 @@ def running(
 
 
 def wait_for(
-    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -301,7 +305,7 @@ def wait_for(
                 f"server exited ({proc.returncode}); log:\n{log_path.read_text()[-3000:]}"
             )
         with contextlib.suppress(httpx.HTTPError):
-            r = httpx.get(url, timeout=2)
+            r = httpx.get(url, timeout=2, headers=headers)
             if r.status_code == 200:
                 data: dict[str, Any] = r.json()
                 return data

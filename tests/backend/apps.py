@@ -20,13 +20,21 @@ def starlette_app(authenticator: Any) -> Any:
     from starlette.routing import Route, WebSocketRoute
     from starlette.websockets import WebSocket
 
-    from authgear.backend.asgi import AuthgearMiddleware
+    from authgear.backend.asgi import AuthgearMiddleware, authenticated_user
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
     async def me(request: Request) -> JSONResponse:
         return JSONResponse(request.state.authgear_user.as_dict())
+
+    async def me_context(request: Request) -> JSONResponse:
+        user = authenticated_user()
+        return JSONResponse(user.as_dict() if user else None)
+
+    def me_context_sync(request: Request) -> JSONResponse:  # runs in a worker thread
+        user = authenticated_user()
+        return JSONResponse(user.as_dict() if user else None)
 
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -38,6 +46,8 @@ def starlette_app(authenticator: Any) -> Any:
             Route("/health", health),
             Route("/api/public", health),
             Route("/api/me", me),
+            Route("/api/me-context", me_context),
+            Route("/api/me-context-sync", me_context_sync),
             WebSocketRoute("/ws", ws),
         ]
     )

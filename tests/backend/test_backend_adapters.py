@@ -110,6 +110,10 @@ def test_starlette_middleware_required(
     assert r.status_code == 401 and r.json()["error"] == "invalid_token"
     r = httpx2.get(url + "/api/me", headers=bearer(user_token))
     assert r.status_code == 200 and r.json()["source"] == "jwt"
+    # authenticated_user() gives endpoints (async, or sync in a worker thread) the same user.
+    for path in ("/api/me-context", "/api/me-context-sync"):
+        ctx = httpx2.get(url + path, headers=bearer(user_token))
+        assert ctx.status_code == 200 and ctx.json() == r.json()
 
 
 async def test_starlette_websocket(starlette_app: BackendProcess, user_token: str) -> None:

@@ -4,14 +4,15 @@
 
 Each HTTP or WebSocket request is authenticated once; the outcome is put in the scope
 (``scope["authgear"]``, an :class:`AuthResult`) and the user in ``request.state.authgear_user``
-(``None`` without credentials). With ``required=True`` the middleware itself answers
-401 (or 503) for requests without a valid user; otherwise it lets them through and the
-endpoint decides (``authgear.backend.fastapi``'s dependencies read the result).
+and in :func:`authenticated_user` (``None`` without credentials). With ``required=True`` the
+middleware itself answers 401 (or 503) for requests without a valid user; otherwise it lets them
+through and the endpoint decides (``authgear.backend.fastapi``'s dependencies read the result).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "authgear"
+_RESULT: ContextVar[AuthResult | None] = ContextVar("authgear_result", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,19 @@ async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> Auth
         result = AuthResult(None, e)
     scope[SCOPE_KEY] = result
     scope.setdefault("state", {})["authgear_user"] = result.user
+    _RESULT.set(result)
     return result
+
+
+def authenticated_user() -> AuthenticatedUser | None:
+    """The user the middleware authenticated for the request being handled, or None.
+
+    Reads a context variable, so an endpoint needs no ``request`` parameter (FastAPI parses
+    query parameters and more for every declared parameter); sync endpoints run in a copy of
+    the context and see it too.
+    """
+    result = _RESULT.get()
+    return result.user if result is not None else None
 
 
 async def send_error(
