@@ -6,9 +6,12 @@ import logging
 import os
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import make_url
+# Alembic logs each plugin it registers, at import: keep our start-up output to what matters.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -23,7 +26,6 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str) -> None:
     """Bring the database to the newest schema. Blocking: call it off the event loop."""
     _create_private_sqlite_file(database_url)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(database_url), "head")
 
 
