@@ -126,6 +126,8 @@ def corpus(server: ServerProcess) -> dict[str, tuple[str, bool]]:
         "not base64": ("Bearer !!!.???.***", True),
         "header not JSON": (f"Bearer {b64(b'{not json')}.{body}.{sig}", True),
         "header a JSON list": (f"Bearer {b64json(['RS256'])}.{body}.{sig}", True),
+        # json.loads raises RecursionError (not ValueError) on deep nesting: 4 KiB is enough.
+        "header deeply nested JSON": (f"Bearer {b64(b'[' * 3000)}.{body}.{sig}", True),
         "payload not JSON": (f"Bearer {head}.{b64(b'[[[')}.{sig}", True),
         "padding in segments": (f"Bearer {head}==.{body}.{sig}", True),
         "bare Bearer": ("Bearer", True),

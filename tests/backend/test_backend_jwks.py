@@ -184,3 +184,36 @@ def test_verified_token_cache_rechecks_expiry(authgear_server: ServerProcess) ->
     with pytest.raises(InvalidToken, match="expired"):
         asyncio.run(verifier.verify_async(token))
     verifier.close()
+
+
+def test_key_dropped_mid_verification_is_not_cached(fresh_server: ServerProcess) -> None:
+    """A token whose verification began with a key that a concurrent JWKS refresh then dropped
+    is not remembered: presented again, it is checked against the new key set and refused."""
+    server = fresh_server
+    server.config["key_refresh_interval"] = 1
+    server.start()
+    old_token = tokens_for(server)[0]["access_token"]
+    old_kid = kid_of(old_token)
+    calls_until_refresh = [-1]
+
+    def clock() -> float:
+        # verify(old_token) reads the clock in the key lookup, then in the claim check. At the
+        # second read, another caller's refresh completes, as a thread's could at that moment.
+        calls_until_refresh[0] -= 1
+        if calls_until_refresh[0] == 0:
+            verifier.verify(new_token)  # an unknown kid: refetched, the old key is gone
+        return time.time()
+
+    verifier = JWTVerifier(server.url, refetch_cooldown=0, clock=clock)
+    verifier.prefetch()  # knows the old key only
+    rotate_keys(server)
+    time.sleep(2.5)  # published, then signing
+    new_token = tokens_for(server)[0]["access_token"]
+    retire_key(server, old_kid)
+    time.sleep(1.5)  # the server re-reads its keys and stops publishing the old one
+    calls_until_refresh[0] = 2
+    assert verifier.verify(old_token).sub  # in flight when its key left: accepted this once
+    assert verifier.jwks_fetches == 2
+    with pytest.raises(InvalidToken, match="unknown signing key"):
+        verifier.verify(old_token)
+    verifier.close()

@@ -153,6 +153,7 @@ class _KeyCache:
         self.fetching = False
         self.cond = threading.Condition(threading.Lock())
         self.fetches = 0  # for tests and diagnostics
+        self.generation = 0  # bumped whenever a key leaves (or changes in) the set
         self.last_error: str | None = None
         self.on_change: Callable[[], None] = lambda: None
 
@@ -171,9 +172,14 @@ class _KeyCache:
     def finish(self, keys: dict[str, _Key] | None, error: str | None) -> None:
         self.fetching = False
         if keys:
-            if set(keys) != set(self.keys) or any(
-                keys[k].key.public_numbers() != self.keys[k].key.public_numbers() for k in keys
-            ):
+            dropped = any(
+                k not in keys or keys[k].key.public_numbers() != old.key.public_numbers()
+                for k, old in self.keys.items()
+            )
+            if dropped:
+                # Before on_change: a verification begun with a dropped key is not remembered.
+                self.generation += 1
+            if dropped or set(keys) != set(self.keys):
                 self.on_change()
             self.keys = keys
             self.loaded_at = self.clock()
@@ -281,16 +287,18 @@ class JWTVerifier:
         if hit is not None and self._fresh(hit[1]):
             return hit[0]
         parsed = self._parse(token)
+        generation = self._cache.generation
         key = self._key_sync(parsed.kid)
-        return self._finish(token, parsed, key)
+        return self._finish(token, parsed, key, generation)
 
     async def verify_async(self, token: str) -> AuthenticatedUser:
         hit = self._verified.get(token)
         if hit is not None and self._fresh(hit[1]):
             return hit[0]
         parsed = self._parse(token)
+        generation = self._cache.generation
         key = await self._key_async(parsed.kid)
-        return self._finish(token, parsed, key)
+        return self._finish(token, parsed, key, generation)
 
     def _fresh(self, exp: float) -> bool:
         """A cached verification still holds: not expired, and the JWKS is within its TTL
@@ -334,7 +342,7 @@ class JWTVerifier:
         try:
             header = json.loads(_b64decode(head))
             signature = _b64decode(sig)
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):  # RecursionError: deep nesting
             raise InvalidToken("malformed token") from None
         if not isinstance(header, dict):
             raise InvalidToken("malformed token")
@@ -352,22 +360,26 @@ class JWTVerifier:
             raise InvalidToken("the token names no signing key")
         return _Parsed(alg, kid, body, signature, token[: len(head) + 1 + len(body)].encode())
 
-    def _finish(self, token: str, parsed: _Parsed, key: _Key) -> AuthenticatedUser:
+    def _finish(self, token: str, parsed: _Parsed, key: _Key, generation: int) -> AuthenticatedUser:
         key.verify(parsed.alg, parsed.signature, parsed.signing_input)
         try:
             claims = json.loads(_b64decode(parsed.body))
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             raise InvalidToken("malformed token") from None
         if not isinstance(claims, dict):
             raise InvalidToken("malformed token")
         self._check_claims(claims)
         user = user_from_claims(claims)
         if self.cache_size > 0:
-            self._remember(token, user, claims["exp"])
+            self._remember(token, user, claims["exp"], generation)
         return user
 
-    def _remember(self, token: str, user: AuthenticatedUser, exp: float) -> None:
+    def _remember(self, token: str, user: AuthenticatedUser, exp: float, generation: int) -> None:
         with self._verified_lock:
+            if generation != self._cache.generation:
+                # The JWKS changed while this token was being verified (its key may be gone):
+                # remembering it now would outlive the clear_cache() that change did.
+                return
             verified = self._verified
             if len(verified) >= self.cache_size:
                 now = self._clock() - self.leeway
