@@ -161,3 +161,45 @@ def test_sigkill_while_writing_never_corrupts_the_store(tmp_path: Path) -> None:
         assert record.refresh_token.startswith("rt-")
         assert not list(directory.glob("*.corrupt-*"))
         assert (storage.path("default").stat().st_mode & 0o777) == 0o600
+
+
+async def test_cancelled_refresher_task_still_stores_the_rotated_token(
+    oidc_provider: OidcProvider, tmp_path: Path
+) -> None:
+    """The task that happens to run the refresh is cancelled (a timeout, a dropped request)
+    after the server rotated the refresh token: the answer must still be stored, or the next
+    refresh reuses the rotated token and the server revokes the whole grant."""
+    import httpx2
+
+    storage = logged_in_store(oidc_provider, tmp_path, "cancel")
+    old = storage.load("default")
+    assert old is not None
+    answered = asyncio.Event()
+
+    async def on_response(response: httpx2.Response) -> None:
+        if response.request.url.path.endswith("/token") and not answered.is_set():
+            answered.set()  # the server has rotated by now
+            await asyncio.sleep(0.5)
+
+    async with httpx2.AsyncClient(event_hooks={"response": [on_response]}) as http:
+        ag = AsyncAuthgear(
+            "opaque-client", oidc_provider.issuer, token_storage=storage, http_client=http
+        )
+        await ag.configure()
+        task = asyncio.create_task(ag.refresh_access_token_if_needed())
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        rotated = False
+        for _ in range(100):  # the refresh finishes in the background
+            record = storage.load("default")
+            rotated = record is not None and record.refresh_token != old.refresh_token
+            if rotated:
+                break
+            await asyncio.sleep(0.02)
+        assert rotated, "the rotated refresh token was lost"
+        before = oidc_provider.stats()
+        assert (await ag.fetch_user_info()).sub == "cancel"
+        assert ag.session_state is SessionState.AUTHENTICATED
+        assert oidc_provider.stats()["refresh_token"] == before["refresh_token"]

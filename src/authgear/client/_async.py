@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,8 @@ from authgear.client._types import AuthenticateResult, SessionStateChange, UserI
 __all__ = ["AsyncAuthgear"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("authgear.client")
 
 _SEND_KWARGS = ("stream", "auth", "follow_redirects")
 
@@ -83,6 +86,7 @@ class AsyncAuthgear(ClientBase):
         self._alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        self._refreshes: set[asyncio.Future[None]] = set()
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -192,12 +196,48 @@ class AsyncAuthgear(ClientBase):
         self._require_configured()
         try:
             if self._core.needs_refresh():
-                async with self._locked():
-                    if self._core.needs_refresh():
-                        await self._run(self._core.refresh_flow())
+                await self._refresh_locked()
         finally:
             self._core.dispatch_events()
         return self._core.access_token
+
+    async def _refresh_locked(self) -> None:
+        """Take the locks, then refresh in a task of its own that a cancellation of the
+        caller does not stop: once the request is sent, the server may have rotated the
+        refresh token, and dropping its answer would lose the session for every holder of
+        the store. That task keeps the locks until the new record is stored."""
+        loop_lock = self._loop_lock()
+        await loop_lock.acquire()
+        try:
+            storage_lock = self._storage.lock(self._core.name)
+            await _acquire(storage_lock)
+        except BaseException:
+            loop_lock.release()
+            raise
+
+        async def critical() -> None:
+            try:
+                if self._core.needs_refresh():
+                    await self._run(self._core.refresh_flow())
+            finally:
+                storage_lock.release()
+                loop_lock.release()
+
+        task = asyncio.ensure_future(critical())
+        self._refreshes.add(task)  # a strong reference while it runs
+        task.add_done_callback(self._refreshes.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._after_abandoned_refresh)
+            raise
+
+    def _after_abandoned_refresh(self, task: asyncio.Future[None]) -> None:
+        """A refresh whose caller was cancelled finished: tell the listeners, log its error
+        (there is no one else to give it to)."""
+        self._core.dispatch_events()
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("a refresh whose caller was cancelled failed: %r", task.exception())
 
     async def refresh_access_token(self) -> str | None:
         """See :meth:`Authgear.refresh_access_token`."""
