@@ -109,7 +109,7 @@ def _like_pattern(text: str) -> str:
 
 
 def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
-    s = _idp(r)  # type: ignore[arg-type]
+    s = _idp(r)
     return SessionRecord(
         id=s.id,
         kind=IDP_SESSION,
@@ -129,7 +129,7 @@ def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
 
 
 def _grant_record(r: Mapping[Any, Any]) -> SessionRecord:
-    g = _grant(r)  # type: ignore[arg-type]
+    g = _grant(r)
     return SessionRecord(
         id=g.id,
         kind=OFFLINE_GRANT,

@@ -1,12 +1,12 @@
-"""The repository on SQLAlchemy 2 Core (async): SQLite by default, PostgreSQL later."""
+"""The repository on SQLAlchemy 2 Core: SQLite (inline) by default, PostgreSQL (asyncpg)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, case, delete, insert, select, update
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from authgear.server.storage import schema as t
@@ -27,91 +27,43 @@ class EmailTaken(Exception):
     """A user with this email already exists."""
 
 
+T = TypeVar("T")
+
+
+def _fields(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# The records' field names are their columns' names.
+_USER, _IDP, _GRANT, _ACCESS, _CODE = map(
+    _fields, (User, IdpSession, OfflineGrant, AccessTokenRecord, AuthCode)
+)
+
+
+def _record(cls: Callable[..., T], names: tuple[str, ...], r: Mapping[Any, Any]) -> T:
+    return cls(**{name: r[name] for name in names})
+
+
 def _user(r: Mapping[Any, Any]) -> User:
-    return User(
-        id=r["id"],
-        email=r["email"],
-        password_hash=r["password_hash"],
-        email_verified=bool(r["email_verified"]),
-        roles=list(r["roles"] or []),
-        standard_attributes=dict(r["standard_attributes"] or {}),
-        custom_attributes=dict(r["custom_attributes"] or {}),
-        disabled=bool(r["disabled"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        last_login_at=r["last_login_at"],
-    )
+    return _record(User, _USER, r)
 
 
-def _idp(r: RowMapping) -> IdpSession:
-    return IdpSession(
-        id=r["id"],
-        user_id=r["user_id"],
-        secret_hash=r["secret_hash"],
-        created_at=r["created_at"],
-        authenticated_at=r["authenticated_at"],
-        amr=list(r["amr"] or []),
-        last_access_at=r["last_access_at"],
-        last_access_ip=r["last_access_ip"],
-        last_access_user_agent=r["last_access_user_agent"],
-        expires_at=r["expires_at"],
-    )
+def _idp(r: Mapping[Any, Any]) -> IdpSession:
+    return _record(IdpSession, _IDP, r)
 
 
-def _grant(r: RowMapping) -> OfflineGrant:
-    return OfflineGrant(
-        id=r["id"],
-        user_id=r["user_id"],
-        client_id=r["client_id"],
-        idp_session_id=r["idp_session_id"],
-        scopes=list(r["scopes"]),
-        refresh_hash=r["refresh_hash"],
-        previous_hashes=[PreviousHash(p["h"], p["t"]) for p in (r["previous_hashes"] or [])],
-        created_at=r["created_at"],
-        authenticated_at=r["authenticated_at"],
-        amr=list(r["amr"] or []),
-        last_access_at=r["last_access_at"],
-        last_access_ip=r["last_access_ip"],
-        last_access_user_agent=r["last_access_user_agent"],
-        device_info=dict(r["device_info"] or {}),
-        expires_at=r["expires_at"],
-    )
+def _grant(r: Mapping[Any, Any]) -> OfflineGrant:
+    values = {name: r[name] for name in _GRANT}
+    values["previous_hashes"] = [PreviousHash(p["h"], p["t"]) for p in values["previous_hashes"]]
+    return OfflineGrant(**values)
 
 
-def _access(r: RowMapping) -> AccessTokenRecord:
-    return AccessTokenRecord(
-        token_hash=r["token_hash"],
-        jti=r["jti"],
-        session_kind=r["session_kind"],
-        session_id=r["session_id"],
-        user_id=r["user_id"],
-        client_id=r["client_id"],
-        scope=r["scope"],
-        auth_time=r["auth_time"],
-        amr=list(r["amr"] or []),
-        issued_at=r["issued_at"],
-        expires_at=r["expires_at"],
-    )
+def _access(r: Mapping[Any, Any]) -> AccessTokenRecord:
+    return _record(AccessTokenRecord, _ACCESS, r)
 
 
-def _code(r: RowMapping) -> AuthCode:
-    return AuthCode(
-        code_hash=r["code_hash"],
-        client_id=r["client_id"],
-        user_id=r["user_id"],
-        idp_session_id=r["idp_session_id"],
-        redirect_uri=r["redirect_uri"],
-        scopes=list(r["scopes"]),
-        nonce=r["nonce"],
-        code_challenge=r["code_challenge"],
-        auth_time=r["auth_time"],
-        amr=list(r["amr"] or []),
-        created_at=r["created_at"],
-        expires_at=r["expires_at"],
-        used_at=r["used_at"],
-        issued_grant_id=r["issued_grant_id"],
-        issued_token_hash=r["issued_token_hash"],
-    )
+def _code(r: Mapping[Any, Any]) -> AuthCode:
+    return _record(AuthCode, _CODE, r)
 
 
 def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
