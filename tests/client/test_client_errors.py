@@ -389,3 +389,36 @@ def test_secrets_not_in_repr(scripted: ScriptedServer) -> None:
     for text in (repr(ag), repr(record), repr(ag.token_storage), str(record)):
         assert "SECRET" not in text
     assert isinstance(ServerError("x"), AuthgearError)
+
+
+def test_authenticate_sends_the_redirect_uri_it_was_given(scripted: ScriptedServer) -> None:
+    """A fixed redirect URI registered as http://localhost:PORT/... must be sent as given
+    (servers compare it exactly); the listener still binds 127.0.0.1 only."""
+    import httpx2
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    given = f"http://localhost:{port}/callback"
+    ag = client(scripted, None)
+    urls: list[str] = []
+    with pytest.raises(LoginTimeoutError):
+        ag.authenticate(open_browser=urls.append, timeout=0.2, redirect_uri=given)
+    assert httpx2.URL(urls[0]).params["redirect_uri"] == given
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_authenticate_on_ipv6_loopback(scripted: ScriptedServer) -> None:
+    """redirect_uri=http://[::1]:PORT/... is accepted, so the listener must bind ::1."""
+    import httpx2
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    ag = client(scripted, None)
+    urls: list[str] = []
+    with pytest.raises(LoginTimeoutError):
+        ag.authenticate(open_browser=urls.append, timeout=0.2, redirect_uri="http://[::1]/cb")
+    assert httpx2.URL(urls[0]).params["redirect_uri"].startswith("http://[::1]:")

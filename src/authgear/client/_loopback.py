@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import http.server
+import socket
 import threading
 from urllib.parse import urlsplit
 
@@ -40,6 +41,10 @@ class _Server(http.server.ThreadingHTTPServer):
     owner: LoopbackServer
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
 
@@ -52,7 +57,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if parts.path != owner.path or not parts.query:
             self._send(404, render_page("Not found", "This address only receives sign-in."))
             return
-        url = f"http://{owner.host}:{owner.port}{self.path}"
+        url = f"{owner.redirect_uri}?{parts.query}"
         first = False
         with owner.lock:
             if not owner.callback.done():
@@ -81,13 +86,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class LoopbackServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/oauth-redirect"):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = "/oauth-redirect",
+        *,
+        uri_host: str | None = None,
+    ):
         self.host = host
+        # the host name written in redirect_uri: "localhost" stays "localhost" (servers
+        # compare redirect URIs as strings), while the socket binds the loopback address
+        self.uri_host = uri_host or host
         self.path = path if path.startswith("/") else "/" + path
         self.lock = threading.Lock()
         self.callback: concurrent.futures.Future[str] = concurrent.futures.Future()
         self.outcome: concurrent.futures.Future[tuple[bool, str]] = concurrent.futures.Future()
-        self._server = _Server((host, port), _Handler)
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, port), _Handler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -106,11 +122,11 @@ class LoopbackServer:
         if parts.scheme != "http" or parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
             raise ValueError("a loopback redirect_uri must be http://127.0.0.1[:port]/path")
         host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
-        return cls(host, parts.port or 0, parts.path or "/")
+        return cls(host, parts.port or 0, parts.path or "/", uri_host=parts.hostname)
 
     @property
     def redirect_uri(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.uri_host}]" if ":" in self.uri_host else self.uri_host
         return f"http://{host}:{self.port}{self.path}"
 
     def __repr__(self) -> str:
