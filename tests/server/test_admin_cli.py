@@ -122,3 +122,24 @@ def test_keys_and_the_audit_trail_of_the_cli(authgear_server: ServerProcess) -> 
     assert "no such admin API key" in fails(server, "keys", "revoke", "nope")
     ok(server, "keys", "revoke", key_id)
     assert httpx2.get(server.url + "/_api/admin/users", headers=headers).status_code == 401
+
+
+def test_user_controlled_text_cannot_send_terminal_escapes(authgear_server: ServerProcess) -> None:
+    """Anyone can sign up; an escape sequence in their email must not reach the admin's
+    terminal (it could clear the screen, hide rows or fake output)."""
+    server = authgear_server
+    email = "\x1b[2J\x1b[1;1Hx" + new_email()
+    cb, flow, browser = login(server, email, PASSWORD, signup=True)
+    browser.close()
+    assert exchange(server, cb["code"], flow).status_code == 200
+    uid = json.loads(ok(server, "users", "list", "--search", email[8:], "--json"))[0]["id"]
+    for args in (
+        ("users", "list", "--search", email[8:]),
+        ("sessions", "list", uid),
+        ("users", "disable", uid),
+        ("sessions", "revoke-all", uid),
+    ):
+        out = ok(server, *args)
+        assert "\x1b" not in out, args
+        if args[0] == "users" or args[1] == "revoke-all":  # these name the user: escaped
+            assert "\\x1b[2J" in out, args

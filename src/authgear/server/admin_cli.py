@@ -83,7 +83,17 @@ def _when(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
+def _clean(value: str) -> str:
+    """Text from users (emails, user agents, device names) fit for a terminal: control
+    characters (an escape sequence could rewrite or hide what the admin sees) are shown
+    escaped, e.g. ``\\x1b``."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> None:
+    rows = [[_clean(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -144,23 +154,23 @@ async def users_create(args: argparse.Namespace, ctx: _Ctx) -> int:
 async def users_disable(args: argparse.Namespace, ctx: _Ctx) -> int:
     user = await ctx.user(args.user)
     await ctx.ops.set_disabled(ctx.actor, _now(), user.id, True)
-    print(f"disabled {user.email} ({user.id})")
+    print(f"disabled {_clean(user.email)} ({user.id})")
     return 0
 
 
 async def users_enable(args: argparse.Namespace, ctx: _Ctx) -> int:
     user = await ctx.user(args.user)
     await ctx.ops.set_disabled(ctx.actor, _now(), user.id, False)
-    print(f"enabled {user.email} ({user.id})")
+    print(f"enabled {_clean(user.email)} ({user.id})")
     return 0
 
 
 async def users_delete(args: argparse.Namespace, ctx: _Ctx) -> int:
     user = await ctx.user(args.user)
     if not args.yes:
-        raise _cli_error(f"this deletes {user.email} and all their sessions; pass --yes")
+        raise _cli_error(f"this deletes {_clean(user.email)} and all their sessions; pass --yes")
     await ctx.ops.delete_user(ctx.actor, _now(), user.id)
-    print(f"deleted {user.email} ({user.id})")
+    print(f"deleted {_clean(user.email)} ({user.id})")
     return 0
 
 
@@ -172,7 +182,7 @@ async def users_set_roles(args: argparse.Namespace, ctx: _Ctx) -> int:
         await ctx.ops.set_roles(ctx.actor, _now(), user.id, args.roles)
     except InvalidInput as e:
         raise _cli_error(str(e)) from None
-    print(f"roles of {user.email}: {','.join(args.roles) or '-'}")
+    print(f"roles of {_clean(user.email)}: {','.join(args.roles) or '-'}")
     return 0
 
 
@@ -213,7 +223,7 @@ async def sessions_revoke(args: argparse.Namespace, ctx: _Ctx) -> int:
 async def sessions_revoke_all(args: argparse.Namespace, ctx: _Ctx) -> int:
     user = await ctx.user(args.user)
     count = await ctx.ops.revoke_all(ctx.actor, _now(), user.id)
-    print(f"revoked {count} session{'s' if count != 1 else ''} of {user.email}")
+    print(f"revoked {count} session{'s' if count != 1 else ''} of {_clean(user.email)}")
     return 0
 
 
