@@ -92,3 +92,42 @@ def test_requests_auth(scripted: ScriptedServer) -> None:
     assert len(r.history) == 1 and r.history[0].status_code == 401
     assert scripted.count("/oauth2/token") == 1
     ag.close()
+
+
+def _stale_storage() -> MemoryTokenStorage:
+    s = MemoryTokenStorage()
+    s.save("default", StoredSession("rt-1", "at-1", expires_at=0, refresh_after=0))
+    return s
+
+
+def test_sdk_requests_skip_the_clients_own_auth(scripted: ScriptedServer) -> None:
+    """One httpx2.Client for the SDK and, with AuthgearAuth, for the app: the SDK's own token
+    request must not run that auth (it re-entered the refresh and deadlocked)."""
+    import threading
+
+    _script(scripted)
+    http = httpx2.Client()
+    ag = Authgear("app", scripted.url, token_storage=_stale_storage(), http_client=http)
+    http.auth = AuthgearAuth(ag)
+    ag.configure()
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(ag.fetch("GET", scripted.url + "/api")))
+    t.daemon = True
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "deadlocked"
+    assert got[0].status_code == 200  # type: ignore[attr-defined]
+    assert "authorization" not in scripted.seen[1].headers  # the token request
+    http.close()
+
+
+async def test_async_sdk_requests_skip_the_clients_own_auth(scripted: ScriptedServer) -> None:
+    import asyncio
+
+    _script(scripted)
+    async with httpx2.AsyncClient() as http:
+        ag = AsyncAuthgear("app", scripted.url, token_storage=_stale_storage(), http_client=http)
+        http.auth = AuthgearAuth(ag)
+        await ag.configure()
+        r = await asyncio.wait_for(ag.fetch("GET", scripted.url + "/api"), 10)
+        assert r.status_code == 200

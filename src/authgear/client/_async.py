@@ -129,8 +129,9 @@ class AsyncAuthgear(ClientBase):
 
     async def _send(self, req: HTTPRequest) -> HTTPResponse:
         try:
+            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
             r = await self._client.request(
-                req.method, req.url, headers=list(req.headers), content=req.body
+                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
             )
         except self._transport_errors as e:
             raise network_error(req, e) from None
@@ -264,6 +265,7 @@ class AsyncAuthgear(ClientBase):
     async def fetch(self, method: str, url: str, **kwargs: Any) -> Any:
         """See :meth:`Authgear.fetch`."""
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
+        send_kwargs.setdefault("auth", None)  # the client's own auth must not replace ours
         request = self._client.build_request(method, url, **kwargs)
         token = await self.refresh_access_token_if_needed()
         if token is not None:

@@ -102,8 +102,9 @@ class Authgear(ClientBase):
 
     def _send(self, req: HTTPRequest) -> HTTPResponse:
         try:
+            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
             r = self._client.request(
-                req.method, req.url, headers=list(req.headers), content=req.body
+                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
             )
         except self._transport_errors as e:
             raise network_error(req, e) from None
@@ -207,6 +208,7 @@ class Authgear(ClientBase):
         again, refresh once and retry once; if the refresh token is refused as well the session
         becomes ``NO_SESSION`` and the 401 is returned."""
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
+        send_kwargs.setdefault("auth", None)  # the client's own auth must not replace ours
         request = self._client.build_request(method, url, **kwargs)
         token = self.refresh_access_token_if_needed()
         if token is not None:
