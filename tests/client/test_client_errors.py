@@ -422,3 +422,41 @@ def test_authenticate_on_ipv6_loopback(scripted: ScriptedServer) -> None:
     with pytest.raises(LoginTimeoutError):
         ag.authenticate(open_browser=urls.append, timeout=0.2, redirect_uri="http://[::1]/cb")
     assert httpx2.URL(urls[0]).params["redirect_uri"].startswith("http://[::1]:")
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_non_finite_expires_in_is_refused(scripted: ScriptedServer, value: str) -> None:
+    """Python's json reads NaN and Infinity: such an expiry would mean "never refresh"."""
+    scripted.routes["/oauth2/token"] = lambda s: Reply(
+        200,
+        '{"access_token": "x", "token_type": "Bearer", "expires_in": ' + value + "}",
+        {"content-type": "application/json"},
+    )
+    ag = client(scripted, stale_session())
+    with pytest.raises(ServerError, match="expires_in"):
+        ag.refresh_access_token_if_needed()
+    assert ag.token_storage.load("default") == stale_session()
+
+
+def test_stray_request_to_the_loopback_does_not_abort_sign_in(scripted: ScriptedServer) -> None:
+    """Any local process (or page) can hit the listener first: a request without our state is
+    refused there, and the real redirect that follows still completes the sign-in."""
+    import httpx2
+
+    ag = client(scripted, None)
+    stray: list[int] = []
+
+    def browser(url: str) -> None:
+        params = httpx2.URL(url).params
+        redirect, state = params["redirect_uri"], params["state"]
+
+        def run() -> None:
+            stray.append(httpx2.get(redirect + "?code=evil&state=forged", timeout=5).status_code)
+            httpx2.get(f"{redirect}?error=access_denied&state={state}", timeout=5)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    with pytest.raises(OAuthError) as e:
+        ag.authenticate(open_browser=browser, timeout=10)
+    assert e.value.error == "access_denied"
+    assert stray == [400]

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
@@ -370,6 +371,7 @@ class AsyncAuthgear(ClientBase):
                 login_hint=login_hint,
                 ui_locales=ui_locales,
             )
+            server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
             if callable(open_browser):
                 open_url(url, open_browser)
             else:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -418,6 +419,7 @@ class SessionCore:
         if (
             not isinstance(expires_in, int | float)
             or isinstance(expires_in, bool)
+            or not math.isfinite(expires_in)
             or expires_in <= 0
         ):
             raise ServerError(

@@ -1,19 +1,21 @@
 """RFC 8252 loopback redirect listener for native apps (CLIs, desktop apps, notebooks).
 
 Listens on 127.0.0.1 (port 0 by default: the OS picks a free one) in a daemon thread. The
-first request to the redirect path that carries ``code``, ``error`` or ``state`` completes
-``callback``; the browser then waits (up to a minute) for the app to finish the token exchange,
-so that the page it shows says truthfully whether sign-in worked.
+first request to the redirect path that carries the ``state`` of our authorization request
+completes ``callback`` (others get a 400, so a stray local request cannot abort sign-in);
+the browser then waits (up to a minute) for the app to finish the token exchange, so that
+the page it shows says truthfully whether sign-in worked.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hmac
 import html
 import http.server
 import socket
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from authgear.client._errors import CancelError
 
@@ -58,6 +60,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, render_page("Not found", "This address only receives sign-in."))
             return
         url = f"{owner.redirect_uri}?{parts.query}"
+        state = dict(parse_qsl(parts.query, keep_blank_values=True)).get("state", "")
+        expected = owner.expected_state
+        if expected is None or not hmac.compare_digest(state.encode(), expected.encode()):
+            # not the redirect of the sign-in we started: keep waiting for that one
+            self._send(400, render_page("Not this sign-in", "This link is not for this app."))
+            return
         first = False
         with owner.lock:
             if not owner.callback.done():
@@ -100,6 +108,8 @@ class LoopbackServer:
         self.uri_host = uri_host or host
         self.path = path if path.startswith("/") else "/" + path
         self.lock = threading.Lock()
+        # the state of the authorization request; until it is set, every request is refused
+        self.expected_state: str | None = None
         self.callback: concurrent.futures.Future[str] = concurrent.futures.Future()
         self.outcome: concurrent.futures.Future[tuple[bool, str]] = concurrent.futures.Future()
         server_class = _Server6 if ":" in host else _Server

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
@@ -319,6 +320,7 @@ class Authgear(ClientBase):
                 login_hint=login_hint,
                 ui_locales=ui_locales,
             )
+            server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
             open_url(url, open_browser)
             try:
                 callback = server.callback.result(timeout=timeout)
