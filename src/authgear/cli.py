@@ -232,15 +232,28 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     async def create() -> str:
         import time
 
+        from authgear.server.admin_cli import cli_actor
+        from authgear.server.storage.admin import AdminRepository
+
         repo = SQLRepository.open(settings.database_url)
         try:
+            now = int(time.time())
             user = await repo.create_user(
                 user_id=new_id(),
                 email=email,
                 password_hash=hash_password_sync(password),
-                now=int(time.time()),
+                now=now,
                 email_verified=args.verified,
                 roles=args.role or (),
+            )
+            # Recorded like `authgear admin users create`: this too can make an admin.
+            await AdminRepository(repo.engine).audit(
+                cli_actor(),
+                "user.create",
+                now,
+                target_type="user",
+                target_id=user.id,
+                details={"email": user.email, "roles": list(user.roles)},
             )
             return user.id
         finally:

@@ -490,8 +490,15 @@ def test_audit_log_records_who_what_when_target(admin: Admin, person: Person) ->
     admin.delete("/sessions/does-not-exist")  # nothing happened: nothing recorded
     body = admin.get("/audit-log", params={"target_id": person.id}).json()
     actions = [e["action"] for e in body["entries"]]
-    assert actions == ["session.revoke_all", "user.set_roles", "user.enable", "user.disable"]
-    for e in body["entries"]:
+    assert actions == [
+        "session.revoke_all",
+        "user.set_roles",
+        "user.enable",
+        "user.disable",
+        "user.create",  # by `authgear users create`, which made the person
+    ]
+    assert body["entries"][4]["actor"]["type"] == "cli"
+    for e in body["entries"][:4]:
         assert e["actor"] == {"type": "api_key", "id": admin.key_id, "label": "tests"}
         assert e["target"] == {"type": "user", "id": person.id}
         assert e["ip"] == "127.0.0.1" and e["at"] > 0

@@ -143,3 +143,21 @@ def test_user_controlled_text_cannot_send_terminal_escapes(authgear_server: Serv
         assert "\x1b" not in out, args
         if args[0] == "users" or args[1] == "revoke-all":  # these name the user: escaped
             assert "\\x1b[2J" in out, args
+
+
+def test_users_create_outside_admin_is_audited_too(authgear_server: ServerProcess) -> None:
+    """`authgear users create --role admin` makes an administrator: the audit log shows who."""
+    server = authgear_server
+    email = new_email()
+    uid = server.create_user(email, PASSWORD, "--role", "admin")
+    key = ok(server, "keys", "create", "--name", "audit-reader").strip()
+    r = httpx2.get(
+        f"{server.url}/_api/admin/audit-log",
+        params={"target_id": uid},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    entries = r.json()["entries"]
+    assert [e["action"] for e in entries] == ["user.create"]
+    assert entries[0]["actor"]["type"] == "cli"
+    assert entries[0]["details"] == {"email": email, "roles": ["admin"]}

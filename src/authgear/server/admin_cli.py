@@ -14,7 +14,10 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from authgear.server.storage.admin import Actor
 
 Handler = Callable[[argparse.Namespace, Any], Awaitable[int]]
 
@@ -25,23 +28,30 @@ def _cli_error(message: str) -> Exception:
     return CLIError(message)
 
 
+def cli_actor() -> Actor:
+    """The audit log's actor for a command run from this shell: the OS user and the host."""
+    from authgear.server.storage.admin import Actor
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Actor("cli", who, f"{who}@{socket.gethostname()}")
+
+
 class _Ctx:
     """The repositories and the actor of one command."""
 
     def __init__(self, settings: Any) -> None:
         from authgear.server.admin.ops import AdminOps
-        from authgear.server.storage.admin import Actor, AdminRepository
+        from authgear.server.storage.admin import AdminRepository
         from authgear.server.storage.sql import SQLRepository
 
         self.settings = settings
         self.repo = SQLRepository.open(settings.database_url)
         self.store = AdminRepository(self.repo.engine)
         self.ops = AdminOps(self.repo, self.store)
-        try:
-            who = getpass.getuser()
-        except (KeyError, OSError):
-            who = "unknown"
-        self.actor = Actor("cli", who, f"{who}@{socket.gethostname()}")
+        self.actor = cli_actor()
 
     async def user(self, ref: str) -> Any:
         """A user by id or email; a one-line error when there is none."""
