@@ -213,3 +213,16 @@ def test_trusted_proxy_peer_check() -> None:
         auth.authenticate(SimpleRequest(headers, peer="192.0.2.1"))
     with pytest.raises(ValueError):
         TrustedProxyHeaders(trusted_proxies=[])
+
+
+def test_proxy_headers_with_odd_values_are_not_errors() -> None:
+    """Header values are Latin-1: '\\xb2' is a digit to str.isdigit() but not to int()."""
+    auth = TrustedProxyHeaders(trusted_proxies=["127.0.0.1"])
+    for value in ("\xb2", "\xb9\xb2", "12x", "-5", ""):
+        headers = {
+            "x-authgear-session-valid": "true",
+            "x-authgear-user-id": "u1",
+            "x-authgear-session-authenticated-at": value,
+        }
+        user = auth.authenticate(SimpleRequest(headers, peer="127.0.0.1"))
+        assert user.sub == "u1" and user.authenticated_at is None, value

@@ -233,3 +233,18 @@ def test_settings_sessions_sign_out_other_and_this_one(authgear_server: ServerPr
         assert me.http.get("/settings/sessions").status_code == 303
     finally:
         me.close()
+
+
+def test_portal_odd_query_parameters_are_not_errors(authgear_server: ServerProcess) -> None:
+    """Cursors the portal did not hand out show the first page, never a 500 ('²' is a digit
+    to str.isdigit() but not to int())."""
+    admin_email = new_email()
+    authgear_server.create_user(admin_email, PASSWORD, "--role", "admin")
+    browser = signed_in(authgear_server, admin_email, "/portal/users")
+    try:
+        for path in ("/portal/audit", "/portal/users"):
+            for cursor in ("²", "١٢", "-1", "x" * 2000, "%00"):
+                r = browser.http.get(path, params={"cursor": cursor})
+                assert r.status_code == 200, (path, cursor, r.status_code)
+    finally:
+        browser.close()

@@ -71,7 +71,7 @@ def user_from_headers(get: Callable[[str], str | None], source: Source) -> Authe
         is_verified=flag("x-authgear-user-verified"),
         is_anonymous=flag("x-authgear-user-anonymous"),
         can_reauthenticate=flag("x-authgear-user-can-reauthenticate"),
-        authenticated_at=int(auth_at) if auth_at.isdigit() else None,
+        authenticated_at=int(auth_at) if auth_at.isascii() and auth_at.isdigit() else None,
         amr=tuple(amr.split()),
         source=source,
         claims=headers,

@@ -189,7 +189,7 @@ async def audit_page(request: Request) -> Response:
         return who
     me, _ = who
     raw = request.query_params.get("cursor", "")
-    cursor = int(raw) if raw.isdigit() and len(raw) < 18 else None
+    cursor = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 18 else None
     entries, nxt = await state.admin.list_audit(limit=PAGE_SIZE * 2, before=cursor)
     return _page(
         state,
