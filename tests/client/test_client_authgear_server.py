@@ -153,3 +153,37 @@ async def test_async_story_against_our_server(authgear_server: object, tmp_path:
     await ag.clear_session_state()
     assert ag.session_state_reason is SessionStateChangeReason.CLEAR
     await ag.aclose()
+
+
+class _FailingSaves(FileTokenStorage):
+    """A user's storage whose disk fills up: saves fail while ``full`` is set."""
+
+    full = False
+
+    def save(self, name: str, record: object) -> None:  # type: ignore[override]
+        if self.full:
+            raise OSError(28, "No space left on device")
+        super().save(name, record)  # type: ignore[arg-type]
+
+
+def test_rotated_token_survives_a_failed_store_write(
+    authgear_server: object, tmp_path: Path
+) -> None:
+    storage = _FailingSaves(tmp_path)
+    ag = Authgear(agtest.ROTATING, authgear_server.url, token_storage=storage)  # type: ignore[attr-defined]
+    ag.configure()
+    url = ag.make_authorize_url(agtest.NATIVE_REDIRECT)
+    ag.finish_authentication(browser_login(authgear_server, url, user(authgear_server)))
+    storage.full = True
+    with pytest.raises(OSError):
+        ag.refresh_access_token()  # the server rotated; only the save failed
+    storage.full = False
+    # Past the server's grace period (2 s in the test config, counted in whole seconds),
+    # reusing the old refresh token would revoke the grant: the SDK must use the rotated one it
+    # kept in memory.
+    import time
+
+    time.sleep(3.2)
+    assert ag.refresh_access_token()
+    assert ag.session_state is SessionState.AUTHENTICATED
+    assert ag.fetch_user_info().sub

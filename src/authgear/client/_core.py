@@ -479,9 +479,11 @@ class SessionCore:
                 yield DeleteStore()
                 self._drop(SessionStateChangeReason.INVALID)
                 return
-            yield SaveStore(record)
+            # Memory first: if the store cannot be written (disk full, keyring error), this
+            # process still holds the rotated token instead of reusing the old one.
             self._session = record
             self._rejected_access_token = None
+            yield SaveStore(record)
             return
 
     def invalidate_flow(self, used_refresh_token: str) -> Flow[None]:
