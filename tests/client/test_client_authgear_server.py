@@ -187,3 +187,20 @@ def test_rotated_token_survives_a_failed_store_write(
     assert ag.refresh_access_token()
     assert ag.session_state is SessionState.AUTHENTICATED
     assert ag.fetch_user_info().sub
+
+
+def test_callback_without_iss_is_refused(authgear_server: object, tmp_path: Path) -> None:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from authgear import AuthgearError
+
+    ag = Authgear(agtest.NATIVE, authgear_server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
+    ag.configure()
+    url = ag.make_authorize_url(agtest.NATIVE_REDIRECT)
+    callback = urlsplit(browser_login(authgear_server, url, user(authgear_server)))
+    params = [(k, v) for k, v in parse_qsl(callback.query) if k != "iss"]
+    stripped = urlunsplit(callback._replace(query=urlencode(params)))
+    # Our server advertises RFC 9207 `iss`: a response without it is a possible mix-up.
+    with pytest.raises(AuthgearError, match="RFC 9207"):
+        ag.finish_authentication(stripped)
+    assert ag.session_state is SessionState.NO_SESSION

@@ -605,6 +605,13 @@ class SessionCore:
             raise ServerError("the authorization response has neither code nor error")
         config = yield from self.discovery_flow()
         iss = params.get("iss")
+        if iss is None and config.authorization_response_iss_parameter_supported:
+            # RFC 9207 §2.4: a server that advertises `iss` always sends it; a response without
+            # it may come from another server (mix-up attack).
+            raise AuthgearError(
+                "the authorization response has no issuer (iss), which this server always "
+                "sends (RFC 9207)"
+            )
         if iss is not None and iss != config.issuer:
             raise AuthgearError(
                 f"the authorization response came from issuer {iss!r}, expected "

@@ -60,6 +60,8 @@ class OIDCConfiguration:
     jwks_uri: str
     end_session_endpoint: str | None = None
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
+    # RFC 9207: the server promises `iss` on every authorization response.
+    authorization_response_iss_parameter_supported: bool = False
 
     @classmethod
     def from_document(cls, doc: object, source: str) -> OIDCConfiguration:
@@ -95,6 +97,9 @@ class OIDCConfiguration:
             jwks_uri=doc["jwks_uri"],
             end_session_endpoint=end_session if isinstance(end_session, str) else None,
             id_token_signing_alg_values_supported=alg_tuple,
+            authorization_response_iss_parameter_supported=(
+                doc.get("authorization_response_iss_parameter_supported") is True
+            ),
         )
 
 
