@@ -179,6 +179,9 @@ def test_signup_validation(authgear_server: ServerProcess) -> None:
     assert short.status_code == 400 and "at least 8" in short.text
     bad_email = browser.submit(page, "not-an-email", PASSWORD)
     assert bad_email.status_code == 400 and "valid email" in bad_email.text
+    for hostile in ("a\x1b[2J@example.com", "a@exa\x00mple.com", "a@example.com\x85x"):
+        refused = browser.submit(page, hostile, PASSWORD)
+        assert refused.status_code == 400 and "valid email" in refused.text
     email = new_email()
     assert browser.submit(page, email, PASSWORD).status_code == 303
     other = Browser(authgear_server.url)

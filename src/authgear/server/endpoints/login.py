@@ -25,7 +25,9 @@ from authgear.server.storage.sql import EmailTaken
 from authgear.server.tokens import new_id
 from authgear.server.ui import csrf_ok, error_page, render
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^[^@\s]{1,64}@localhost$")
+# No whitespace and no control characters (an email is shown in pages, logs and terminals).
+_PART = r"[^@\s\x00-\x1f\x7f-\x9f]"
+EMAIL_RE = re.compile(rf"^{_PART}{{1,64}}@{_PART}+\.{_PART}+$|^{_PART}{{1,64}}@localhost$")
 WRONG_CREDENTIALS = "Incorrect email or password."
 EXPIRED_FLOW = "This sign-in page has expired. Go back to the app and start again."
 
