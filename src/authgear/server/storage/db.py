@@ -42,46 +42,24 @@ class _InlineConn:
 
 
 class InlineDatabase:
-    """One SQLite connection for the process's event loop. Nothing awaits inside a transaction,
-    so transactions never overlap on it; keeping it open skips a pool check-out and the
-    rollback-on-return of every transaction."""
-
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._conn: Connection | None = None
-
-    def _connection(self) -> Connection:
-        conn = self._conn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._conn = self.engine.connect()
-        return conn
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:
-        conn = self._connection()
-        with conn.begin():
+        with self.engine.begin() as conn:
             yield _InlineConn(conn)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[Conn]:
-        conn = self._connection()
-        inside_begin = conn.in_transaction()
-        try:
+        with self.engine.connect() as conn:
             yield _InlineConn(conn)
-        finally:
-            # End the read transaction (the WAL can then be checkpointed past it), unless this
-            # read ran inside a begin() block, whose transaction is not ours to end.
-            if not inside_begin and conn.in_transaction():
-                conn.rollback()
 
     async def run_sync(self, fn: Callable[[Connection], None]) -> None:
         with self.engine.begin() as conn:
             fn(conn)
 
     async def dispose(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
         self.engine.dispose()
 
 
