@@ -24,8 +24,19 @@ from authgear.backend import (
 )
 
 
-def jwks_requests(server: ServerProcess) -> int:
-    return server.log().count('"GET /oauth2/jwks"')
+def jwks_requests(server: ServerProcess, settle: float = 0.3) -> int:
+    """JWKS requests in the server's access log. The server writes a line after it has sent
+    the response, so wait until the count has been stable for ``settle`` seconds."""
+    count, since = -1, time.monotonic()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        now = server.log().count('"GET /oauth2/jwks"')
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            break
+        time.sleep(0.05)
+    return count
 
 
 def rotate_keys(server: ServerProcess) -> str:
