@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, case, delete, insert, select, update
+from sqlalchemy import Table, bindparam, case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from authgear.server.storage import schema as t
@@ -247,11 +247,13 @@ class SQLRepository:
             )
 
     async def delete_idp_session(self, session_id: str) -> bool:
+        return await self._delete_session(t.idp_sessions, session_id)
+
+    async def _delete_session(self, table: Table, session_id: str) -> bool:
+        """A session (IdP session or offline grant) and every access token issued under it."""
         async with self.engine.begin() as conn:
             await _delete_tokens_of(conn, session_id)
-            res = await conn.execute(
-                delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id)
-            )
+            res = await conn.execute(delete(table).where(table.c.id == session_id))
         return bool(res.rowcount)
 
     # -- offline grants -----------------------------------------------------------------------
@@ -307,12 +309,7 @@ class SQLRepository:
         return True
 
     async def delete_grant(self, grant_id: str) -> bool:
-        async with self.engine.begin() as conn:
-            await _delete_tokens_of(conn, grant_id)
-            res = await conn.execute(
-                delete(t.offline_grants).where(t.offline_grants.c.id == grant_id)
-            )
-        return bool(res.rowcount)
+        return await self._delete_session(t.offline_grants, grant_id)
 
     # -- access tokens ------------------------------------------------------------------------
     async def add_access_token(self, a: AccessTokenRecord) -> None:
