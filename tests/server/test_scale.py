@@ -205,7 +205,10 @@ def test_key_rotation_retires_old_key(fresh_server: ServerProcess) -> None:
         [AUTHGEAR, "keys", "list", "--data-dir", str(server.data_dir)],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
-    assert f"{old_kid}" in listing and "retiring at" in listing and "published" in listing
+    assert f"{old_kid}" in listing and "retiring at" in listing
+    # The new key is "published" until 2 x key_refresh_interval has passed, then "signing": on a
+    # loaded machine `keys list` may already run after that.
+    assert "published" in listing or listing.count("signing") == 1
     time.sleep(2.5)
     r = refresh(server, tokens["refresh_token"]).json()
     assert jwt.get_unverified_header(r["access_token"])["kid"] != old_kid
