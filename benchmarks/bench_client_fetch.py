@@ -75,11 +75,11 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(b"{}")
 
 
-def storage(expired: bool) -> MemoryTokenStorage:
+def signed_in(ag: Authgear | AsyncAuthgear, expired: bool) -> None:
+    """Store a session for ``ag`` (configure it next)."""
     now = time.time()
-    s = MemoryTokenStorage()
-    s.save(
-        "default",
+    ag.token_storage.save(
+        ag.storage_key,
         StoredSession(
             "rt",
             "at",
@@ -87,7 +87,6 @@ def storage(expired: bool) -> MemoryTokenStorage:
             refresh_after=0.0 if expired else now + 3000,
         ),
     )
-    return s
 
 
 def serve(port_out: multiprocessing.SimpleQueue[int]) -> None:
@@ -110,7 +109,8 @@ def main() -> None:
     url = base + "/api"
 
     plain = httpx2.Client()
-    ag = Authgear("app", base, token_storage=storage(False))
+    ag = Authgear("app", base, token_storage=MemoryTokenStorage())
+    signed_in(ag, expired=False)
     ag.configure()
     for _ in range(200):  # warm up both
         plain.get(url, headers={"Authorization": "Bearer at"})
@@ -131,7 +131,8 @@ def main() -> None:
     print(f"ratio (fetch time / plain time): {best_sdk / best_plain:.3f}  (goal <= 1.05)")
 
     before = count_refreshes(base)
-    ag16 = Authgear("app", base, token_storage=storage(True))
+    ag16 = Authgear("app", base, token_storage=MemoryTokenStorage())
+    signed_in(ag16, expired=True)
     ag16.configure()
     barrier = threading.Barrier(16)
 
@@ -144,7 +145,8 @@ def main() -> None:
     print(f"16 threads, expired token: {count_refreshes(base) - before} refresh request(s)")
 
     async def tasks() -> None:
-        a = AsyncAuthgear("app", base, token_storage=storage(True))
+        a = AsyncAuthgear("app", base, token_storage=MemoryTokenStorage())
+        signed_in(a, expired=True)
         await a.configure()
         await asyncio.gather(*(a.refresh_access_token_if_needed() for _ in range(200)))
         await a.aclose()

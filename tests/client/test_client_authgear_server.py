@@ -73,10 +73,10 @@ def test_seed_story_against_our_server(authgear_server: object, tmp_path: Path) 
     assert info.raw.get("https://authgear.com/claims/user/is_anonymous") is False
 
     # rotation off (parity): the refresh token stays
-    rt = ag.token_storage.load("default").refresh_token  # type: ignore[union-attr]
+    rt = ag.token_storage.load(ag.storage_key).refresh_token  # type: ignore[union-attr]
     old = ag.access_token
     assert ag.refresh_access_token() not in (None, old)
-    assert ag.token_storage.load("default").refresh_token == rt  # type: ignore[union-attr]
+    assert ag.token_storage.load(ag.storage_key).refresh_token == rt  # type: ignore[union-attr]
 
     # the resolver accepts the SDK's token (what a backend behind nginx would see)
     r = ag.fetch("GET", authgear_server.url + "/_resolver/resolve")  # type: ignore[attr-defined]
@@ -100,12 +100,14 @@ def test_seed_story_against_our_server(authgear_server: object, tmp_path: Path) 
 
 def test_revoked_refresh_token_gives_invalid(authgear_server: object, tmp_path: Path) -> None:
     ag = signed_in(authgear_server, tmp_path / "a")
-    stale = ag.token_storage.load("default")
+    stale = ag.token_storage.load(ag.storage_key)
     assert stale is not None
     ag.logout()
     other_store = FileTokenStorage(tmp_path / "b")
-    other_store.save("default", dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0))
     ghost = Authgear(agtest.NATIVE, authgear_server.url, token_storage=other_store)  # type: ignore[attr-defined]
+    other_store.save(
+        ghost.storage_key, dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0)
+    )
     ghost.configure()
     assert ghost.refresh_access_token_if_needed() is None
     assert ghost.session_state_reason is SessionStateChangeReason.INVALID
@@ -115,9 +117,9 @@ def test_revoked_refresh_token_gives_invalid(authgear_server: object, tmp_path: 
 
 def test_threads_single_flight_with_rotation(authgear_server: object, tmp_path: Path) -> None:
     ag = signed_in(authgear_server, tmp_path, agtest.ROTATING)
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     assert record is not None
-    ag.token_storage.save("default", dataclasses.replace(record, refresh_after=0.0))
+    ag.token_storage.save(ag.storage_key, dataclasses.replace(record, refresh_after=0.0))
     ag2 = Authgear(agtest.ROTATING, authgear_server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
     ag2.configure()
     barrier = threading.Barrier(16)
@@ -129,7 +131,7 @@ def test_threads_single_flight_with_rotation(authgear_server: object, tmp_path: 
     with ThreadPoolExecutor(16) as pool:
         tokens = set(pool.map(lambda _: call(), range(16)))
     assert len(tokens) == 1 and None not in tokens
-    after = ag2.token_storage.load("default")
+    after = ag2.token_storage.load(ag2.storage_key)
     assert after is not None and after.refresh_token != record.refresh_token
     # the old refresh token would now be reuse; the SDK still works with the new one
     assert ag2.fetch_user_info().sub
