@@ -206,3 +206,71 @@ def test_callback_without_iss_is_refused(authgear_server: object, tmp_path: Path
     with pytest.raises(AuthgearError, match="RFC 9207"):
         ag.finish_authentication(stripped)
     assert ag.session_state is SessionState.NO_SESSION
+
+
+def test_same_name_on_a_second_server_never_receives_the_first_servers_tokens(
+    authgear_server: object, tmp_path: Path
+) -> None:
+    """Issue 17.1's attack: one token folder, one session name, two issuers. Server 2 (a real
+    HTTP server that records everything) must never see a token of server 1, even through a
+    session stored by an earlier version under the bare name, and server 1's session must
+    come out untouched."""
+    import json
+
+    from client_support import Reply, ScriptedServer, discovery
+
+    storage = FileTokenStorage(tmp_path)
+    server1 = authgear_server.url  # type: ignore[attr-defined]
+    ag1 = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    ag1.configure()
+    url = ag1.make_authorize_url(agtest.NATIVE_REDIRECT)
+    ag1.finish_authentication(browser_login(authgear_server, url, user(authgear_server)))
+    record1 = storage.load(ag1.storage_key)
+    assert record1 is not None and record1.id_token and record1.access_token
+    # the same session as an earlier version stored it, under the bare name
+    storage.save("mix", dataclasses.replace(record1, endpoint=None, client_id=None))
+    secrets = [record1.refresh_token, record1.access_token, record1.id_token]
+
+    server2 = ScriptedServer()
+    server2.routes["/.well-known/openid-configuration"] = lambda s: Reply(
+        200, discovery(server2.url)
+    )
+    for path in ("/oauth2/token", "/oauth2/revoke", "/oauth2/userinfo", "/api"):
+        server2.routes[path] = lambda s: Reply(401, {"error": "invalid_token"})
+    try:
+        ag2 = Authgear(agtest.NATIVE, server2.url, name="mix", token_storage=storage)
+        ag2.configure()
+        assert ag2.session_state is SessionState.NO_SESSION
+        assert ag2.refresh_access_token_if_needed() is None
+        assert ag2.refresh_access_token() is None
+        assert ag2.fetch("GET", server2.url + "/api").status_code == 401
+        with pytest.raises(OAuthError):
+            ag2.fetch_user_info()
+        ag2.logout()
+        ag2.clear_session_state()
+        seen = list(server2.seen)
+    finally:
+        server2.close()
+
+    assert [s.path for s in seen] == [
+        "/api",
+        "/.well-known/openid-configuration",
+        "/oauth2/userinfo",
+    ]
+    for s in seen:
+        wire = json.dumps(s.headers) + s.body.decode() + json.dumps(s.query)
+        assert not any(secret in wire for secret in secrets), s.path
+        assert "authorization" not in s.headers
+    assert storage.load(ag1.storage_key) == record1  # untouched
+    assert storage.load("mix") is not None  # the old copy, not server 2's to move or delete
+    again = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    again.configure()
+    assert again.session_state is SessionState.AUTHENTICATED
+    assert again.fetch_user_info().sub
+    # and server 1's own client moves the old copy to its key (its ID token names server 1)
+    storage.delete(ag1.storage_key)
+    moved = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    moved.configure()
+    assert moved.session_state is SessionState.AUTHENTICATED
+    assert storage.load("mix") is None
+    assert moved.fetch_user_info().sub

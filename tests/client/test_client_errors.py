@@ -460,3 +460,71 @@ def test_stray_request_to_the_loopback_does_not_abort_sign_in(scripted: Scripted
         ag.authenticate(open_browser=browser, timeout=10)
     assert e.value.error == "access_denied"
     assert stray == [400]
+
+
+# --- transport errors, user agent (issue 17.5) ------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_fetch_with_no_response_raises_network_error_and_keeps_session(
+    scripted: ScriptedServer,
+) -> None:
+    ag = client(scripted, fresh_session())
+    url = f"http://127.0.0.1:{_closed_port()}/api?secret=x"
+    with pytest.raises(NetworkError, match=r"GET http://127\.0\.0\.1:\d+/api failed") as e:
+        ag.fetch("GET", url)
+    assert "secret" not in str(e.value)  # the query string may carry secrets
+    assert ag.session_state is SessionState.AUTHENTICATED
+
+
+async def test_async_fetch_with_no_response_raises_network_error(scripted: ScriptedServer) -> None:
+    from authgear import AsyncAuthgear
+
+    storage = MemoryTokenStorage()
+    ag = AsyncAuthgear("app", scripted.url, token_storage=storage)
+    storage.save(ag.storage_key, fresh_session())
+    await ag.configure()
+    with pytest.raises(NetworkError, match="failed: ConnectError"):
+        await ag.fetch("POST", f"http://127.0.0.1:{_closed_port()}/api", content=b"x")
+    await ag.aclose()
+
+
+def test_plain_httpx_fetch_with_no_response_raises_network_error(scripted: ScriptedServer) -> None:
+    import httpx
+
+    with httpx.Client() as http:
+        ag = Authgear("app", scripted.url, token_storage=MemoryTokenStorage(), http_client=http)
+        ag.configure()
+        with pytest.raises(NetworkError):
+            ag.fetch("GET", f"http://127.0.0.1:{_closed_port()}/")
+
+
+def test_every_request_names_the_sdk_in_its_user_agent(scripted: ScriptedServer) -> None:
+    import httpx2
+
+    import authgear
+
+    ua = f"authgear-python/{authgear.__version__}"
+    scripted.routes["/oauth2/token"] = lambda s: token_ok()
+    scripted.routes["/api"] = lambda s: Reply(200, {})
+    ag = client(scripted, stale_session())
+    ag.fetch("GET", scripted.url + "/api")
+    assert [(s.path, s.headers.get("user-agent")) for s in scripted.seen] == [
+        ("/.well-known/openid-configuration", ua),
+        ("/oauth2/token", ua),
+        ("/api", ua),
+    ]
+    # with the application's own client, the SDK's requests still say who they are, and the
+    # application's requests keep the application's user agent
+    with httpx2.Client(headers={"user-agent": "my-app/1"}) as http:
+        storage = MemoryTokenStorage()
+        mine = Authgear("app", scripted.url, token_storage=storage, http_client=http)
+        storage.save(mine.storage_key, stale_session())
+        mine.configure()
+        mine.fetch("GET", scripted.url + "/api")
+    assert [s.headers.get("user-agent") for s in scripted.seen[3:]] == [ua, ua, "my-app/1"]
