@@ -4,7 +4,9 @@ process, so that it does not share the client's GIL).
 
     .venv/bin/python benchmarks/bench_client_fetch.py [N]
 
-Prints requests/second for each and the ratio (goal: fetch / plain <= 1.05), then the
+Prints requests/second for each and the ratio (goal: fetch / plain <= 1.05), then the CPU
+time per request of each through an in-process mock transport (what the SDK adds, independent
+of the machine's load: the wall-clock ratio is only meaningful on an idle machine), then the
 single-flight counts (16 threads, 200 tasks with an expired token -> refresh requests).
 Bounded: N requests per round (default 3000), 5 alternating rounds, loopback only.
 """
@@ -96,6 +98,30 @@ def serve(port_out: multiprocessing.SimpleQueue[int]) -> None:
     server.serve_forever()
 
 
+def cpu_per_request(n: int) -> tuple[float, float]:
+    """Best-of-5 process time per request (microseconds): plain httpx2 with a static header,
+    and Authgear.fetch, both through the same in-process mock transport."""
+    client = httpx2.Client(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+    ag = Authgear(
+        "app", "http://127.0.0.1:9", token_storage=MemoryTokenStorage(), http_client=client
+    )
+    signed_in(ag, expired=False)
+    ag.configure()
+    url = "http://127.0.0.1:9/api"
+    best_plain = best_sdk = float("inf")
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(n):
+            client.get(url, headers={"Authorization": "Bearer at"})
+        best_plain = min(best_plain, time.process_time() - t)
+        t = time.process_time()
+        for _ in range(n):
+            ag.fetch("GET", url)
+        best_sdk = min(best_sdk, time.process_time() - t)
+    client.close()
+    return best_plain / n * 1e6, best_sdk / n * 1e6
+
+
 def count_refreshes(base: str) -> int:
     return int(httpx2.get(base + "/count").text)
 
@@ -129,6 +155,11 @@ def main() -> None:
     print(f"plain httpx2 + static header: {n / best_plain:8.0f} req/s")
     print(f"Authgear.fetch:               {n / best_sdk:8.0f} req/s")
     print(f"ratio (fetch time / plain time): {best_sdk / best_plain:.3f}  (goal <= 1.05)")
+    plain_us, sdk_us = cpu_per_request(n)
+    print(
+        f"CPU per request, mock transport: plain {plain_us:.1f} us, fetch {sdk_us:.1f} us "
+        f"(+{sdk_us - plain_us:.1f} us)"
+    )
 
     before = count_refreshes(base)
     ag16 = Authgear("app", base, token_storage=MemoryTokenStorage())
