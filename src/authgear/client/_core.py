@@ -281,6 +281,22 @@ def is_bearer_challenge(status_code: int, www_authenticate: str | None) -> bool:
     return error not in {"insufficient_scope", "invalid_request"}
 
 
+def _expires_in(value: object, what: str) -> float:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ServerError(
+            f"{what} answered without a usable expires_in ({value!r}); "
+            "the SDK cannot tell when to refresh"
+        )
+    return float(value)
+
+
 def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     status = resp.status_code
     if 200 <= status < 300:
@@ -606,19 +622,7 @@ class SessionCore:
         token_type = body.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise ServerError(f"{what} answered token_type {token_type!r}, expected 'Bearer'")
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, str) and expires_in.isdigit():
-            expires_in = int(expires_in)
-        if (
-            not isinstance(expires_in, int | float)
-            or isinstance(expires_in, bool)
-            or not math.isfinite(expires_in)
-            or expires_in <= 0
-        ):
-            raise ServerError(
-                f"{what} answered without a usable expires_in ({expires_in!r}); "
-                "the SDK cannot tell when to refresh"
-            )
+        expires_in = _expires_in(body.get("expires_in"), what)
         refresh_token = body.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             if previous is None:
@@ -633,8 +637,8 @@ class SessionCore:
         return StoredSession(
             refresh_token=refresh_token,
             access_token=access_token,
-            expires_at=now + float(expires_in),
-            refresh_after=now + REFRESH_RATIO * float(expires_in),
+            expires_at=now + expires_in,
+            refresh_after=now + REFRESH_RATIO * expires_in,
             id_token=id_token,
             endpoint=self.endpoint,
             client_id=self.client_id,

@@ -111,18 +111,7 @@ def _add_login(subparsers: Any) -> None:
     p.set_defaults(func=run, client_command="login")
 
 
-def register(subparsers: Any) -> None:
-    """Add the client subcommands to an ``argparse`` subparsers object."""
-    _add_login(subparsers)
-
-    p = subparsers.add_parser(
-        "whoami",
-        help="show the signed-in user (userinfo, as JSON)",
-        description="Print the signed-in user's claims from the userinfo endpoint as JSON.",
-    )
-    _common(p)
-    p.set_defaults(func=run, client_command="whoami")
-
+def _add_fetch(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "fetch",
         help="send an authorized request, curl-like",
@@ -144,6 +133,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("-i", "--include", action="store_true", help="print status and headers")
     p.add_argument("-f", "--fail", action="store_true", help="exit 22 on HTTP >= 400")
     p.set_defaults(func=run, client_command="fetch")
+
+
+def register(subparsers: Any) -> None:
+    """Add the client subcommands to an ``argparse`` subparsers object."""
+    _add_login(subparsers)
+
+    p = subparsers.add_parser(
+        "whoami",
+        help="show the signed-in user (userinfo, as JSON)",
+        description="Print the signed-in user's claims from the userinfo endpoint as JSON.",
+    )
+    _common(p)
+    p.set_defaults(func=run, client_command="whoami")
+
+    _add_fetch(subparsers)
 
     p = subparsers.add_parser(
         "token",
