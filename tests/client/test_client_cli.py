@@ -139,6 +139,23 @@ def test_cli_login_endpoint_without_scheme_is_one_line_and_saves_nothing(tmp_pat
     assert line.startswith("error: no endpoint or client id")
 
 
+def test_cli_settings_written_by_an_earlier_version_still_work(
+    scripted: ScriptedServer, tmp_path: Path
+) -> None:
+    """Earlier versions wrote the settings with the umask's mode (0644): readable is fine,
+    they are not secret; writable by others is not."""
+    signed_in_cli(scripted, tmp_path)
+    config = tmp_path / "authgear_default_config.json"
+    config.chmod(0o644)
+    scripted.routes["/api"] = lambda s: Reply(200, {"auth": s.headers.get("authorization")})
+    env = dict(os.environ, AUTHGEAR_TOKEN_DIR=str(tmp_path))
+    r = cli("fetch", scripted.url + "/api", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"auth": "Bearer at-1"}
+    config.chmod(0o666)
+    assert "chmod 600" in one_line_error(cli("fetch", scripted.url + "/api", env=env))
+
+
 def test_cli_bad_remembered_endpoint_is_one_line(tmp_path: Path) -> None:
     """Settings saved by an earlier version without validation."""
     (tmp_path / "authgear_default_config.json").write_text(

@@ -101,9 +101,10 @@ def check_private_dir(path: Path) -> None:
         )
 
 
-def read_private_file(path: Path) -> bytes | None:
+def read_private_file(path: Path, *, secret: bool = True) -> bytes | None:
     """The bytes of ``path`` (``None`` if absent), after checking that it is a regular file
-    owned by this user and readable or writable by nobody else (no symlinks followed)."""
+    owned by this user and writable by nobody else -- nor readable, when ``secret`` (no
+    symlinks followed)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
@@ -123,9 +124,10 @@ def read_private_file(path: Path) -> bytes | None:
                 f"refusing token file {path}: it is owned by uid {st.st_uid}, not by you "
                 f"(uid {uid}); someone else put it there. Delete it and sign in again"
             )
-        if uid is not None and st.st_mode & 0o077:
+        if uid is not None and st.st_mode & (0o077 if secret else 0o022):
             raise TokenStorageError(
-                f"refusing token file {path}: other users may read or change it "
+                f"refusing token file {path}: other users may "
+                f"{'read or ' if secret else ''}change it "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
             )
         return f.read()

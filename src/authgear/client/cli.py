@@ -196,7 +196,7 @@ def _saved_settings(storage: FileTokenStorage, name: str) -> dict[str, Any]:
     planted file could otherwise send the next sign-in to another server)."""
     path = _config_path(storage, name)
     check_private_dir(storage.directory)
-    raw = read_private_file(path)
+    raw = read_private_file(path, secret=False)  # not secret: earlier versions wrote 0644
     if raw is None:
         return {}
     try:
