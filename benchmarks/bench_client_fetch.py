@@ -4,7 +4,9 @@ process, so that it does not share the client's GIL).
 
     .venv/bin/python benchmarks/bench_client_fetch.py [N]
 
-Prints requests/second for each and the ratio (goal: fetch / plain <= 1.05), then the
+Prints requests/second for each and the ratio (goal: fetch / plain <= 1.05), then the CPU
+time per request of each through an in-process mock transport (what the SDK adds, independent
+of the machine's load: the wall-clock ratio is only meaningful on an idle machine), then the
 single-flight counts (16 threads, 200 tasks with an expired token -> refresh requests).
 Bounded: N requests per round (default 3000), 5 alternating rounds, loopback only.
 """
@@ -75,11 +77,11 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(b"{}")
 
 
-def storage(expired: bool) -> MemoryTokenStorage:
+def signed_in(ag: Authgear | AsyncAuthgear, expired: bool) -> None:
+    """Store a session for ``ag`` (configure it next)."""
     now = time.time()
-    s = MemoryTokenStorage()
-    s.save(
-        "default",
+    ag.token_storage.save(
+        ag.storage_key,
         StoredSession(
             "rt",
             "at",
@@ -87,7 +89,6 @@ def storage(expired: bool) -> MemoryTokenStorage:
             refresh_after=0.0 if expired else now + 3000,
         ),
     )
-    return s
 
 
 def serve(port_out: multiprocessing.SimpleQueue[int]) -> None:
@@ -95,6 +96,30 @@ def serve(port_out: multiprocessing.SimpleQueue[int]) -> None:
     server.daemon_threads = True
     port_out.put(server.server_address[1])
     server.serve_forever()
+
+
+def cpu_per_request(n: int) -> tuple[float, float]:
+    """Best-of-5 process time per request (microseconds): plain httpx2 with a static header,
+    and Authgear.fetch, both through the same in-process mock transport."""
+    client = httpx2.Client(transport=httpx2.MockTransport(lambda r: httpx2.Response(200)))
+    ag = Authgear(
+        "app", "http://127.0.0.1:9", token_storage=MemoryTokenStorage(), http_client=client
+    )
+    signed_in(ag, expired=False)
+    ag.configure()
+    url = "http://127.0.0.1:9/api"
+    best_plain = best_sdk = float("inf")
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(n):
+            client.get(url, headers={"Authorization": "Bearer at"})
+        best_plain = min(best_plain, time.process_time() - t)
+        t = time.process_time()
+        for _ in range(n):
+            ag.fetch("GET", url)
+        best_sdk = min(best_sdk, time.process_time() - t)
+    client.close()
+    return best_plain / n * 1e6, best_sdk / n * 1e6
 
 
 def count_refreshes(base: str) -> int:
@@ -110,7 +135,8 @@ def main() -> None:
     url = base + "/api"
 
     plain = httpx2.Client()
-    ag = Authgear("app", base, token_storage=storage(False))
+    ag = Authgear("app", base, token_storage=MemoryTokenStorage())
+    signed_in(ag, expired=False)
     ag.configure()
     for _ in range(200):  # warm up both
         plain.get(url, headers={"Authorization": "Bearer at"})
@@ -129,9 +155,15 @@ def main() -> None:
     print(f"plain httpx2 + static header: {n / best_plain:8.0f} req/s")
     print(f"Authgear.fetch:               {n / best_sdk:8.0f} req/s")
     print(f"ratio (fetch time / plain time): {best_sdk / best_plain:.3f}  (goal <= 1.05)")
+    plain_us, sdk_us = cpu_per_request(n)
+    print(
+        f"CPU per request, mock transport: plain {plain_us:.1f} us, fetch {sdk_us:.1f} us "
+        f"(+{sdk_us - plain_us:.1f} us)"
+    )
 
     before = count_refreshes(base)
-    ag16 = Authgear("app", base, token_storage=storage(True))
+    ag16 = Authgear("app", base, token_storage=MemoryTokenStorage())
+    signed_in(ag16, expired=True)
     ag16.configure()
     barrier = threading.Barrier(16)
 
@@ -144,7 +176,8 @@ def main() -> None:
     print(f"16 threads, expired token: {count_refreshes(base) - before} refresh request(s)")
 
     async def tasks() -> None:
-        a = AsyncAuthgear("app", base, token_storage=storage(True))
+        a = AsyncAuthgear("app", base, token_storage=MemoryTokenStorage())
+        signed_in(a, expired=True)
         await a.configure()
         await asyncio.gather(*(a.refresh_access_token_if_needed() for _ in range(200)))
         await a.aclose()

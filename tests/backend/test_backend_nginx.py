@@ -103,7 +103,7 @@ def test_valid_user_passes_with_headers(
 
     # Revocation through nginx takes effect at once (the resolver checks every request).
     token = ag.access_token
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     assert record is not None
     httpx2.post(
         authgear_server.url + "/oauth2/revoke",

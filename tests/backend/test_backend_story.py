@@ -53,7 +53,7 @@ def test_seed_story_resolver_and_jwt(
     # The session is revoked on the server (as an admin or another device would).
     access_token = ag.access_token
     assert access_token
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     assert record is not None and record.refresh_token
     revoke_on_server(authgear_server, record.refresh_token)
     bearer = {"authorization": f"Bearer {access_token}"}

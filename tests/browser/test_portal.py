@@ -129,7 +129,7 @@ def test_admin_revokes_the_apps_session_and_the_app_feels_it(
     ag.on_session_state_change(lambda change: states.append(change.reason))
     r = ag.fetch("GET", backend + "/api/me")
     assert r.status_code == 200 and r.json()["sub"] == user_id
-    stale = ag.token_storage.load("default")
+    stale = ag.token_storage.load(ag.storage_key)
     assert stale is not None
 
     # The operator, in a browser without JavaScript: everything is plain forms and links.
@@ -188,13 +188,15 @@ def test_admin_revokes_the_apps_session_and_the_app_feels_it(
     assert ag.session_state is SessionState.NO_SESSION
     assert ag.session_state_reason is SessionStateChangeReason.INVALID
     assert states[-1] is SessionStateChangeReason.INVALID
-    assert ag.token_storage.load("default") is None
+    assert ag.token_storage.load(ag.storage_key) is None
 
     # The same app in another process, whose access token has expired: its refresh gets
     # invalid_grant, refresh_access_token_if_needed() does not raise and ends in NO_SESSION.
     other_store = FileTokenStorage(tmp_path / "other")
-    other_store.save("default", dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0))
     other = Authgear(NATIVE, server.url, token_storage=other_store)
+    other_store.save(
+        other.storage_key, dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0)
+    )
     other.configure()
     assert other.session_state is SessionState.AUTHENTICATED
     assert other.refresh_access_token_if_needed() is None

@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import httpx2
 
+from authgear.client._core import storage_key
+
 HERE = Path(__file__).parent
 OP_DIR = HERE / "oidc_provider"
 
@@ -243,3 +245,8 @@ def free_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONWARNINGS", None)
     return env
+
+
+def key_for(endpoint: str, client_id: str = "app", name: str = "default") -> str:
+    """The storage key an ``Authgear(client_id, endpoint, name=name)`` keeps its session under."""
+    return storage_key(name, endpoint.rstrip("/"), client_id)

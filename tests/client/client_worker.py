@@ -19,7 +19,7 @@ def main() -> None:
         i = 0
         while True:
             storage.save(
-                "default",
+                "worker",
                 StoredSession(
                     refresh_token=f"rt-{i}-" + secrets.token_hex(8 + i % 300),
                     access_token="at-" + secrets.token_hex(32 + i % 500),

@@ -7,18 +7,18 @@ import time
 import httpx
 import httpx2
 import requests
-from client_support import Reply, ScriptedServer
+from client_support import Reply, ScriptedServer, key_for
 
 from authgear import AsyncAuthgear, Authgear, AuthgearAuth
 from authgear.client import MemoryTokenStorage, StoredSession, httpx_auth
 from authgear.client.requests_auth import AuthgearRequestsAuth
 
 
-def _storage() -> MemoryTokenStorage:
+def _storage(url: str) -> MemoryTokenStorage:
     now = time.time()
     s = MemoryTokenStorage()
     s.save(
-        "default",
+        key_for(url),
         StoredSession("rt-1", "at-1", expires_at=now + 3600, refresh_after=now + 3000),
     )
     return s
@@ -37,7 +37,7 @@ def _script(server: ScriptedServer) -> None:
 
 def test_httpx2_auth_sync(scripted: ScriptedServer) -> None:
     _script(scripted)
-    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag = Authgear("app", scripted.url, token_storage=_storage(scripted.url))
     ag.configure()
     with httpx2.Client(auth=AuthgearAuth(ag)) as c:
         r = c.post(scripted.url + "/api", content=b"x")
@@ -49,7 +49,7 @@ def test_httpx2_auth_sync(scripted: ScriptedServer) -> None:
 
 async def test_httpx2_auth_async(scripted: ScriptedServer) -> None:
     _script(scripted)
-    ag = AsyncAuthgear("app", scripted.url, token_storage=_storage())
+    ag = AsyncAuthgear("app", scripted.url, token_storage=_storage(scripted.url))
     await ag.configure()
     async with httpx2.AsyncClient(auth=AuthgearAuth(ag)) as c:
         r = await c.post(scripted.url + "/api", json={"a": 1})
@@ -60,7 +60,7 @@ async def test_httpx2_auth_async(scripted: ScriptedServer) -> None:
 
 async def test_sync_authgear_in_async_client(scripted: ScriptedServer) -> None:
     _script(scripted)
-    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag = Authgear("app", scripted.url, token_storage=_storage(scripted.url))
     ag.configure()
     async with httpx2.AsyncClient(auth=AuthgearAuth(ag)) as c:
         r = await c.get(scripted.url + "/api")
@@ -71,11 +71,11 @@ async def test_sync_authgear_in_async_client(scripted: ScriptedServer) -> None:
 def test_plain_httpx_client_and_auth(scripted: ScriptedServer) -> None:
     _script(scripted)
     with httpx.Client() as hc:
-        ag = Authgear("app", scripted.url, token_storage=_storage(), http_client=hc)
+        ag = Authgear("app", scripted.url, token_storage=_storage(scripted.url), http_client=hc)
         ag.configure()
         r = ag.fetch("GET", scripted.url + "/api")
         assert isinstance(r, httpx.Response) and r.status_code == 200
-    ag2 = Authgear("app", scripted.url, token_storage=_storage())
+    ag2 = Authgear("app", scripted.url, token_storage=_storage(scripted.url))
     ag2.configure()
     with httpx.Client(auth=httpx_auth(ag2)) as c:
         assert c.get(scripted.url + "/api").status_code == 200
@@ -84,7 +84,7 @@ def test_plain_httpx_client_and_auth(scripted: ScriptedServer) -> None:
 
 def test_requests_auth(scripted: ScriptedServer) -> None:
     _script(scripted)
-    ag = Authgear("app", scripted.url, token_storage=_storage())
+    ag = Authgear("app", scripted.url, token_storage=_storage(scripted.url))
     ag.configure()
     with requests.Session() as s:
         r = s.post(scripted.url + "/api", data=b"payload", auth=AuthgearRequestsAuth(ag))
@@ -94,9 +94,9 @@ def test_requests_auth(scripted: ScriptedServer) -> None:
     ag.close()
 
 
-def _stale_storage() -> MemoryTokenStorage:
+def _stale_storage(url: str) -> MemoryTokenStorage:
     s = MemoryTokenStorage()
-    s.save("default", StoredSession("rt-1", "at-1", expires_at=0, refresh_after=0))
+    s.save(key_for(url), StoredSession("rt-1", "at-1", expires_at=0, refresh_after=0))
     return s
 
 
@@ -107,7 +107,7 @@ def test_sdk_requests_skip_the_clients_own_auth(scripted: ScriptedServer) -> Non
 
     _script(scripted)
     http = httpx2.Client()
-    ag = Authgear("app", scripted.url, token_storage=_stale_storage(), http_client=http)
+    ag = Authgear("app", scripted.url, token_storage=_stale_storage(scripted.url), http_client=http)
     http.auth = AuthgearAuth(ag)
     ag.configure()
     got: list[object] = []
@@ -126,7 +126,9 @@ async def test_async_sdk_requests_skip_the_clients_own_auth(scripted: ScriptedSe
 
     _script(scripted)
     async with httpx2.AsyncClient() as http:
-        ag = AsyncAuthgear("app", scripted.url, token_storage=_stale_storage(), http_client=http)
+        ag = AsyncAuthgear(
+            "app", scripted.url, token_storage=_stale_storage(scripted.url), http_client=http
+        )
         http.auth = AuthgearAuth(ag)
         await ag.configure()
         r = await asyncio.wait_for(ag.fetch("GET", scripted.url + "/api"), 10)

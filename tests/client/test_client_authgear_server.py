@@ -73,10 +73,10 @@ def test_seed_story_against_our_server(authgear_server: object, tmp_path: Path) 
     assert info.raw.get("https://authgear.com/claims/user/is_anonymous") is False
 
     # rotation off (parity): the refresh token stays
-    rt = ag.token_storage.load("default").refresh_token  # type: ignore[union-attr]
+    rt = ag.token_storage.load(ag.storage_key).refresh_token  # type: ignore[union-attr]
     old = ag.access_token
     assert ag.refresh_access_token() not in (None, old)
-    assert ag.token_storage.load("default").refresh_token == rt  # type: ignore[union-attr]
+    assert ag.token_storage.load(ag.storage_key).refresh_token == rt  # type: ignore[union-attr]
 
     # the resolver accepts the SDK's token (what a backend behind nginx would see)
     r = ag.fetch("GET", authgear_server.url + "/_resolver/resolve")  # type: ignore[attr-defined]
@@ -100,12 +100,14 @@ def test_seed_story_against_our_server(authgear_server: object, tmp_path: Path) 
 
 def test_revoked_refresh_token_gives_invalid(authgear_server: object, tmp_path: Path) -> None:
     ag = signed_in(authgear_server, tmp_path / "a")
-    stale = ag.token_storage.load("default")
+    stale = ag.token_storage.load(ag.storage_key)
     assert stale is not None
     ag.logout()
     other_store = FileTokenStorage(tmp_path / "b")
-    other_store.save("default", dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0))
     ghost = Authgear(agtest.NATIVE, authgear_server.url, token_storage=other_store)  # type: ignore[attr-defined]
+    other_store.save(
+        ghost.storage_key, dataclasses.replace(stale, refresh_after=0.0, expires_at=0.0)
+    )
     ghost.configure()
     assert ghost.refresh_access_token_if_needed() is None
     assert ghost.session_state_reason is SessionStateChangeReason.INVALID
@@ -115,9 +117,9 @@ def test_revoked_refresh_token_gives_invalid(authgear_server: object, tmp_path: 
 
 def test_threads_single_flight_with_rotation(authgear_server: object, tmp_path: Path) -> None:
     ag = signed_in(authgear_server, tmp_path, agtest.ROTATING)
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     assert record is not None
-    ag.token_storage.save("default", dataclasses.replace(record, refresh_after=0.0))
+    ag.token_storage.save(ag.storage_key, dataclasses.replace(record, refresh_after=0.0))
     ag2 = Authgear(agtest.ROTATING, authgear_server.url, token_storage=FileTokenStorage(tmp_path))  # type: ignore[attr-defined]
     ag2.configure()
     barrier = threading.Barrier(16)
@@ -129,7 +131,7 @@ def test_threads_single_flight_with_rotation(authgear_server: object, tmp_path: 
     with ThreadPoolExecutor(16) as pool:
         tokens = set(pool.map(lambda _: call(), range(16)))
     assert len(tokens) == 1 and None not in tokens
-    after = ag2.token_storage.load("default")
+    after = ag2.token_storage.load(ag2.storage_key)
     assert after is not None and after.refresh_token != record.refresh_token
     # the old refresh token would now be reuse; the SDK still works with the new one
     assert ag2.fetch_user_info().sub
@@ -204,3 +206,71 @@ def test_callback_without_iss_is_refused(authgear_server: object, tmp_path: Path
     with pytest.raises(AuthgearError, match="RFC 9207"):
         ag.finish_authentication(stripped)
     assert ag.session_state is SessionState.NO_SESSION
+
+
+def test_same_name_on_a_second_server_never_receives_the_first_servers_tokens(
+    authgear_server: object, tmp_path: Path
+) -> None:
+    """Issue 17.1's attack: one token folder, one session name, two issuers. Server 2 (a real
+    HTTP server that records everything) must never see a token of server 1, even through a
+    session stored by an earlier version under the bare name, and server 1's session must
+    come out untouched."""
+    import json
+
+    from client_support import Reply, ScriptedServer, discovery
+
+    storage = FileTokenStorage(tmp_path)
+    server1 = authgear_server.url  # type: ignore[attr-defined]
+    ag1 = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    ag1.configure()
+    url = ag1.make_authorize_url(agtest.NATIVE_REDIRECT)
+    ag1.finish_authentication(browser_login(authgear_server, url, user(authgear_server)))
+    record1 = storage.load(ag1.storage_key)
+    assert record1 is not None and record1.id_token and record1.access_token
+    # the same session as an earlier version stored it, under the bare name
+    storage.save("mix", dataclasses.replace(record1, endpoint=None, client_id=None))
+    secrets = [record1.refresh_token, record1.access_token, record1.id_token]
+
+    server2 = ScriptedServer()
+    server2.routes["/.well-known/openid-configuration"] = lambda s: Reply(
+        200, discovery(server2.url)
+    )
+    for path in ("/oauth2/token", "/oauth2/revoke", "/oauth2/userinfo", "/api"):
+        server2.routes[path] = lambda s: Reply(401, {"error": "invalid_token"})
+    try:
+        ag2 = Authgear(agtest.NATIVE, server2.url, name="mix", token_storage=storage)
+        ag2.configure()
+        assert ag2.session_state is SessionState.NO_SESSION
+        assert ag2.refresh_access_token_if_needed() is None
+        assert ag2.refresh_access_token() is None
+        assert ag2.fetch("GET", server2.url + "/api").status_code == 401
+        with pytest.raises(OAuthError):
+            ag2.fetch_user_info()
+        ag2.logout()
+        ag2.clear_session_state()
+        seen = list(server2.seen)
+    finally:
+        server2.close()
+
+    assert [s.path for s in seen] == [
+        "/api",
+        "/.well-known/openid-configuration",
+        "/oauth2/userinfo",
+    ]
+    for s in seen:
+        wire = json.dumps(s.headers) + s.body.decode() + json.dumps(s.query)
+        assert not any(secret in wire for secret in secrets), s.path
+        assert "authorization" not in s.headers
+    assert storage.load(ag1.storage_key) == record1  # untouched
+    assert storage.load("mix") is not None  # the old copy, not server 2's to move or delete
+    again = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    again.configure()
+    assert again.session_state is SessionState.AUTHENTICATED
+    assert again.fetch_user_info().sub
+    # and server 1's own client moves the old copy to its key (its ID token names server 1)
+    storage.delete(ag1.storage_key)
+    moved = Authgear(agtest.NATIVE, server1, name="mix", token_storage=storage)
+    moved.configure()
+    assert moved.session_state is SessionState.AUTHENTICATED
+    assert storage.load("mix") is None
+    assert moved.fetch_user_info().sub

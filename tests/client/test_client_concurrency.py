@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from client_support import CALLBACK, HERE, OidcProvider, browser_login
+from client_support import CALLBACK, HERE, OidcProvider, browser_login, key_for
 
 from authgear import AsyncAuthgear, Authgear, SessionState
 from authgear.client import FileTokenStorage
@@ -31,15 +31,15 @@ def logged_in_store(op: OidcProvider, directory: Path, user: str) -> FileTokenSt
     ag.configure()
     url = ag.make_authorize_url(CALLBACK, prompt="consent")
     ag.finish_authentication(browser_login(url, user))
-    expire(storage)
+    expire(storage, ag.storage_key)
     ag.close()
     return storage
 
 
-def expire(storage: FileTokenStorage) -> None:
-    record = storage.load("default")
+def expire(storage: FileTokenStorage, key: str) -> None:
+    record = storage.load(key)
     assert record is not None
-    storage.save("default", dataclasses.replace(record, expires_at=0.0, refresh_after=0.0))
+    storage.save(key, dataclasses.replace(record, expires_at=0.0, refresh_after=0.0))
 
 
 def test_16_threads_one_refresh(oidc_provider: OidcProvider, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_16_threads_with_refused_token_one_refresh(
 
     def call() -> str | None:
         barrier.wait()
-        return ag._refresh_rejected(refused)
+        return ag.refresh_access_token(rejected=refused)
 
     with ThreadPoolExecutor(16) as pool:
         tokens = list(pool.map(lambda _: call(), range(16)))
@@ -156,11 +156,11 @@ def test_sigkill_while_writing_never_corrupts_the_store(tmp_path: Path) -> None:
         p.send_signal(signal.SIGKILL)
         p.wait()
         storage = FileTokenStorage(directory)
-        record = storage.load("default")
+        record = storage.load("worker")
         assert record is not None
         assert record.refresh_token.startswith("rt-")
         assert not list(directory.glob("*.corrupt-*"))
-        assert (storage.path("default").stat().st_mode & 0o777) == 0o600
+        assert (storage.path("worker").stat().st_mode & 0o777) == 0o600
 
 
 async def test_cancelled_refresher_task_still_stores_the_rotated_token(
@@ -172,7 +172,8 @@ async def test_cancelled_refresher_task_still_stores_the_rotated_token(
     import httpx2
 
     storage = logged_in_store(oidc_provider, tmp_path, "cancel")
-    old = storage.load("default")
+    key = key_for(oidc_provider.issuer, "opaque-client")
+    old = storage.load(key)
     assert old is not None
     answered = asyncio.Event()
 
@@ -193,7 +194,7 @@ async def test_cancelled_refresher_task_still_stores_the_rotated_token(
             await task
         rotated = False
         for _ in range(100):  # the refresh finishes in the background
-            record = storage.load("default")
+            record = storage.load(key)
             rotated = record is not None and record.refresh_token != old.refresh_token
             if rotated:
                 break

@@ -40,9 +40,9 @@ def fresh_session(rt: str = "rt-1", at: str = "at-1") -> StoredSession:
 
 def client(server: ScriptedServer, record: StoredSession | None) -> Authgear:
     storage = MemoryTokenStorage()
-    if record is not None:
-        storage.save("default", record)
     ag = Authgear("app", server.url, token_storage=storage)
+    if record is not None:
+        storage.save(ag.storage_key, record)
     ag.configure()
     return ag
 
@@ -72,7 +72,7 @@ def test_refresh_rule_and_rotation_off(scripted: ScriptedServer) -> None:
     assert ag.refresh_access_token_if_needed() == "at-2"
     form = scripted.seen[-1].form
     assert form == {"grant_type": "refresh_token", "client_id": "app", "refresh_token": "rt-keep"}
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     assert record is not None and record.refresh_token == "rt-keep"
     assert record.refresh_after is not None and record.expires_at is not None
     # 0.9 x expires_in
@@ -87,7 +87,7 @@ def test_non_json_token_response_keeps_session(scripted: ScriptedServer) -> None
     with pytest.raises(ServerError, match=r"not JSON \(text/html\)"):
         ag.refresh_access_token_if_needed()
     assert ag.session_state is SessionState.AUTHENTICATED
-    assert ag.token_storage.load("default") == stale_session()
+    assert ag.token_storage.load(ag.storage_key) == stale_session()
 
 
 def test_missing_expires_in_keeps_session(scripted: ScriptedServer) -> None:
@@ -98,7 +98,7 @@ def test_missing_expires_in_keeps_session(scripted: ScriptedServer) -> None:
     with pytest.raises(ServerError, match="expires_in"):
         ag.refresh_access_token_if_needed()
     assert ag.session_state is SessionState.AUTHENTICATED
-    assert ag.token_storage.load("default") == stale_session()
+    assert ag.token_storage.load(ag.storage_key) == stale_session()
 
 
 def test_discovery_without_endpoints(scripted: ScriptedServer) -> None:
@@ -116,14 +116,14 @@ def test_unreachable_server_is_transient_and_keeps_session(tmp_path: Path) -> No
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     storage = FileTokenStorage(tmp_path)
-    storage.save("default", stale_session())
     ag = Authgear("app", f"http://127.0.0.1:{port}", token_storage=storage)
+    storage.save(ag.storage_key, stale_session())
     ag.configure()
     with pytest.raises(NetworkError, match=r"GET http://127\.0\.0\.1:\d+/\.well-known"):
         ag.refresh_access_token_if_needed()
     assert isinstance(NetworkError("x"), TransientError)
     assert ag.session_state is SessionState.AUTHENTICATED
-    assert storage.load("default") == stale_session()
+    assert storage.load(ag.storage_key) == stale_session()
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -144,7 +144,7 @@ def test_invalid_grant_clears_without_raising(scripted: ScriptedServer) -> None:
     assert ag.refresh_access_token_if_needed() is None
     assert ag.session_state is SessionState.NO_SESSION
     assert ag.session_state_reason is SessionStateChangeReason.INVALID
-    assert ag.token_storage.load("default") is None
+    assert ag.token_storage.load(ag.storage_key) is None
 
 
 def test_other_oauth_errors_raise_and_keep_session(scripted: ScriptedServer) -> None:
@@ -174,21 +174,21 @@ def test_invalid_grant_after_another_process_rotated_keeps_session(
     without our lock, as a keyring-only peer could). The server refuses rt-1: the SDK re-reads
     the store, finds rt-2 and uses it, instead of logging the user out."""
     storage = FileTokenStorage(tmp_path)
-    storage.save("default", stale_session("rt-1"))
     ag = Authgear("app", scripted.url, token_storage=storage)
+    storage.save(ag.storage_key, stale_session("rt-1"))
     ag.configure()
 
     def token(s: object) -> Reply:
         rt = s.form["refresh_token"]  # type: ignore[attr-defined]
         if rt == "rt-1":
-            storage.save("default", stale_session("rt-2"))  # the other process, just in time
+            storage.save(ag.storage_key, stale_session("rt-2"))  # the other process, just in time
             return Reply(400, {"error": "invalid_grant"})
         return token_ok(rt="rt-3", at="at-3")
 
     scripted.routes["/oauth2/token"] = token
     assert ag.refresh_access_token_if_needed() == "at-3"
     assert ag.session_state is SessionState.AUTHENTICATED
-    record = storage.load("default")
+    record = storage.load(ag.storage_key)
     assert record is not None and record.refresh_token == "rt-3"
 
 
@@ -305,7 +305,7 @@ def test_clear_session_state_is_local(scripted: ScriptedServer) -> None:
     ag.clear_session_state()
     assert scripted.seen == []
     assert ag.session_state_reason is SessionStateChangeReason.CLEAR
-    assert ag.token_storage.load("default") is None
+    assert ag.token_storage.load(ag.storage_key) is None
     assert ag.access_token is None
 
 
@@ -385,7 +385,7 @@ def test_callback_error_is_oauth_error(scripted: ScriptedServer) -> None:
 
 def test_secrets_not_in_repr(scripted: ScriptedServer) -> None:
     ag = client(scripted, fresh_session("rt-SECRET", "at-SECRET"))
-    record = ag.token_storage.load("default")
+    record = ag.token_storage.load(ag.storage_key)
     for text in (repr(ag), repr(record), repr(ag.token_storage), str(record)):
         assert "SECRET" not in text
     assert isinstance(ServerError("x"), AuthgearError)
@@ -435,7 +435,7 @@ def test_non_finite_expires_in_is_refused(scripted: ScriptedServer, value: str) 
     ag = client(scripted, stale_session())
     with pytest.raises(ServerError, match="expires_in"):
         ag.refresh_access_token_if_needed()
-    assert ag.token_storage.load("default") == stale_session()
+    assert ag.token_storage.load(ag.storage_key) == stale_session()
 
 
 def test_stray_request_to_the_loopback_does_not_abort_sign_in(scripted: ScriptedServer) -> None:
@@ -460,3 +460,71 @@ def test_stray_request_to_the_loopback_does_not_abort_sign_in(scripted: Scripted
         ag.authenticate(open_browser=browser, timeout=10)
     assert e.value.error == "access_denied"
     assert stray == [400]
+
+
+# --- transport errors, user agent (issue 17.5) ------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_fetch_with_no_response_raises_network_error_and_keeps_session(
+    scripted: ScriptedServer,
+) -> None:
+    ag = client(scripted, fresh_session())
+    url = f"http://127.0.0.1:{_closed_port()}/api?secret=x"
+    with pytest.raises(NetworkError, match=r"GET http://127\.0\.0\.1:\d+/api failed") as e:
+        ag.fetch("GET", url)
+    assert "secret" not in str(e.value)  # the query string may carry secrets
+    assert ag.session_state is SessionState.AUTHENTICATED
+
+
+async def test_async_fetch_with_no_response_raises_network_error(scripted: ScriptedServer) -> None:
+    from authgear import AsyncAuthgear
+
+    storage = MemoryTokenStorage()
+    ag = AsyncAuthgear("app", scripted.url, token_storage=storage)
+    storage.save(ag.storage_key, fresh_session())
+    await ag.configure()
+    with pytest.raises(NetworkError, match="failed: ConnectError"):
+        await ag.fetch("POST", f"http://127.0.0.1:{_closed_port()}/api", content=b"x")
+    await ag.aclose()
+
+
+def test_plain_httpx_fetch_with_no_response_raises_network_error(scripted: ScriptedServer) -> None:
+    import httpx
+
+    with httpx.Client() as http:
+        ag = Authgear("app", scripted.url, token_storage=MemoryTokenStorage(), http_client=http)
+        ag.configure()
+        with pytest.raises(NetworkError):
+            ag.fetch("GET", f"http://127.0.0.1:{_closed_port()}/")
+
+
+def test_every_request_names_the_sdk_in_its_user_agent(scripted: ScriptedServer) -> None:
+    import httpx2
+
+    import authgear
+
+    ua = f"authgear-python/{authgear.__version__}"
+    scripted.routes["/oauth2/token"] = lambda s: token_ok()
+    scripted.routes["/api"] = lambda s: Reply(200, {})
+    ag = client(scripted, stale_session())
+    ag.fetch("GET", scripted.url + "/api")
+    assert [(s.path, s.headers.get("user-agent")) for s in scripted.seen] == [
+        ("/.well-known/openid-configuration", ua),
+        ("/oauth2/token", ua),
+        ("/api", ua),
+    ]
+    # with the application's own client, the SDK's requests still say who they are, and the
+    # application's requests keep the application's user agent
+    with httpx2.Client(headers={"user-agent": "my-app/1"}) as http:
+        storage = MemoryTokenStorage()
+        mine = Authgear("app", scripted.url, token_storage=storage, http_client=http)
+        storage.save(mine.storage_key, stale_session())
+        mine.configure()
+        mine.fetch("GET", scripted.url + "/api")
+    assert [s.headers.get("user-agent") for s in scripted.seen[3:]] == [ua, ua, "my-app/1"]

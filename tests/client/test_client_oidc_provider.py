@@ -82,12 +82,12 @@ def test_seed_story_sync(oidc_provider: OidcProvider, tmp_path: Path) -> None:
     assert info.raw["sub"] == "alice"
 
     # refresh: rotation gives a new refresh token, stored
-    before = ag.token_storage.load("default")
+    before = ag.token_storage.load(ag.storage_key)
     assert before is not None
     refreshes = oidc_provider.stats()["refresh_token"]
     token = ag.refresh_access_token()
     assert token is not None and token != before.access_token
-    after = ag.token_storage.load("default")
+    after = ag.token_storage.load(ag.storage_key)
     assert after is not None and after.refresh_token != before.refresh_token
     assert after.access_token == token
     assert oidc_provider.stats()["refresh_token"] == refreshes + 1
@@ -101,12 +101,12 @@ def test_seed_story_sync(oidc_provider: OidcProvider, tmp_path: Path) -> None:
     assert oidc_provider.stats()["revocations"] == revocations + 1
     assert ag.session_state is SessionState.NO_SESSION
     assert ag.session_state_reason is SessionStateChangeReason.LOGOUT
-    assert ag.token_storage.load("default") is None
+    assert ag.token_storage.load(ag.storage_key) is None
 
     # the revoked refresh token is refused: INVALID, no exception
     stale = FileTokenStorage(tmp_path / "stale")
-    stale.save("default", StoredSession(refresh_token=after.refresh_token))
     ghost = Authgear("opaque-client", oidc_provider.issuer, token_storage=stale)
+    stale.save(ghost.storage_key, StoredSession(refresh_token=after.refresh_token))
     ghost.configure()
     assert ghost.refresh_access_token_if_needed() is None
     assert ghost.session_state_reason is SessionStateChangeReason.INVALID

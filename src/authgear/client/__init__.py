@@ -20,6 +20,7 @@ from authgear.client._errors import (
     OAuthError,
     ServerError,
     StateMismatchError,
+    TokenStorageError,
     TransientError,
 )
 from authgear.client._storage import (
@@ -33,6 +34,7 @@ from authgear.client._sync import Authgear
 from authgear.client._types import (
     AuthenticateResult,
     OIDCConfiguration,
+    Page,
     SessionState,
     SessionStateChange,
     SessionStateChangeReason,
@@ -57,6 +59,7 @@ __all__ = [
     "NotConfiguredError",
     "OAuthError",
     "OIDCConfiguration",
+    "Page",
     "ServerError",
     "SessionState",
     "SessionStateChange",
@@ -64,6 +67,7 @@ __all__ = [
     "StateMismatchError",
     "StoredSession",
     "TokenStorage",
+    "TokenStorageError",
     "TransientError",
     "UserInfo",
     "httpx_auth",

@@ -1,66 +1,236 @@
-"""The asyncio client, :class:`AsyncAuthgear`: the same core, driven without blocking the loop."""
+"""The asyncio client, :class:`AsyncAuthgear`: the same core, driven without blocking the loop.
+
+:class:`AsyncDriver` performs the core's effects (HTTP, storage in a worker thread, locks,
+the browser); every coroutine method of :class:`AsyncAuthgear` is one core flow handed to it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import httpx2
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from authgear.client._base import (
     ClientBase,
     OpenBrowser,
-    is_replayable,
+    OpenURL,
+    WaitCallback,
+    login_timeout,
     network_error,
     open_url,
     to_response,
     transport_errors,
 )
 from authgear.client._core import (
+    USER_AGENT,
     DeleteStore,
-    Flow,
     HTTPRequest,
     HTTPResponse,
     LoadStore,
+    Locked,
     SaveStore,
-    is_bearer_challenge,
+    SessionCore,
 )
-from authgear.client._errors import LoginTimeoutError, NetworkError, OAuthError
-from authgear.client._loopback import LoopbackServer
+from authgear.client._errors import TokenStorageError
 from authgear.client._storage import StorageLock, TokenStorage
-from authgear.client._types import AuthenticateResult, SessionStateChange, UserInfo
+from authgear.client._types import AuthenticateResult, Page, SessionStateChange, UserInfo
 
-__all__ = ["AsyncAuthgear"]
+if TYPE_CHECKING:
+    import httpx
 
-T = TypeVar("T")
+__all__ = ["AsyncAuthgear", "AsyncDriver"]
 
 logger = logging.getLogger("authgear.client")
 
-_SEND_KWARGS = ("stream", "auth", "follow_redirects")
+T = TypeVar("T")
+# What ``fetch`` returns: ``httpx2.Response``, or ``httpx.Response`` with a plain httpx client.
+ResponseT = DefaultTypeVar("ResponseT", default=httpx2.Response)
+
+_SEND_KWARGS = ("stream", "follow_redirects")
 
 
 async def _acquire(lock: StorageLock) -> None:
-    """Acquire a storage lock without blocking the event loop (poll with backoff)."""
+    """Acquire a storage lock without blocking the event loop (poll with backoff), giving
+    up after the lock's ``timeout`` like a blocking acquire would."""
+    loop = asyncio.get_running_loop()
+    timeout: float | None = getattr(lock, "timeout", None)
+    deadline = None if timeout is None else loop.time() + timeout
     delay = 0.001
     while not lock.acquire(blocking=False):
+        if deadline is not None and loop.time() >= deadline:
+            make_error = getattr(lock, "timeout_error", None)
+            if callable(make_error):
+                raise make_error()
+            raise TokenStorageError(f"the token storage lock was not released in {timeout:g} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
 
 
-class AsyncAuthgear(ClientBase):
-    """The Authgear SDK for asyncio: same API as :class:`Authgear`, awaitable.
+class AsyncDriver:
+    """Runs core flows on an event loop: awaits each effect's request, runs storage calls in
+    a worker thread, and feeds the result (or the exception) back into the flow."""
+
+    def __init__(self, core: SessionCore, storage: TokenStorage, client: Any) -> None:
+        self.core = core
+        self.storage = storage
+        self.client = client
+        self.transport_errors = transport_errors(client)
+        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._critical: set[asyncio.Future[Any]] = set()
+
+    async def call(self, flow: Generator[Any, Any, T]) -> T:
+        """Run ``flow``, then tell listeners of the state changes it made."""
+        try:
+            return await self.run(flow)
+        finally:
+            self.core.dispatch_events()
+
+    async def run(self, flow: Generator[Any, Any, T]) -> T:
+        value: Any = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    effect = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                error = None
+                try:
+                    value = await self.perform(effect)
+                except Exception as e:
+                    error, value = e, None
+        finally:
+            flow.close()
+
+    async def perform(self, effect: object) -> Any:
+        if isinstance(effect, HTTPRequest):
+            return await self.send(effect)
+        if isinstance(effect, LoadStore):
+            return await asyncio.to_thread(self.storage.load, effect.key)
+        if isinstance(effect, SaveStore):
+            await asyncio.to_thread(self.storage.save, effect.key, effect.record)
+            return None
+        if isinstance(effect, DeleteStore):
+            await asyncio.to_thread(self.storage.delete, effect.key)
+            return None
+        if isinstance(effect, Locked):
+            return await self.run_locked(effect)
+        if isinstance(effect, OpenURL):
+            if callable(effect.open_browser):
+                open_url(effect.url, effect.open_browser)
+            else:
+                await asyncio.to_thread(open_url, effect.url, effect.open_browser)
+            return None
+        if isinstance(effect, WaitCallback):
+            future = asyncio.shield(asyncio.wrap_future(effect.server.callback))
+            try:
+                return await asyncio.wait_for(future, effect.timeout)
+            except TimeoutError:
+                raise login_timeout(effect.timeout) from None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def send(self, req: HTTPRequest) -> HTTPResponse:
+        try:
+            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
+            r = await self.client.request(
+                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
+            )
+        except self.transport_errors as e:
+            raise network_error(req.method, req.url, e) from None
+        return to_response(r)
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._loop_locks.get(loop)
+        if lock is None:
+            lock = self._loop_locks[loop] = asyncio.Lock()
+        return lock
+
+    async def run_locked(self, effect: Locked[T]) -> T:
+        """Take this loop's lock, then the storage lock (polled), then run the flow in a task
+        of its own that a cancellation of the caller does not stop: once a refresh or a code
+        exchange is sent, the server may have rotated the session, and dropping its answer
+        would lose the session for every holder of the store. That task keeps the locks
+        until the flow is done."""
+        loop_lock = self._loop_lock()
+        await loop_lock.acquire()
+        try:
+            storage_lock = self.storage.lock(effect.key)
+            await _acquire(storage_lock)
+        except BaseException:
+            loop_lock.release()
+            raise
+
+        async def critical() -> T:
+            try:
+                return await self.run(effect.flow)
+            finally:
+                storage_lock.release()
+                loop_lock.release()
+
+        task = asyncio.ensure_future(critical())
+        self._critical.add(task)  # a strong reference while it runs
+        task.add_done_callback(self._critical.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._after_abandoned)
+            raise
+
+    def _after_abandoned(self, task: asyncio.Future[Any]) -> None:
+        """A locked flow whose caller was cancelled finished: tell the listeners, log its
+        error (there is no one else to give it to)."""
+        self.core.dispatch_events()
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("a refresh whose caller was cancelled failed: %r", task.exception())
+
+
+class AsyncAuthgear(ClientBase, Generic[ResponseT]):
+    """The Authgear SDK for asyncio: the same API as :class:`Authgear`, where every method
+    that may touch the network or the storage is a coroutine (``await`` it):
+    ``configure``, ``refresh_access_token_if_needed``, ``refresh_access_token``,
+    ``fetch_user_info``, ``fetch``, ``clear_session_state``, ``logout``,
+    ``make_authorize_url``, ``finish_authentication``, ``authenticate`` and ``aclose``.
+    Properties, ``on_session_state_change`` and ``cancel_authentication`` are plain.
 
     Concurrent tasks refreshing at once share one request (one ``asyncio.Lock`` per event
     loop, then the storage lock, acquired by polling so the loop never blocks). Storage reads
-    and writes under the lock run in a worker thread.
+    and writes run in a worker thread.
 
     ``http_client`` may be an ``httpx2.AsyncClient`` or a plain ``httpx.AsyncClient``.
     """
+
+    @overload
+    def __init__(
+        self: AsyncAuthgear[httpx2.Response],
+        client_id: str,
+        endpoint: str,
+        *,
+        name: str = ...,
+        token_storage: TokenStorage | None = ...,
+        http_client: httpx2.AsyncClient | None = ...,
+        scopes: tuple[str, ...] | list[str] | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncAuthgear[httpx.Response],
+        client_id: str,
+        endpoint: str,
+        *,
+        name: str = ...,
+        token_storage: TokenStorage | None = ...,
+        http_client: httpx.AsyncClient,
+        scopes: tuple[str, ...] | list[str] | None = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -80,35 +250,35 @@ class AsyncAuthgear(ClientBase):
             scopes=scopes,
         )
         self._owns_client = http_client is None
-        self._client: Any = (
-            http_client if http_client is not None else httpx2.AsyncClient(timeout=30.0)
+        self._client = (
+            http_client
+            if http_client is not None
+            else httpx2.AsyncClient(timeout=30.0, headers={"user-agent": USER_AGENT})
         )
-        self._transport_errors = transport_errors(self._client)
-        self._alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._refreshes: set[asyncio.Future[None]] = set()
+        self._driver = AsyncDriver(self._core, self._storage, self._client)
+
+    # lifecycle
 
     async def aclose(self) -> None:
+        """Coroutine. Close the HTTP client if the SDK created it."""
         if self._owns_client:
             await self._client.aclose()
 
-    async def __aenter__(self) -> AsyncAuthgear:
+    async def __aenter__(self) -> AsyncAuthgear[ResponseT]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     @property
-    def http_client(self) -> Any:
-        return self._client
+    def http_client(self) -> httpx2.AsyncClient | httpx.AsyncClient:
+        """The HTTP client used for the SDK's requests and by ``fetch``."""
+        return self._client  # type: ignore[no-any-return]
 
     async def configure(self) -> None:
-        """Read the stored session (in a worker thread); no network call."""
-        record = await asyncio.to_thread(self._storage.load, self._core.name)
-        self._core.configure(record)
-        self._configured = True
-        self._core.dispatch_events()
+        """Coroutine. Read the stored session (in a worker thread); no network call. See
+        :meth:`Authgear.configure`."""
+        await self._driver.call(self._core.configure_flow())
 
     async def session_state_changes(self) -> AsyncIterator[SessionStateChange]:
         """``async for change in client.session_state_changes(): ...`` -- every state change
@@ -126,183 +296,40 @@ class AsyncAuthgear(ClientBase):
         finally:
             remove()
 
-    # driving the core
-
-    async def _send(self, req: HTTPRequest) -> HTTPResponse:
-        try:
-            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
-            r = await self._client.request(
-                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
-            )
-        except self._transport_errors as e:
-            raise network_error(req, e) from None
-        return to_response(r)
-
-    async def _perform(self, effect: object) -> Any:
-        if isinstance(effect, HTTPRequest):
-            return await self._send(effect)
-        name = self._core.name
-        if isinstance(effect, LoadStore):
-            return await asyncio.to_thread(self._storage.load, name)
-        if isinstance(effect, SaveStore):
-            await asyncio.to_thread(self._storage.save, name, effect.record)
-            return None
-        if isinstance(effect, DeleteStore):
-            await asyncio.to_thread(self._storage.delete, name)
-            return None
-        raise TypeError(f"unknown effect {effect!r}")
-
-    async def _run(self, flow: Flow[T]) -> T:
-        value: Any = None
-        error: NetworkError | None = None
-        try:
-            while True:
-                try:
-                    effect = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                error = None
-                try:
-                    value = await self._perform(effect)
-                except NetworkError as e:
-                    error, value = e, None
-        finally:
-            flow.close()
-
-    def _loop_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._alocks.get(loop)
-        if lock is None:
-            lock = self._alocks[loop] = asyncio.Lock()
-        return lock
-
-    @asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        async with self._loop_lock():
-            lock = self._storage.lock(self._core.name)
-            await _acquire(lock)
-            try:
-                yield
-            finally:
-                lock.release()
-
-    async def _run_locked(self, flow: Flow[T]) -> T:
-        async with self._locked():
-            return await self._run(flow)
-
     # the seed's API
 
     async def refresh_access_token_if_needed(self) -> str | None:
-        """See :meth:`Authgear.refresh_access_token_if_needed`."""
-        self._require_configured()
-        try:
-            if self._core.needs_refresh():
-                await self._refresh_locked()
-        finally:
-            self._core.dispatch_events()
-        return self._core.access_token
+        """Coroutine. See :meth:`Authgear.refresh_access_token_if_needed`."""
+        return await self._driver.call(self._core.refresh_if_needed_flow())
 
-    async def _refresh_locked(self) -> None:
-        """Take the locks, then refresh in a task of its own that a cancellation of the
-        caller does not stop: once the request is sent, the server may have rotated the
-        refresh token, and dropping its answer would lose the session for every holder of
-        the store. That task keeps the locks until the new record is stored."""
-        loop_lock = self._loop_lock()
-        await loop_lock.acquire()
-        try:
-            storage_lock = self._storage.lock(self._core.name)
-            await _acquire(storage_lock)
-        except BaseException:
-            loop_lock.release()
-            raise
-
-        async def critical() -> None:
-            try:
-                if self._core.needs_refresh():
-                    await self._run(self._core.refresh_flow())
-            finally:
-                storage_lock.release()
-                loop_lock.release()
-
-        task = asyncio.ensure_future(critical())
-        self._refreshes.add(task)  # a strong reference while it runs
-        task.add_done_callback(self._refreshes.discard)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(self._after_abandoned_refresh)
-            raise
-
-    def _after_abandoned_refresh(self, task: asyncio.Future[None]) -> None:
-        """A refresh whose caller was cancelled finished: tell the listeners, log its error
-        (there is no one else to give it to)."""
-        self._core.dispatch_events()
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("a refresh whose caller was cancelled failed: %r", task.exception())
-
-    async def refresh_access_token(self) -> str | None:
-        """See :meth:`Authgear.refresh_access_token`."""
-        self._core.mark_rejected(self._core.access_token)
-        return await self.refresh_access_token_if_needed()
-
-    async def _refresh_rejected(self, token: str) -> str | None:
-        self._core.mark_rejected(token)
-        return await self.refresh_access_token_if_needed()
+    async def refresh_access_token(self, *, rejected: str | None = None) -> str | None:
+        """Coroutine. See :meth:`Authgear.refresh_access_token`."""
+        refused = rejected if rejected is not None else self._core.access_token
+        return await self._driver.call(self._core.refresh_if_needed_flow(rejected=refused))
 
     async def fetch_user_info(self) -> UserInfo:
-        """See :meth:`Authgear.fetch_user_info`."""
-        await self.refresh_access_token_if_needed()
-        session = self._core.session
-        try:
-            return await self._run(self._core.userinfo_flow())
-        except OAuthError as e:
-            if e.error == "invalid_grant" and session is not None:
-                await self._run_locked(self._core.invalidate_flow(session.refresh_token))
-            raise
-        finally:
-            self._core.dispatch_events()
+        """Coroutine. See :meth:`Authgear.fetch_user_info`."""
+        return await self._driver.call(self._core.fetch_user_info_flow())
 
-    async def fetch(self, method: str, url: str, **kwargs: Any) -> Any:
-        """See :meth:`Authgear.fetch`."""
+    async def fetch(self, method: str, url: str, **kwargs: Any) -> ResponseT:
+        """Coroutine. See :meth:`Authgear.fetch`."""
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
-        send_kwargs.setdefault("auth", None)  # the client's own auth must not replace ours
         request = self._client.build_request(method, url, **kwargs)
-        token = await self.refresh_access_token_if_needed()
-        if token is not None:
-            request.headers["Authorization"] = f"Bearer {token}"
-        response = await self._client.send(request, **send_kwargs)
-        if (
-            token is not None
-            and is_bearer_challenge(response.status_code, response.headers.get("www-authenticate"))
-            and is_replayable(request)
-        ):
-            try:
-                new = await self._refresh_rejected(token)
-            except BaseException:
-                await response.aclose()
-                raise
-            if new is not None and new != token:
-                await response.aclose()
-                request.headers["Authorization"] = f"Bearer {new}"
-                response = await self._client.send(request, **send_kwargs)
+        try:
+            response: ResponseT = await self._client.send(
+                request, auth=self._fetch_auth(), **send_kwargs
+            )
+        except self._driver.transport_errors as e:
+            raise network_error(method, url, e) from None
         return response
 
     async def clear_session_state(self) -> None:
-        """See :meth:`Authgear.clear_session_state`."""
-        self._require_configured()
-        try:
-            await self._run_locked(self._core.clear_flow())
-        finally:
-            self._core.dispatch_events()
+        """Coroutine. See :meth:`Authgear.clear_session_state`."""
+        await self._driver.call(self._core.clear_flow())
 
     async def logout(self, *, force: bool = False) -> None:
-        """See :meth:`Authgear.logout`."""
-        self._require_configured()
-        try:
-            await self._run_locked(self._core.logout_flow(force))
-        finally:
-            self._core.dispatch_events()
+        """Coroutine. See :meth:`Authgear.logout`."""
+        await self._driver.call(self._core.logout_flow(force))
 
     # authentication
 
@@ -310,16 +337,15 @@ class AsyncAuthgear(ClientBase):
         self,
         redirect_uri: str,
         *,
-        page: str | None = None,
+        page: Page | None = None,
         prompt: str | list[str] | None = None,
         login_hint: str | None = None,
         ui_locales: str | list[str] | None = None,
         state: str | None = None,
         extra_params: dict[str, str] | None = None,
     ) -> str:
-        """See :meth:`Authgear.make_authorize_url`."""
-        self._require_configured()
-        url, pending = await self._run(
+        """Coroutine. See :meth:`Authgear.make_authorize_url`."""
+        return await self._driver.call(
             self._core.authorize_flow(
                 redirect_uri,
                 page=page,
@@ -330,26 +356,15 @@ class AsyncAuthgear(ClientBase):
                 extra_params=extra_params,
             )
         )
-        with self._pending_lock:
-            self._pending[pending.state] = pending
-        return url
 
     async def finish_authentication(self, callback_url: str) -> AuthenticateResult:
-        """See :meth:`Authgear.finish_authentication`."""
-        self._require_configured()
-        params = self._core.parse_callback(callback_url)
-        with self._pending_lock:
-            pending = self._core.check_state(self._pending, params)
-            del self._pending[pending.state]
-        try:
-            return await self._run_locked(self._core.finish_flow(pending, params))
-        finally:
-            self._core.dispatch_events()
+        """Coroutine. See :meth:`Authgear.finish_authentication`."""
+        return await self._driver.call(self._core.finish_authentication_flow(callback_url))
 
     async def authenticate(
         self,
         *,
-        page: str | None = None,
+        page: Page | None = None,
         prompt: str | list[str] | None = None,
         login_hint: str | None = None,
         ui_locales: str | list[str] | None = None,
@@ -357,40 +372,16 @@ class AsyncAuthgear(ClientBase):
         timeout: float | None = 300.0,  # noqa: ASYNC109 - same API as Authgear
         redirect_uri: str | None = None,
     ) -> AuthenticateResult:
-        """See :meth:`Authgear.authenticate`. Cancelling the task closes the listener and
-        raises ``asyncio.CancelledError`` as usual."""
-        self._require_configured()
-        server = LoopbackServer.for_redirect_uri(redirect_uri)
-        server.start()
-        self._loopbacks.add(server)
-        try:
-            url = await self.make_authorize_url(
-                server.redirect_uri,
+        """Coroutine. See :meth:`Authgear.authenticate`. Cancelling the task closes the
+        listener and raises ``asyncio.CancelledError`` as usual."""
+        return await self._driver.call(
+            self._authenticate_flow(
                 page=page,
                 prompt=prompt,
                 login_hint=login_hint,
                 ui_locales=ui_locales,
+                open_browser=open_browser,
+                timeout=timeout,
+                redirect_uri=redirect_uri,
             )
-            server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
-            if callable(open_browser):
-                open_url(url, open_browser)
-            else:
-                await asyncio.to_thread(open_url, url, open_browser)
-            try:
-                callback = await asyncio.wait_for(
-                    asyncio.shield(asyncio.wrap_future(server.callback)), timeout
-                )
-            except TimeoutError:
-                raise LoginTimeoutError(
-                    f"sign-in did not finish within {timeout:g} seconds"
-                ) from None
-            try:
-                result = await self.finish_authentication(callback)
-            except Exception as e:
-                server.finish(False, f"{type(e).__name__}: {e}")
-                raise
-            server.finish(True, "You can close this window and return to the application.")
-            return result
-        finally:
-            self._loopbacks.discard(server)
-            server.close()
+        )

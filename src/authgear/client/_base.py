@@ -1,19 +1,36 @@
-"""What the sync and async clients share besides the core: properties, listeners, browser."""
+"""What the sync and async clients share besides the core: properties, listeners, the
+browser sign-in flow, and the helpers their drivers use (transport errors, stepping
+:func:`~authgear.client._core.bearer_flow`)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from authgear.client._core import DEFAULT_SCOPES, HTTPRequest, HTTPResponse, SessionCore
-from authgear.client._errors import NetworkError, NotConfiguredError
+from authgear.client._core import (
+    DEFAULT_SCOPES,
+    BearerFlow,
+    GetToken,
+    HTTPResponse,
+    SendWithToken,
+    SessionCore,
+    strip_query,
+)
+from authgear.client._errors import LoginTimeoutError, NetworkError
 from authgear.client._loopback import LoopbackServer
 from authgear.client._storage import FileTokenStorage, TokenStorage
-from authgear.client._types import SessionState, SessionStateChange, SessionStateChangeReason
+from authgear.client._types import (
+    AuthenticateResult,
+    Page,
+    SessionState,
+    SessionStateChange,
+    SessionStateChangeReason,
+)
 
 OpenBrowser = bool | Callable[[str], object]
 
@@ -23,12 +40,15 @@ def transport_errors(client: object) -> tuple[type[BaseException], ...]:
     import httpx2
 
     errors: list[type[BaseException]] = [httpx2.TransportError]
-    module = type(client).__module__.split(".")[0]
-    if module == "httpx":
+    if is_plain_httpx(client):
         import httpx
 
         errors.append(httpx.TransportError)
     return tuple(errors)
+
+
+def is_plain_httpx(client: object) -> bool:
+    return type(client).__module__.split(".")[0] == "httpx"
 
 
 def to_response(r: Any) -> HTTPResponse:
@@ -39,10 +59,8 @@ def to_response(r: Any) -> HTTPResponse:
     )
 
 
-def network_error(req: HTTPRequest, exc: BaseException) -> NetworkError:
-    from authgear.client._core import strip_query
-
-    return NetworkError(f"{req.method} {strip_query(req.url)} failed: {type(exc).__name__}: {exc}")
+def network_error(method: str, url: str, exc: BaseException) -> NetworkError:
+    return NetworkError(f"{method} {strip_query(url)} failed: {type(exc).__name__}: {exc}")
 
 
 def is_replayable(request: Any) -> bool:
@@ -66,9 +84,69 @@ def open_url(url: str, open_browser: OpenBrowser) -> None:
         print(f"Open this URL in a browser to sign in:\n\n    {url}\n", file=sys.stderr, flush=True)
 
 
+def login_timeout(timeout: float | None) -> LoginTimeoutError:
+    return LoginTimeoutError(f"sign-in did not finish within {timeout:g} seconds")
+
+
+# --- effects of the browser sign-in, on top of the core's ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenURL:
+    """Show ``url`` to the user (system browser, printed, or the app's callable)."""
+
+    url: str
+    open_browser: OpenBrowser
+
+
+@dataclass(frozen=True, slots=True)
+class WaitCallback:
+    """Wait for the loopback redirect; the driver sends back its URL or raises
+    ``LoginTimeoutError`` / ``CancelError``."""
+
+    server: LoopbackServer
+    timeout: float | None
+
+
+# --- stepping the one bearer flow -------------------------------------------------------------
+
+
+def bearer_answer(response: Any) -> tuple[int, str | None]:
+    """What :func:`bearer_flow` needs from a response (httpx, httpx2 or requests)."""
+    return int(response.status_code), response.headers.get("www-authenticate")
+
+
+def next_send(
+    flow: BearerFlow, value: Any, get_token: Callable[[str | None], str | None]
+) -> SendWithToken | None:
+    """Advance ``flow`` to its next request, answering its token questions with
+    ``get_token(rejected)``; ``None`` when it is done."""
+    try:
+        effect = flow.send(value)
+        while isinstance(effect, GetToken):
+            effect = flow.send(get_token(effect.rejected))
+    except StopIteration:
+        return None
+    return effect
+
+
+async def anext_send(
+    flow: BearerFlow, value: Any, get_token: Callable[[str | None], Awaitable[str | None]]
+) -> SendWithToken | None:
+    """:func:`next_send` for an awaitable ``get_token``."""
+    try:
+        effect = flow.send(value)
+        while isinstance(effect, GetToken):
+            effect = flow.send(await get_token(effect.rejected))
+    except StopIteration:
+        return None
+    return effect
+
+
 class ClientBase:
     _core: SessionCore
     _storage: TokenStorage
+    _client: Any
 
     def __init__(
         self,
@@ -86,10 +164,8 @@ class ClientBase:
             scopes=tuple(scopes) if scopes is not None else DEFAULT_SCOPES,
         )
         self._storage = token_storage if token_storage is not None else FileTokenStorage()
-        self._configured = False
-        self._pending: dict[str, Any] = {}
-        self._pending_lock = threading.Lock()
         self._loopbacks: set[LoopbackServer] = set()
+        self._auth: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -109,6 +185,12 @@ class ClientBase:
     @property
     def name(self) -> str:
         return self._core.name
+
+    @property
+    def storage_key(self) -> str:
+        """Where the session is stored: ``<name>.<digest of endpoint and client id>``, so
+        that one name used with two servers keeps two sessions."""
+        return self._core.storage_key
 
     @property
     def token_storage(self) -> TokenStorage:
@@ -146,11 +228,56 @@ class ClientBase:
         unsubscribes. Listener exceptions are logged, never raised."""
         return self._core.add_listener(listener)
 
-    def _require_configured(self) -> None:
-        if not self._configured:
-            raise NotConfiguredError(f"call configure() on {self!r} first")
-
     def cancel_authentication(self) -> None:
         """Make a pending ``authenticate()`` (any thread) raise ``CancelError``."""
         for server in list(self._loopbacks):
             server.cancel()
+
+    def _fetch_auth(self) -> Any:
+        """The adapter ``fetch`` sends through, for this client's httpx flavour."""
+        if self._auth is None:
+            # adapters imports the shells, so it cannot be imported at the top of this module
+            from authgear.client.adapters import auth_for_client
+
+            self._auth = auth_for_client(self, self._client)  # type: ignore[arg-type]
+        return self._auth
+
+    def _authenticate_flow(
+        self,
+        *,
+        page: Page | None,
+        prompt: str | list[str] | None,
+        login_hint: str | None,
+        ui_locales: str | list[str] | None,
+        open_browser: OpenBrowser,
+        timeout: float | None,
+        redirect_uri: str | None,
+    ) -> Generator[Any, Any, AuthenticateResult]:
+        """Browser sign-in (RFC 8252): listen on the loopback, show the authorization URL,
+        wait for the redirect, finish; the browser is told whether it worked."""
+        core = self._core
+        core.require_configured()
+        server = LoopbackServer.for_redirect_uri(redirect_uri)
+        server.start()
+        self._loopbacks.add(server)
+        try:
+            url = yield from core.authorize_flow(
+                server.redirect_uri,
+                page=page,
+                prompt=prompt,
+                login_hint=login_hint,
+                ui_locales=ui_locales,
+            )
+            server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
+            yield OpenURL(url, open_browser)
+            callback: str = yield WaitCallback(server, timeout)
+            try:
+                result = yield from core.finish_authentication_flow(callback)
+            except Exception as e:
+                server.finish(False, f"{type(e).__name__}: {e}")
+                raise
+            server.finish(True, "You can close this window and return to the application.")
+            return result
+        finally:
+            self._loopbacks.discard(server)
+            server.close()

@@ -2,10 +2,14 @@
 
 It holds the session and makes every decision (is a refresh needed, what request to send,
 what a response means for the session) but performs no I/O. Each operation is a generator
-("flow") that yields effects -- an :class:`HTTPRequest` to send, or a storage operation --
-and receives their results, like an httpx ``Auth.auth_flow``. The sync :class:`Authgear`
-and the async :class:`AsyncAuthgear` are thin drivers of the same flows; they add only the
-locks and the transport.
+("flow") that yields effects -- an :class:`HTTPRequest` to send, a storage operation, or
+:class:`Locked` (run a nested flow holding the storage lock) -- and receives their results,
+like an httpx ``Auth.auth_flow``. A driver throws the exception of a failed effect back
+into the flow. The sync :class:`Authgear` and the async :class:`AsyncAuthgear` are thin
+drivers of the same flows; they add only the locks and the transport.
+
+:func:`bearer_flow` is the one place that decides "401 -> refresh -> retry" for requests to
+the application's own servers (``fetch`` and every adapter drive it).
 """
 
 from __future__ import annotations
@@ -21,24 +25,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt
 
+from authgear import __version__
 from authgear.client._errors import (
     AuthgearError,
     IDTokenError,
+    NotConfiguredError,
     OAuthError,
     ServerError,
     StateMismatchError,
     TransientError,
 )
-from authgear.client._storage import StoredSession
+from authgear.client._storage import StoredSession, check_container_name
 from authgear.client._types import (
     AuthenticateResult,
     OIDCConfiguration,
+    Page,
     SessionState,
     SessionStateChange,
     SessionStateChangeReason,
@@ -47,15 +54,22 @@ from authgear.client._types import (
 
 __all__ = [
     "DEFAULT_SCOPES",
+    "USER_AGENT",
+    "BearerFlow",
     "DeleteStore",
     "Flow",
+    "GetToken",
     "HTTPRequest",
     "HTTPResponse",
     "LoadStore",
+    "Locked",
     "PendingAuthorization",
     "SaveStore",
+    "SendWithToken",
     "SessionCore",
+    "bearer_flow",
     "is_bearer_challenge",
+    "storage_key",
 ]
 
 logger = logging.getLogger("authgear.client")
@@ -63,6 +77,7 @@ logger = logging.getLogger("authgear.client")
 T = TypeVar("T")
 
 DEFAULT_SCOPES = ("openid", "offline_access", "https://authgear.com/scopes/full-access")
+USER_AGENT = f"authgear-python/{__version__}"
 REFRESH_RATIO = 0.9
 ID_TOKEN_LEEWAY = 60.0
 
@@ -93,21 +108,56 @@ class HTTPResponse:
 
 @dataclass(frozen=True, slots=True)
 class LoadStore:
-    """Read the stored session; the driver sends back ``StoredSession | None``."""
+    """Read the session stored under ``key``; the driver sends back ``StoredSession | None``."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
 class SaveStore:
+    key: str
     record: StoredSession
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteStore:
-    """Delete the stored session."""
+    """Delete the session stored under ``key``."""
+
+    key: str
 
 
-Effect = HTTPRequest | LoadStore | SaveStore | DeleteStore
+@dataclass(frozen=True, slots=True)
+class Locked(Generic[T]):
+    """Run ``flow`` holding the driver's in-process lock and the storage lock of ``key``
+    (cross-process); the driver sends back the flow's result or throws its exception."""
+
+    key: str
+    flow: Generator[Any, Any, T]
+
+
+Effect = HTTPRequest | LoadStore | SaveStore | DeleteStore | Locked[Any]
 Flow = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class GetToken:
+    """Effect of :func:`bearer_flow`: the driver sends back the SDK's access token (refreshed
+    if needed; ``None`` without a session). ``rejected`` is a token the resource server
+    refused: the SDK refreshes past it (once, however many callers saw it refused)."""
+
+    rejected: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendWithToken:
+    """Effect of :func:`bearer_flow`: send the application's request with
+    ``Authorization: Bearer <token>`` (no header change when ``token`` is ``None``); the
+    driver sends back ``(status_code, WWW-Authenticate value or None)``."""
+
+    token: str | None = field(repr=False)
+
+
+BearerFlow = Generator[GetToken | SendWithToken, Any, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +182,41 @@ def _form(fields: Mapping[str, str]) -> tuple[tuple[tuple[str, str], ...], bytes
     headers = (
         ("content-type", "application/x-www-form-urlencoded"),
         ("accept", "application/json"),
+        ("user-agent", USER_AGENT),
     )
     return headers, urlencode(fields).encode("ascii")
+
+
+_GET_JSON = (("accept", "application/json"), ("user-agent", USER_AGENT))
+
+
+def _normalize_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint.rstrip("/"))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+
+
+def storage_key(name: str, endpoint: str, client_id: str) -> str:
+    """``<name>.<16 hex digits>``: the name the application chose, plus a digest of the
+    endpoint and client id, so that the same name used with two servers (or by an app and
+    ``authgear login``) keeps two sessions instead of sending one server's tokens to the
+    other."""
+    digest = hashlib.sha256(f"{_normalize_endpoint(endpoint)}\n{client_id}".encode()).hexdigest()
+    return f"{check_container_name(name)}.{digest[:16]}"
+
+
+def bearer_flow(replayable: bool) -> BearerFlow:
+    """The one rule for requests to the application's servers: send with the current token;
+    on a 401 whose Bearer challenge says the token was bad (RFC 6750 section 3.1), and when
+    the body can be sent again, refresh past that token once and retry once. A refresh that
+    yields no new token (session ended, or nothing new) returns the 401 as it is."""
+    token = yield GetToken()
+    status, challenge = yield SendWithToken(token)
+    if token is None or not replayable or not is_bearer_challenge(status, challenge):
+        return
+    new = yield GetToken(rejected=token)
+    if new is None or new == token:
+        return
+    yield SendWithToken(new)
 
 
 def _strip_query(url: str) -> str:
@@ -198,6 +281,22 @@ def is_bearer_challenge(status_code: int, www_authenticate: str | None) -> bool:
     return error not in {"insufficient_scope", "invalid_request"}
 
 
+def _expires_in(value: object, what: str) -> float:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ServerError(
+            f"{what} answered without a usable expires_in ({value!r}); "
+            "the SDK cannot tell when to refresh"
+        )
+    return float(value)
+
+
 def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     status = resp.status_code
     if 200 <= status < 300:
@@ -237,6 +336,29 @@ def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     )
 
 
+def _optional_authorize_params(
+    page: str | None,
+    prompt: str | list[str] | None,
+    login_hint: str | None,
+    ui_locales: str | list[str] | None,
+    state: str | None,
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if page is not None:
+        if page not in {"login", "signup"}:
+            raise ValueError("page must be 'login' or 'signup'")
+        params["x_page"] = page
+    if prompt:
+        params["prompt"] = prompt if isinstance(prompt, str) else " ".join(prompt)
+    if login_hint:
+        params["login_hint"] = login_hint
+    if ui_locales:
+        params["ui_locales"] = ui_locales if isinstance(ui_locales, str) else " ".join(ui_locales)
+    if state is not None:
+        params["x_state"] = state
+    return params
+
+
 # --- the core ------------------------------------------------------------------------------
 
 
@@ -256,12 +378,19 @@ class SessionCore:
             raise ValueError("client_id is required")
         parts = urlsplit(endpoint)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
+            raise ValueError(
+                f"endpoint must be an http(s) URL such as https://myapp.authgear.cloud, "
+                f"got {endpoint!r}"
+            )
         self.client_id = client_id
         self.endpoint = endpoint.rstrip("/")
         self.name = name
+        self.storage_key = storage_key(name, self.endpoint, client_id)
+        # Where sessions were kept before keys named the endpoint (migrated by configure).
+        self.legacy_key = name
         self.scopes = scopes
         self.clock = clock
+        self.configured = False
         self._session: StoredSession | None = None
         self._rejected_access_token: str | None = None
         self._state = SessionState.UNKNOWN
@@ -271,6 +400,8 @@ class SessionCore:
         self._events: deque[SessionStateChange] = deque()
         self._listeners: list[Callable[[SessionStateChange], object]] = []
         self._listeners_lock = threading.Lock()
+        self._pending: dict[str, PendingAuthorization] = {}
+        self._pending_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -330,16 +461,94 @@ class SessionCore:
                 except Exception:
                     logger.exception("session state listener %r raised; ignored", listener)
 
+    def require_configured(self) -> None:
+        if not self.configured:
+            raise NotConfiguredError(
+                f"call configure() first (client_id={self.client_id!r}, "
+                f"endpoint={self.endpoint!r}, name={self.name!r})"
+            )
+
+    def _own(self, record: StoredSession | None) -> StoredSession | None:
+        """``record`` if it may be used here: a record bound to another endpoint or client id
+        is treated as no session (never sent, never overwritten by a refresh)."""
+        if record is None:
+            return None
+        if (record.endpoint is not None and record.endpoint != self.endpoint) or (
+            record.client_id is not None and record.client_id != self.client_id
+        ):
+            logger.warning(
+                "the session stored under %r belongs to %s (client %r), not %s (client %r); "
+                "ignoring it",
+                self.storage_key,
+                record.endpoint,
+                record.client_id,
+                self.endpoint,
+                self.client_id,
+            )
+            return None
+        return record
+
+    def _bind(self, record: StoredSession) -> StoredSession:
+        return replace(record, endpoint=self.endpoint, client_id=self.client_id)
+
     def configure(self, record: StoredSession | None) -> None:
         self._session = record
         self._rejected_access_token = None
+        self.configured = True
         if record is not None:
             self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.FOUND_TOKEN)
         else:
             self._set_state(SessionState.NO_SESSION, SessionStateChangeReason.NO_TOKEN)
 
+    def configure_flow(self) -> Flow[None]:
+        """Read the stored session (no network). A session stored by an earlier version under
+        the bare container name is moved to this client's key when its ID token says it was
+        issued by this endpoint to this client; otherwise it is left alone."""
+        record = self._own((yield LoadStore(self.storage_key)))
+        if record is None:
+            legacy: StoredSession | None = yield LoadStore(self.legacy_key)
+            if legacy is not None and self._legacy_is_ours(legacy):
+                record = yield Locked(self.storage_key, self._migrate_flow())
+        self.configure(record)
+
+    def _legacy_is_ours(self, record: StoredSession) -> bool:
+        if record.endpoint is not None or record.client_id is not None:
+            return self._own(record) is not None
+        try:
+            claims = jwt.decode(record.id_token or "", options={"verify_signature": False})
+        except jwt.PyJWTError:
+            claims = {}
+        iss, aud = claims.get("iss"), claims.get("aud")
+        auds = aud if isinstance(aud, list) else [aud]
+        ours = (
+            isinstance(iss, str)
+            and _normalize_endpoint(iss) == _normalize_endpoint(self.endpoint)
+            and self.client_id in auds
+        )
+        if not ours:
+            logger.info(
+                "a session stored under the old key %r was issued by another server or client "
+                "(or cannot tell); leaving it alone",
+                self.legacy_key,
+            )
+        return ours
+
+    def _migrate_flow(self) -> Flow[StoredSession | None]:
+        current = self._own((yield LoadStore(self.storage_key)))
+        if current is not None:  # another process migrated (or signed in) meanwhile
+            return current
+        legacy: StoredSession | None = yield LoadStore(self.legacy_key)
+        if legacy is None or not self._legacy_is_ours(legacy):
+            return None
+        record = self._bind(legacy)
+        yield SaveStore(self.storage_key, record)
+        yield DeleteStore(self.legacy_key)
+        logger.info("moved the session %r to the key %r", self.legacy_key, self.storage_key)
+        return record
+
     def _adopt(self, record: StoredSession | None) -> None:
         """Take the record another thread or process stored as the truth."""
+        record = self._own(record)
         if record is None:
             if self._session is not None:
                 self._session = None
@@ -380,7 +589,7 @@ class SessionCore:
         if self._config is not None:
             return self._config
         url = self.endpoint + "/.well-known/openid-configuration"
-        resp: HTTPResponse = yield HTTPRequest("GET", url, (("accept", "application/json"),))
+        resp: HTTPResponse = yield HTTPRequest("GET", url, _GET_JSON)
         if resp.status_code == 429 or resp.status_code >= 500:
             raise TransientError(
                 f"discovery at {url} answered HTTP {resp.status_code}",
@@ -413,19 +622,7 @@ class SessionCore:
         token_type = body.get("token_type")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise ServerError(f"{what} answered token_type {token_type!r}, expected 'Bearer'")
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, str) and expires_in.isdigit():
-            expires_in = int(expires_in)
-        if (
-            not isinstance(expires_in, int | float)
-            or isinstance(expires_in, bool)
-            or not math.isfinite(expires_in)
-            or expires_in <= 0
-        ):
-            raise ServerError(
-                f"{what} answered without a usable expires_in ({expires_in!r}); "
-                "the SDK cannot tell when to refresh"
-            )
+        expires_in = _expires_in(body.get("expires_in"), what)
         refresh_token = body.get("refresh_token")
         if not isinstance(refresh_token, str) or not refresh_token:
             if previous is None:
@@ -440,16 +637,35 @@ class SessionCore:
         return StoredSession(
             refresh_token=refresh_token,
             access_token=access_token,
-            expires_at=now + float(expires_in),
-            refresh_after=now + REFRESH_RATIO * float(expires_in),
+            expires_at=now + expires_in,
+            refresh_after=now + REFRESH_RATIO * expires_in,
             id_token=id_token,
+            endpoint=self.endpoint,
+            client_id=self.client_id,
         )
+
+    # refresh
+
+    def refresh_if_needed_flow(self, rejected: str | None = None) -> Flow[str | None]:
+        """The access token, refreshed first when it is missing, past 0.9 x its lifetime, or
+        ``rejected`` (refused by a resource server). Takes the storage lock only to refresh;
+        callers waiting on the lock reuse the refresh of whoever held it."""
+        self.require_configured()
+        if rejected is not None:
+            self.mark_rejected(rejected)
+        if self.needs_refresh():
+            yield Locked(self.storage_key, self._refresh_if_still_needed())
+        return self.access_token
+
+    def _refresh_if_still_needed(self) -> Flow[None]:
+        if self.needs_refresh():  # another thread of this process may have refreshed already
+            yield from self.refresh_flow()
 
     def refresh_flow(self) -> Flow[None]:
         """Run with the storage lock held. Re-reads the store first (another thread or process
         may have refreshed already), refreshes when still needed, and on ``invalid_grant``
         re-reads the store before clearing, so losing a race never logs the user out."""
-        self._adopt((yield LoadStore()))
+        self._adopt((yield LoadStore(self.storage_key)))
         for _attempt in range(2):
             if not self.needs_refresh():
                 return
@@ -464,46 +680,66 @@ class SessionCore:
                     "refresh_token": session.refresh_token,
                 }
             )
+            logger.debug(
+                "refreshing the access token of %r at %s", self.name, config.token_endpoint
+            )
             resp: HTTPResponse = yield HTTPRequest("POST", config.token_endpoint, headers, body)
             try:
                 record = self._token_from_response(resp, "token endpoint", now, session)
             except OAuthError as e:
                 if e.error != "invalid_grant":
                     raise
-                latest: StoredSession | None = yield LoadStore()
+                latest = self._own((yield LoadStore(self.storage_key)))
                 if latest is not None and latest.refresh_token != session.refresh_token:
                     logger.info("refresh token was replaced by another holder of the store")
                     self._adopt(latest)
                     continue
                 logger.info("refresh token is no longer valid; session cleared")
-                yield DeleteStore()
+                yield DeleteStore(self.storage_key)
                 self._drop(SessionStateChangeReason.INVALID)
                 return
             # Memory first: if the store cannot be written (disk full, keyring error), this
             # process still holds the rotated token instead of reusing the old one.
             self._session = record
             self._rejected_access_token = None
-            yield SaveStore(record)
+            logger.debug(
+                "refreshed the access token of %r (expires in %.0f s)",
+                self.name,
+                (record.expires_at or now) - now,
+            )
+            yield SaveStore(self.storage_key, record)
             return
 
     def invalidate_flow(self, used_refresh_token: str) -> Flow[None]:
         """The server said the session behind ``used_refresh_token`` is invalid."""
-        latest: StoredSession | None = yield LoadStore()
+        latest = self._own((yield LoadStore(self.storage_key)))
         if latest is not None and latest.refresh_token != used_refresh_token:
             self._adopt(latest)
             return
         if self._session is not None and self._session.refresh_token != used_refresh_token:
             return
-        yield DeleteStore()
+        yield DeleteStore(self.storage_key)
         self._drop(SessionStateChangeReason.INVALID)
 
+    # ending a session
+
     def clear_flow(self) -> Flow[None]:
-        yield DeleteStore()
+        """Forget the session locally: ``NO_SESSION``, reason ``CLEAR``."""
+        self.require_configured()
+        yield Locked(self.storage_key, self._clear_locked())
+
+    def _clear_locked(self) -> Flow[None]:
+        yield DeleteStore(self.storage_key)
         self._drop(SessionStateChangeReason.CLEAR)
 
     def logout_flow(self, force: bool) -> Flow[None]:
-        latest: StoredSession | None = yield LoadStore()
-        session = latest or self._session
+        """Revoke the refresh token (RFC 7009), then clear (``LOGOUT``); a failed revocation
+        raises and keeps the session unless ``force``."""
+        self.require_configured()
+        yield Locked(self.storage_key, self._logout_locked(force))
+
+    def _logout_locked(self, force: bool) -> Flow[None]:
+        session = self._own((yield LoadStore(self.storage_key))) or self._session
         if session is not None:
             try:
                 config = yield from self.discovery_flow()
@@ -516,12 +752,26 @@ class SessionCore:
                 if not force:
                     raise
                 logger.warning("revoking the refresh token failed; clearing the session anyway")
-        yield DeleteStore()
+        yield DeleteStore(self.storage_key)
         self._drop(SessionStateChangeReason.LOGOUT)
+
+    # user info
+
+    def fetch_user_info_flow(self) -> Flow[UserInfo]:
+        """Refresh if needed, then GET userinfo. A 401 ``invalid_grant`` clears the session
+        (``INVALID``) and raises :class:`OAuthError`."""
+        yield from self.refresh_if_needed_flow()
+        session = self._session
+        try:
+            return (yield from self.userinfo_flow())
+        except OAuthError as e:
+            if e.error == "invalid_grant" and session is not None:
+                yield Locked(self.storage_key, self.invalidate_flow(session.refresh_token))
+            raise
 
     def userinfo_flow(self) -> Flow[UserInfo]:
         config = yield from self.discovery_flow()
-        headers: tuple[tuple[str, str], ...] = (("accept", "application/json"),)
+        headers: tuple[tuple[str, str], ...] = _GET_JSON
         token = self.access_token
         if token is not None:
             headers += (("authorization", f"Bearer {token}"),)
@@ -535,16 +785,18 @@ class SessionCore:
         self,
         redirect_uri: str,
         *,
-        page: str | None = None,
+        page: Page | None = None,
         prompt: str | list[str] | None = None,
         login_hint: str | None = None,
         ui_locales: str | list[str] | None = None,
         state: str | None = None,
         extra_params: Mapping[str, str] | None = None,
-    ) -> Flow[tuple[str, PendingAuthorization]]:
+    ) -> Flow[str]:
+        """The authorization URL (PKCE S256, state, nonce). The request is remembered until
+        :meth:`finish_authentication_flow` sees its redirect."""
+        self.require_configured()
         config = yield from self.discovery_flow()
         verifier = secrets.token_urlsafe(48)
-        challenge = _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
         pending = PendingAuthorization(
             state=secrets.token_urlsafe(24),
             nonce=secrets.token_urlsafe(24),
@@ -559,29 +811,30 @@ class SessionCore:
             "scope": " ".join(self.scopes),
             "state": pending.state,
             "nonce": pending.nonce,
-            "code_challenge": challenge,
+            "code_challenge": _b64url(hashlib.sha256(verifier.encode("ascii")).digest()),
             "code_challenge_method": "S256",
         }
-        if page is not None:
-            if page not in {"login", "signup"}:
-                raise ValueError("page must be 'login' or 'signup'")
-            params["x_page"] = page
-        if prompt:
-            params["prompt"] = prompt if isinstance(prompt, str) else " ".join(prompt)
-        if login_hint:
-            params["login_hint"] = login_hint
-        if ui_locales:
-            params["ui_locales"] = (
-                ui_locales if isinstance(ui_locales, str) else " ".join(ui_locales)
-            )
-        if state is not None:
-            params["x_state"] = state
+        params.update(_optional_authorize_params(page, prompt, login_hint, ui_locales, state))
         if extra_params:
             params.update(extra_params)
         parts = urlsplit(config.authorization_endpoint)
         query = parts.query + ("&" if parts.query else "") + urlencode(params)
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-        return url, pending
+        with self._pending_lock:
+            self._pending[pending.state] = pending
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    def finish_authentication_flow(self, callback_url: str) -> Flow[AuthenticateResult]:
+        """Check the redirect's state against the requests :meth:`authorize_flow` made (each
+        is used once), then exchange the code under the storage lock."""
+        self.require_configured()
+        params = self.parse_callback(callback_url)
+        with self._pending_lock:
+            pending = self.check_state(self._pending, params)
+            del self._pending[pending.state]
+        result: AuthenticateResult = yield Locked(
+            self.storage_key, self.finish_flow(pending, params)
+        )
+        return result
 
     @staticmethod
     def parse_callback(callback_url: str) -> dict[str, str]:
@@ -632,7 +885,7 @@ class SessionCore:
         if record.id_token is None:
             raise IDTokenError("the token response has no id_token (was 'openid' granted?)")
         claims = yield from self._verify_id_token(record.id_token, pending.nonce, config)
-        yield SaveStore(record)
+        yield SaveStore(self.storage_key, record)
         self._session = record
         self._rejected_access_token = None
         self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.AUTHENTICATED)
@@ -643,9 +896,7 @@ class SessionCore:
     def _jwks_flow(self, config: OIDCConfiguration, refetch: bool) -> Flow[dict[str, Any]]:
         if self._jwks is not None and not refetch:
             return self._jwks
-        resp: HTTPResponse = yield HTTPRequest(
-            "GET", config.jwks_uri, (("accept", "application/json"),)
-        )
+        resp: HTTPResponse = yield HTTPRequest("GET", config.jwks_uri, _GET_JSON)
         _raise_for_error(resp, "JWKS endpoint")
         doc = _parse_json(resp, "JWKS endpoint")
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):

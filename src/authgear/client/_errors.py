@@ -13,6 +13,7 @@ __all__ = [
     "OAuthError",
     "ServerError",
     "StateMismatchError",
+    "TokenStorageError",
     "TransientError",
 ]
 
@@ -90,3 +91,8 @@ class IDTokenError(AuthgearError):
 
 class KeyringUnavailableError(AuthgearError):
     """The keyring token storage was chosen but no usable OS keyring backend exists."""
+
+
+class TokenStorageError(AuthgearError):
+    """The token storage cannot be trusted or used: a folder or file owned by someone else or
+    writable by others, or a storage lock that another process holds past the timeout."""

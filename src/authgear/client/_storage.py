@@ -9,11 +9,13 @@ in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -23,9 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import filelock
 
-from authgear.client._errors import KeyringUnavailableError
+from authgear.client._errors import KeyringUnavailableError, TokenStorageError
 
 __all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
     "FileTokenStorage",
     "KeyringTokenStorage",
     "MemoryTokenStorage",
@@ -37,18 +40,133 @@ __all__ = [
 logger = logging.getLogger("authgear.client")
 
 SCHEMA_VERSION = 1
+# Container names are what applications choose; storage keys are what the client derives from
+# them (``<name>.<digest of endpoint and client id>``, see SessionCore), hence the longer limit.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
+
+# How long a refresh waits for another holder of the storage lock. The holder's own requests
+# time out after 30 s; a lock held much longer is a hung or hostile process, and waiting
+# forever would hang every later refresh.
+DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-def _check_name(name: str) -> str:
+def check_container_name(name: str) -> str:
     if not _NAME_RE.match(name) or name in {".", ".."}:
         raise ValueError(f"invalid container name {name!r}: use letters, digits, '_', '.', '-'")
     return name
 
 
+def _check_name(key: str) -> str:
+    if not _KEY_RE.match(key) or key in {".", ".."}:
+        raise ValueError(f"invalid storage key {key!r}: use letters, digits, '_', '.', '-'")
+    return key
+
+
 def key_prefix(name: str) -> str:
-    """``authgear_<name>_``, the prefix of every key name (parity with the official SDKs)."""
+    """``authgear_<key>_``, the prefix of every key name (parity with the official SDKs)."""
     return f"authgear_{_check_name(name)}_"
+
+
+# --- trusting a folder and its files ------------------------------------------------------
+
+
+def _uid() -> int | None:
+    getuid = getattr(os, "getuid", None)  # POSIX only; Windows folders use ACLs instead
+    return int(getuid()) if getuid is not None else None
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a folder another local user could plant files in or hold locks in: it must be
+    owned by this user and not writable by group or others (like OpenSSH's StrictModes)."""
+    uid = _uid()
+    if uid is None:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise TokenStorageError(f"token folder {path} is not a folder")
+    if st.st_uid != uid:
+        raise TokenStorageError(
+            f"refusing token folder {path}: it is owned by uid {st.st_uid}, not by you "
+            f"(uid {uid}); use a private folder of your own (--token-dir / directory=)"
+        )
+    if st.st_mode & 0o022:
+        raise TokenStorageError(
+            f"refusing token folder {path}: it is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}), so another user could plant a session "
+            f"or hold its lock; run: chmod 700 {path}"
+        )
+
+
+def read_private_file(path: Path, *, secret: bool = True) -> bytes | None:
+    """The bytes of ``path`` (``None`` if absent), after checking that it is a regular file
+    owned by this user and writable by nobody else -- nor readable, when ``secret`` (no
+    symlinks followed)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise TokenStorageError(f"refusing token file {path}: it is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        uid = _uid()
+        if not stat.S_ISREG(st.st_mode):
+            raise TokenStorageError(f"refusing token file {path}: not a regular file")
+        if uid is not None and st.st_uid != uid:
+            raise TokenStorageError(
+                f"refusing token file {path}: it is owned by uid {st.st_uid}, not by you "
+                f"(uid {uid}); someone else put it there. Delete it and sign in again"
+            )
+        if uid is not None and st.st_mode & (0o077 if secret else 0o022):
+            raise TokenStorageError(
+                f"refusing token file {path}: other users may "
+                f"{'read or ' if secret else ''}change it "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+            )
+        return f.read()
+
+
+def write_private_file(directory: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600: a temporary file in the same
+    folder, fsynced, renamed over the old one (a reader or a crash never sees half)."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def ensure_private_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private_dir(directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +182,18 @@ class StoredSession:
     expires_at: float | None = None
     refresh_after: float | None = None
     id_token: str | None = None
+    # Who issued the session: the client refuses a record bound to another endpoint or client
+    # id, so a storage that mixes records up still never sends tokens to the wrong server.
+    endpoint: str | None = None
+    client_id: str | None = None
 
     def __repr__(self) -> str:  # never print secrets
         return (
             f"StoredSession(refresh_token=<redacted>, access_token="
             f"{'<redacted>' if self.access_token else None}, expires_at={self.expires_at!r}, "
             f"refresh_after={self.refresh_after!r}, id_token="
-            f"{'<redacted>' if self.id_token else None})"
+            f"{'<redacted>' if self.id_token else None}, endpoint={self.endpoint!r}, "
+            f"client_id={self.client_id!r})"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +204,8 @@ class StoredSession:
             "expires_at": self.expires_at,
             "refresh_after": self.refresh_after,
             "id_token": self.id_token,
+            "endpoint": self.endpoint,
+            "client_id": self.client_id,
         }
 
     @classmethod
@@ -104,12 +229,18 @@ class StoredSession:
             raise ValueError("bad access_token")
         if it is not None and not isinstance(it, str):
             raise ValueError("bad id_token")
+        endpoint, client_id = data.get("endpoint"), data.get("client_id")
+        for v in (endpoint, client_id):
+            if v is not None and not isinstance(v, str):
+                raise ValueError("bad endpoint or client_id")
         return cls(
             refresh_token=rt,
             access_token=at,
             expires_at=float(exp) if exp is not None else None,
             refresh_after=float(ra) if ra is not None else None,
             id_token=it,
+            endpoint=endpoint,
+            client_id=client_id,
         )
 
     def without_access_token(self) -> StoredSession:
@@ -117,7 +248,11 @@ class StoredSession:
 
 
 class StorageLock(Protocol):
-    """A lock shared by every user of one storage record (threads, tasks, processes)."""
+    """A lock shared by every user of one storage record (threads, tasks, processes).
+
+    A blocking ``acquire`` should give up after a finite time by raising
+    :class:`TokenStorageError`; the SDK's own locks do (``lock_timeout``, 60 s by default) and
+    carry it as ``timeout``, which the async client honours while it polls."""
 
     def acquire(self, blocking: bool = True) -> bool: ...
 
@@ -126,7 +261,9 @@ class StorageLock(Protocol):
 
 @runtime_checkable
 class TokenStorage(Protocol):
-    """Where sessions are kept. ``name`` is the container name (``"default"`` by default)."""
+    """Where sessions are kept. ``name`` is the storage key the client derives from its
+    container name, endpoint and client id (``Authgear.storage_key``); a storage must keep
+    records under different keys apart."""
 
     def load(self, name: str) -> StoredSession | None: ...
 
@@ -137,12 +274,29 @@ class TokenStorage(Protocol):
     def lock(self, name: str) -> StorageLock: ...
 
 
+def lock_timeout_error(what: str, timeout: float) -> TokenStorageError:
+    return TokenStorageError(
+        f"the token storage lock {what} was not released within {timeout:g} s: another "
+        "thread or process holds it (a refresh that hangs, or another user's process if the "
+        "folder is shared); stop that process and try again"
+    )
+
+
 class _ThreadLock:
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, name: str, timeout: float) -> None:
         self._lock = lock
+        self._name = name
+        self.timeout = timeout
 
     def acquire(self, blocking: bool = True) -> bool:
-        return self._lock.acquire(blocking)
+        if not blocking:
+            return self._lock.acquire(False)
+        if not self._lock.acquire(timeout=self.timeout):
+            raise self.timeout_error()
+        return True
+
+    def timeout_error(self) -> TokenStorageError:
+        return lock_timeout_error(f"for {self._name!r}", self.timeout)
 
     def release(self) -> None:
         self._lock.release()
@@ -151,10 +305,11 @@ class _ThreadLock:
 class MemoryTokenStorage:
     """Keeps sessions in this process only; they are gone when it exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self._records: dict[str, StoredSession] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"MemoryTokenStorage(names={sorted(self._records)!r})"
@@ -171,22 +326,29 @@ class MemoryTokenStorage:
     def lock(self, name: str) -> StorageLock:
         with self._guard:
             lock = self._locks.setdefault(_check_name(name), threading.Lock())
-        return _ThreadLock(lock)
+        return _ThreadLock(lock, name, self.lock_timeout)
 
 
 class _FileLock:
     """A fresh ``filelock.FileLock`` (own file descriptor) per use: ``flock`` then excludes
     other threads of this process too, which one shared, non-thread-local instance would not."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float) -> None:
         self._lock = filelock.FileLock(path, thread_local=False, mode=0o600)
+        self._path = path
+        self.timeout = timeout
 
     def acquire(self, blocking: bool = True) -> bool:
         try:
-            self._lock.acquire(timeout=-1 if blocking else 0)
+            self._lock.acquire(timeout=self.timeout if blocking else 0)
         except filelock.Timeout:
+            if blocking:
+                raise self.timeout_error() from None
             return False
         return True
+
+    def timeout_error(self) -> TokenStorageError:
+        return lock_timeout_error(str(self._path), self.timeout)
 
     def release(self) -> None:
         self._lock.release()
@@ -199,17 +361,26 @@ def default_data_dir() -> Path:
 
 
 class FileTokenStorage:
-    """One JSON file per container name, ``authgear_<name>.json``, in ``directory``
-    (default: the platform's user data folder, e.g. ``~/.local/share/authgear``).
+    """One JSON file per storage key, ``authgear_<key>.json``, in ``directory`` (default: the
+    platform's user data folder, e.g. ``~/.local/share/authgear``).
 
-    Files are written with mode 0600 to a temporary file in the same folder, fsynced and
-    renamed over the old one, so a reader (or a crash) never sees half a record. A file that
-    does not parse is moved aside (``*.corrupt-<time>``) and read as "no session".
-    A lock file ``authgear_<name>.json.lock`` serializes refreshes across processes.
+    The folder must be yours and not writable by group or others, and each file yours with
+    mode 0600, or the storage refuses it with :class:`TokenStorageError` (another local user
+    could otherwise plant a session or hold the lock). Files are written to a temporary file
+    in the same folder, fsynced and renamed over the old one, so a reader (or a crash) never
+    sees half a record. A file that does not parse is moved aside (``*.corrupt-<time>``) and
+    read as "no session". A lock file ``authgear_<key>.json.lock`` serializes refreshes
+    across processes; waiting for it gives up after ``lock_timeout`` seconds.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
         self.directory = Path(directory) if directory is not None else default_data_dir()
+        self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"FileTokenStorage(directory={str(self.directory)!r})"
@@ -217,14 +388,11 @@ class FileTokenStorage:
     def path(self, name: str) -> Path:
         return self.directory / f"{key_prefix(name)[:-1]}.json"
 
-    def _ensure_dir(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
     def load(self, name: str) -> StoredSession | None:
         path = self.path(name)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        check_private_dir(self.directory)
+        raw = read_private_file(path)
+        if raw is None:
             return None
         try:
             return StoredSession.from_json(json.loads(raw.decode("utf-8")))
@@ -241,53 +409,33 @@ class FileTokenStorage:
             return None
 
     def save(self, name: str, record: StoredSession) -> None:
-        self._ensure_dir()
         path = self.path(name)
+        ensure_private_dir(self.directory)
         data = json.dumps(record.to_json(), separators=(",", ":")).encode("utf-8")
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
-        try:
-            dfd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        write_private_file(self.directory, path, data)
 
     def delete(self, name: str) -> None:
+        path = self.path(name)
+        check_private_dir(self.directory)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(name))
-        self._fsync_dir()
+            os.unlink(path)
+        _fsync_dir(self.directory)
 
     def lock(self, name: str) -> StorageLock:
-        self._ensure_dir()
-        return _FileLock(self.path(name).with_name(self.path(name).name + ".lock"))
+        path = self.path(name)
+        ensure_private_dir(self.directory)
+        return _FileLock(path.with_name(path.name + ".lock"), self.lock_timeout)
 
 
 class KeyringTokenStorage:
     """The OS keyring (macOS Keychain, Windows Credential Locker, Secret Service), via the
     optional ``keyring`` package (``pip install 'authgear[keyring]'``).
 
-    Entries, in service ``service`` (default ``"authgear"``): ``authgear_<name>_refreshToken``
-    (the refresh token, as in the official SDKs), ``authgear_<name>_idToken`` and
-    ``authgear_<name>_accessToken`` (a JSON object with the access token and its expiry).
-    Refreshes are serialized across processes by a lock file in ``lock_directory``.
+    Entries, in service ``service`` (default ``"authgear"``): ``authgear_<key>_refreshToken``
+    (the refresh token, as in the official SDKs), ``authgear_<key>_idToken`` and
+    ``authgear_<key>_accessToken`` (a JSON object with the access token and its expiry).
+    Refreshes are serialized across processes by a lock file in ``lock_directory`` (held to
+    the same ownership rules as :class:`FileTokenStorage`'s folder).
     """
 
     def __init__(
@@ -295,6 +443,7 @@ class KeyringTokenStorage:
         service: str = "authgear",
         *,
         lock_directory: str | os.PathLike[str] | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         try:
             keyring: Any = importlib.import_module("keyring")
@@ -316,6 +465,7 @@ class KeyringTokenStorage:
         self.lock_directory = (
             Path(lock_directory) if lock_directory is not None else default_data_dir()
         )
+        self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"KeyringTokenStorage(service={self.service!r})"
@@ -391,5 +541,5 @@ class KeyringTokenStorage:
             self._del(p + suffix)
 
     def lock(self, name: str) -> StorageLock:
-        self.lock_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return _FileLock(self.lock_directory / f"{key_prefix(name)}keyring.lock")
+        ensure_private_dir(self.lock_directory)
+        return _FileLock(self.lock_directory / f"{key_prefix(name)}keyring.lock", self.lock_timeout)

@@ -1,47 +1,136 @@
-"""The synchronous client, :class:`Authgear`: a thin driver of the sans-IO core."""
+"""The synchronous client, :class:`Authgear`: a thin shell over the sans-IO core.
+
+:class:`SyncDriver` performs the core's effects (HTTP, storage, locks, the browser); every
+public method of :class:`Authgear` is one core flow handed to it.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import httpx2
+from typing_extensions import TypeVar as DefaultTypeVar
 
 from authgear.client._base import (
     ClientBase,
     OpenBrowser,
-    is_replayable,
+    OpenURL,
+    WaitCallback,
+    login_timeout,
     network_error,
     open_url,
     to_response,
     transport_errors,
 )
 from authgear.client._core import (
+    USER_AGENT,
     DeleteStore,
-    Flow,
     HTTPRequest,
     HTTPResponse,
     LoadStore,
+    Locked,
     SaveStore,
-    is_bearer_challenge,
+    SessionCore,
 )
-from authgear.client._errors import LoginTimeoutError, NetworkError, OAuthError
-from authgear.client._loopback import LoopbackServer
 from authgear.client._storage import TokenStorage
-from authgear.client._types import AuthenticateResult, UserInfo
+from authgear.client._types import AuthenticateResult, Page, UserInfo
 
-__all__ = ["Authgear"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Authgear", "SyncDriver"]
 
 T = TypeVar("T")
+# What ``fetch`` returns: ``httpx2.Response``, or ``httpx.Response`` with a plain httpx client.
+ResponseT = DefaultTypeVar("ResponseT", default=httpx2.Response)
 
-_SEND_KWARGS = ("stream", "auth", "follow_redirects")
+_SEND_KWARGS = ("stream", "follow_redirects")
 
 
-class Authgear(ClientBase):
+class SyncDriver:
+    """Runs core flows with blocking I/O: sends each effect's request or storage call and
+    feeds the result (or the exception) back into the flow."""
+
+    def __init__(self, core: SessionCore, storage: TokenStorage, client: Any) -> None:
+        self.core = core
+        self.storage = storage
+        self.client = client
+        self.transport_errors = transport_errors(client)
+        self.lock = threading.Lock()  # this instance's threads, before the storage lock
+
+    def call(self, flow: Generator[Any, Any, T]) -> T:
+        """Run ``flow``, then tell listeners of the state changes it made."""
+        try:
+            return self.run(flow)
+        finally:
+            self.core.dispatch_events()
+
+    def run(self, flow: Generator[Any, Any, T]) -> T:
+        value: Any = None
+        error: Exception | None = None
+        try:
+            while True:
+                try:
+                    effect = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                error = None
+                try:
+                    value = self.perform(effect)
+                except Exception as e:
+                    error, value = e, None
+        finally:
+            flow.close()
+
+    def perform(self, effect: object) -> Any:
+        if isinstance(effect, HTTPRequest):
+            return self.send(effect)
+        if isinstance(effect, LoadStore):
+            return self.storage.load(effect.key)
+        if isinstance(effect, SaveStore):
+            self.storage.save(effect.key, effect.record)
+            return None
+        if isinstance(effect, DeleteStore):
+            self.storage.delete(effect.key)
+            return None
+        if isinstance(effect, Locked):
+            return self.run_locked(effect)
+        if isinstance(effect, OpenURL):
+            open_url(effect.url, effect.open_browser)
+            return None
+        if isinstance(effect, WaitCallback):
+            try:
+                return effect.server.callback.result(timeout=effect.timeout)
+            except concurrent.futures.TimeoutError:
+                raise login_timeout(effect.timeout) from None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def send(self, req: HTTPRequest) -> HTTPResponse:
+        try:
+            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
+            r = self.client.request(
+                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
+            )
+        except self.transport_errors as e:
+            raise network_error(req.method, req.url, e) from None
+        return to_response(r)
+
+    def run_locked(self, effect: Locked[T]) -> T:
+        """This instance's thread lock, then the storage's (cross-process, finite wait)."""
+        with self.lock:
+            lock = self.storage.lock(effect.key)
+            lock.acquire()
+            try:
+                return self.run(effect.flow)
+            finally:
+                lock.release()
+
+
+class Authgear(ClientBase, Generic[ResponseT]):
     """The Authgear SDK for synchronous Python.
 
     ``Authgear(client_id=..., endpoint=...)`` then ``configure()`` (no network call). Safe to
@@ -49,8 +138,33 @@ class Authgear(ClientBase):
     share the token storage.
 
     ``http_client`` may be an ``httpx2.Client`` or a plain ``httpx.Client``; it is used for the
-    SDK's own requests and by ``fetch``. Without one the SDK makes (and closes) its own.
+    SDK's own requests and by ``fetch`` (which returns that library's ``Response``). Without
+    one the SDK makes (and closes) its own, sending ``User-Agent: authgear-python/<version>``.
     """
+
+    @overload
+    def __init__(
+        self: Authgear[httpx2.Response],
+        client_id: str,
+        endpoint: str,
+        *,
+        name: str = ...,
+        token_storage: TokenStorage | None = ...,
+        http_client: httpx2.Client | None = ...,
+        scopes: tuple[str, ...] | list[str] | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Authgear[httpx.Response],
+        client_id: str,
+        endpoint: str,
+        *,
+        name: str = ...,
+        token_storage: TokenStorage | None = ...,
+        http_client: httpx.Client,
+        scopes: tuple[str, ...] | list[str] | None = ...,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -70,9 +184,12 @@ class Authgear(ClientBase):
             scopes=scopes,
         )
         self._owns_client = http_client is None
-        self._client: Any = http_client if http_client is not None else httpx2.Client(timeout=30.0)
-        self._transport_errors = transport_errors(self._client)
-        self._lock = threading.Lock()
+        self._client = (
+            http_client
+            if http_client is not None
+            else httpx2.Client(timeout=30.0, headers={"user-agent": USER_AGENT})
+        )
+        self._driver = SyncDriver(self._core, self._storage, self._client)
 
     # lifecycle
 
@@ -81,81 +198,23 @@ class Authgear(ClientBase):
         if self._owns_client:
             self._client.close()
 
-    def __enter__(self) -> Authgear:
+    def __enter__(self) -> Authgear[ResponseT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def http_client(self) -> Any:
-        return self._client
+    def http_client(self) -> httpx2.Client | httpx.Client:
+        """The HTTP client used for the SDK's requests and by ``fetch``."""
+        return self._client  # type: ignore[no-any-return]
 
     def configure(self) -> None:
         """Read the stored session; no network call. State becomes ``AUTHENTICATED``
-        (``FOUND_TOKEN``) or ``NO_SESSION`` (``NO_TOKEN``)."""
-        with self._lock:
-            self._core.configure(self._storage.load(self._core.name))
-            self._configured = True
-        self._core.dispatch_events()
-
-    # driving the core
-
-    def _send(self, req: HTTPRequest) -> HTTPResponse:
-        try:
-            # auth=None: not the client's own auth (an AuthgearAuth there would re-enter)
-            r = self._client.request(
-                req.method, req.url, headers=list(req.headers), content=req.body, auth=None
-            )
-        except self._transport_errors as e:
-            raise network_error(req, e) from None
-        return to_response(r)
-
-    def _perform(self, effect: object) -> Any:
-        if isinstance(effect, HTTPRequest):
-            return self._send(effect)
-        if isinstance(effect, LoadStore):
-            return self._storage.load(self._core.name)
-        if isinstance(effect, SaveStore):
-            self._storage.save(self._core.name, effect.record)
-            return None
-        if isinstance(effect, DeleteStore):
-            self._storage.delete(self._core.name)
-            return None
-        raise TypeError(f"unknown effect {effect!r}")
-
-    def _run(self, flow: Flow[T]) -> T:
-        value: Any = None
-        error: NetworkError | None = None
-        try:
-            while True:
-                try:
-                    effect = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                error = None
-                try:
-                    value = self._perform(effect)
-                except NetworkError as e:
-                    error, value = e, None
-        finally:
-            flow.close()
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold this instance's thread lock, then the storage's (cross-process) lock."""
-        with self._lock:
-            lock = self._storage.lock(self._core.name)
-            lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-
-    def _run_locked(self, flow: Flow[T]) -> T:
-        with self._locked():
-            return self._run(flow)
+        (``FOUND_TOKEN``) or ``NO_SESSION`` (``NO_TOKEN``). A session stored by an earlier
+        version under the bare name is moved to :attr:`storage_key` if it was issued by this
+        endpoint to this client."""
+        self._driver.call(self._core.configure_flow())
 
     # the seed's API
 
@@ -166,87 +225,46 @@ class Authgear(ClientBase):
         A refresh token the server no longer accepts clears the session (``NO_SESSION``,
         reason ``INVALID``) without raising; network errors, 5xx and 429 raise
         :class:`TransientError` and keep the session."""
-        self._require_configured()
-        try:
-            if self._core.needs_refresh():
-                with self._locked():
-                    if self._core.needs_refresh():
-                        self._run(self._core.refresh_flow())
-        finally:
-            self._core.dispatch_events()
-        return self._core.access_token
+        return self._driver.call(self._core.refresh_if_needed_flow())
 
-    def refresh_access_token(self) -> str | None:
-        """Refresh now, because the current access token was refused. Callers that hold the
-        same refused token concurrently still cause one refresh."""
-        self._core.mark_rejected(self._core.access_token)
-        return self.refresh_access_token_if_needed()
-
-    def _refresh_rejected(self, token: str) -> str | None:
-        self._core.mark_rejected(token)
-        return self.refresh_access_token_if_needed()
+    def refresh_access_token(self, *, rejected: str | None = None) -> str | None:
+        """Refresh now, because a resource server refused ``rejected`` (default: the current
+        access token), and return the new token. Callers that hold the same refused token
+        concurrently still cause one refresh; one that comes after the refresh gets the new
+        token without another."""
+        refused = rejected if rejected is not None else self._core.access_token
+        return self._driver.call(self._core.refresh_if_needed_flow(rejected=refused))
 
     def fetch_user_info(self) -> UserInfo:
         """Refresh if needed, then GET the userinfo endpoint. A 401 ``invalid_grant`` clears
         the session (``INVALID``) and raises :class:`OAuthError`."""
-        self.refresh_access_token_if_needed()
-        session = self._core.session
-        try:
-            return self._run(self._core.userinfo_flow())
-        except OAuthError as e:
-            if e.error == "invalid_grant" and session is not None:
-                self._run_locked(self._core.invalidate_flow(session.refresh_token))
-            raise
-        finally:
-            self._core.dispatch_events()
+        return self._driver.call(self._core.fetch_user_info_flow())
 
-    def fetch(self, method: str, url: str, **kwargs: Any) -> Any:
+    def fetch(self, method: str, url: str, **kwargs: Any) -> ResponseT:
         """Send a request with ``Authorization: Bearer <access token>`` (refreshed if needed)
         through the HTTP client, and return its ``Response``. Keyword arguments are those of
-        ``httpx2.Client.request``. Without a session the request is sent without the header.
+        ``httpx2.Client.request`` (not ``auth``). Without a session the request is sent
+        without the header. No response at all raises :class:`NetworkError`.
 
         Beyond the official SDKs: on a 401 with a Bearer challenge, if the body can be sent
         again, refresh once and retry once; if the refresh token is refused as well the session
         becomes ``NO_SESSION`` and the 401 is returned."""
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
-        send_kwargs.setdefault("auth", None)  # the client's own auth must not replace ours
         request = self._client.build_request(method, url, **kwargs)
-        token = self.refresh_access_token_if_needed()
-        if token is not None:
-            request.headers["Authorization"] = f"Bearer {token}"
-        response = self._client.send(request, **send_kwargs)
-        if (
-            token is not None
-            and is_bearer_challenge(response.status_code, response.headers.get("www-authenticate"))
-            and is_replayable(request)
-        ):
-            try:
-                new = self._refresh_rejected(token)
-            except BaseException:
-                response.close()
-                raise
-            if new is not None and new != token:
-                response.close()
-                request.headers["Authorization"] = f"Bearer {new}"
-                response = self._client.send(request, **send_kwargs)
+        try:
+            response: ResponseT = self._client.send(request, auth=self._fetch_auth(), **send_kwargs)
+        except self._driver.transport_errors as e:
+            raise network_error(method, url, e) from None
         return response
 
     def clear_session_state(self) -> None:
         """Forget the session locally (no network): ``NO_SESSION``, reason ``CLEAR``."""
-        self._require_configured()
-        try:
-            self._run_locked(self._core.clear_flow())
-        finally:
-            self._core.dispatch_events()
+        self._driver.call(self._core.clear_flow())
 
     def logout(self, *, force: bool = False) -> None:
         """Revoke the refresh token at the server, then clear the session (``LOGOUT``).
         With ``force=True`` the session is cleared even when revocation fails."""
-        self._require_configured()
-        try:
-            self._run_locked(self._core.logout_flow(force))
-        finally:
-            self._core.dispatch_events()
+        self._driver.call(self._core.logout_flow(force))
 
     # authentication
 
@@ -254,7 +272,7 @@ class Authgear(ClientBase):
         self,
         redirect_uri: str,
         *,
-        page: str | None = None,
+        page: Page | None = None,
         prompt: str | list[str] | None = None,
         login_hint: str | None = None,
         ui_locales: str | list[str] | None = None,
@@ -263,8 +281,7 @@ class Authgear(ClientBase):
     ) -> str:
         """The authorization URL to open in a browser (PKCE S256, state, nonce). Pass the URL
         the browser is redirected back to to :meth:`finish_authentication`."""
-        self._require_configured()
-        url, pending = self._run(
+        return self._driver.call(
             self._core.authorize_flow(
                 redirect_uri,
                 page=page,
@@ -275,27 +292,16 @@ class Authgear(ClientBase):
                 extra_params=extra_params,
             )
         )
-        with self._pending_lock:
-            self._pending[pending.state] = pending
-        return url
 
     def finish_authentication(self, callback_url: str) -> AuthenticateResult:
         """Check the redirect (state, error), exchange the code, verify the ID token against
         the JWKS, store the session: ``AUTHENTICATED`` (reason ``AUTHENTICATED``)."""
-        self._require_configured()
-        params = self._core.parse_callback(callback_url)
-        with self._pending_lock:
-            pending = self._core.check_state(self._pending, params)
-            del self._pending[pending.state]
-        try:
-            return self._run_locked(self._core.finish_flow(pending, params))
-        finally:
-            self._core.dispatch_events()
+        return self._driver.call(self._core.finish_authentication_flow(callback_url))
 
     def authenticate(
         self,
         *,
-        page: str | None = None,
+        page: Page | None = None,
         prompt: str | list[str] | None = None,
         login_hint: str | None = None,
         ui_locales: str | list[str] | None = None,
@@ -308,33 +314,14 @@ class Authgear(ClientBase):
         ``open_browser=False`` or no browser exists; a callable gets the URL instead), wait for
         the redirect, finish. Raises :class:`LoginTimeoutError` after ``timeout`` seconds and
         :class:`CancelError` after :meth:`cancel_authentication`."""
-        self._require_configured()
-        server = LoopbackServer.for_redirect_uri(redirect_uri)
-        server.start()
-        self._loopbacks.add(server)
-        try:
-            url = self.make_authorize_url(
-                server.redirect_uri,
+        return self._driver.call(
+            self._authenticate_flow(
                 page=page,
                 prompt=prompt,
                 login_hint=login_hint,
                 ui_locales=ui_locales,
+                open_browser=open_browser,
+                timeout=timeout,
+                redirect_uri=redirect_uri,
             )
-            server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
-            open_url(url, open_browser)
-            try:
-                callback = server.callback.result(timeout=timeout)
-            except concurrent.futures.TimeoutError:
-                raise LoginTimeoutError(
-                    f"sign-in did not finish within {timeout:g} seconds"
-                ) from None
-            try:
-                result = self.finish_authentication(callback)
-            except Exception as e:
-                server.finish(False, f"{type(e).__name__}: {e}")
-                raise
-            server.finish(True, "You can close this window and return to the application.")
-            return result
-        finally:
-            self._loopbacks.discard(server)
-            server.close()
+        )

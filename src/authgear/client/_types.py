@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from authgear.client._errors import ServerError
 
 __all__ = [
     "AuthenticateResult",
     "OIDCConfiguration",
+    "Page",
     "SessionState",
     "SessionStateChange",
     "SessionStateChangeReason",
@@ -19,6 +20,9 @@ __all__ = [
 ]
 
 _CLAIM_PREFIX = "https://authgear.com/claims/user/"
+
+Page = Literal["login", "signup"]
+"""Which page the authorization UI opens on (``x_page``)."""
 
 
 class SessionState(enum.StrEnum):
