@@ -415,7 +415,10 @@ def test_revoke_all_ends_every_session(
         assert len(admin.get(f"/users/{person.id}/sessions").json()["sessions"]) == 3
         r = admin.delete(f"/users/{person.id}/sessions")
         assert r.status_code == 200 and r.json() == {"revoked": 3}
-        assert admin.get(f"/users/{person.id}/sessions").json() == {"sessions": []}
+        assert admin.get(f"/users/{person.id}/sessions").json() == {
+            "sessions": [],
+            "next_cursor": None,
+        }
         assert not person.refresh_ok()
         assert not person.userinfo_ok() and not person.resolver_ok()
         assert not person.userinfo_ok(browser_token)

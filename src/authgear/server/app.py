@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from authgear.server import metrics
+from authgear.server import housekeeping, metrics, passwords
 from authgear.server.admin import admin_routes
 from authgear.server.config import Settings, load_settings
 from authgear.server.endpoints.authorize import authorize_endpoint
@@ -42,6 +42,7 @@ from authgear.server.sessions import now_s
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import migrate
 from authgear.server.storage.sql import SQLRepository
+from authgear.server.ui import busy_page
 
 log = logging.getLogger("authgear.server")
 access_log = logging.getLogger("authgear.access")
@@ -57,7 +58,6 @@ CORS_PATHS = frozenset(
         "/oauth2/jwks",
     }
 )
-PURGE_INTERVAL = 600
 
 
 class CORSMiddleware:
@@ -201,6 +201,11 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return _server_error_response()
 
 
+async def _hashing_busy(request: Request, exc: Exception) -> Response:
+    retry_after = exc.retry_after if isinstance(exc, passwords.HashingBusy) else 5
+    return busy_page(get_state(request), request, retry_after)
+
+
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -224,6 +229,8 @@ async def metrics_endpoint(request: Request) -> Response:
 
 async def build_state(settings: Settings, *, migrate_first: bool = True) -> ServerState:
     url = settings.database_url
+    hashing = settings.config.password_hashing
+    passwords.configure(hashing.max_concurrent, hashing.queue_timeout)
     if migrate_first:
         await anyio.to_thread.run_sync(migrate.upgrade, url)
     repo = SQLRepository.open(url)
@@ -253,20 +260,17 @@ def make_limiter(settings: Settings, repo: SQLRepository) -> RateLimiter:
 
 
 async def maintain_forever(state: ServerState) -> None:
-    """Re-read signing keys every key_refresh_interval; purge expired rows every 10 minutes."""
+    """Re-read signing keys every key_refresh_interval; purge expired rows every
+    purge_interval (10 minutes by default)."""
     interval = state.config.key_refresh_interval
     last_purge = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         try:
             state.keys = await reload_keys(state.repo, state.keys)
-            if time.monotonic() - last_purge >= PURGE_INTERVAL:
+            if time.monotonic() - last_purge >= state.config.purge_interval:
                 last_purge = time.monotonic()
-                now = now_s()
-                await state.repo.purge_expired(now)
-                await state.repo.delete_retired_keys(now)
-                if isinstance(state.limiter, SQLRateLimiter):
-                    await state.limiter.purge(now)
+                await housekeeping.purge(state, now_s())
         except Exception as e:
             log.warning("maintenance failed: %s", type(e).__name__)
 
@@ -333,6 +337,7 @@ def create_app(
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
+            passwords.HashingBusy: _hashing_busy,
             **dict.fromkeys(UNAVAILABLE_ERRORS, _unavailable),
             sqlalchemy.exc.DBAPIError: _unavailable,
             Exception: _server_error,

@@ -110,6 +110,17 @@ class SessionConfig(_Model):
     lifetime: int = Field(default=DEFAULT_REFRESH_TOKEN_LIFETIME, ge=60)
     idle_timeout: int = Field(default=DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT, ge=60)
     idle_timeout_enabled: bool = True
+    # Live sessions per user, browser sessions and app grants together; a new one past this
+    # ends the least recently used.
+    max_per_user: int = Field(default=100, ge=1, le=10_000)
+
+
+class PasswordHashingConfig(_Model):
+    # Argon2 hashes or checks at once per server process (each takes 19 MiB and a core for
+    # tens of milliseconds). None: twice the number of cores.
+    max_concurrent: int | None = Field(default=None, ge=1, le=256)
+    # Seconds a password check waits for a free slot before answering 503 with Retry-After.
+    queue_timeout: float = Field(default=5.0, gt=0, le=60)
 
 
 class RateLimitConfig(_Model):
@@ -123,6 +134,8 @@ class RateLimitConfig(_Model):
     # Authorize and login/signup page requests per minute from one IP.
     authorize_per_ip_per_minute: int = Field(default=600, ge=1)
     signup_per_ip_per_hour: int = Field(default=60, ge=1)
+    # Unfinished sign-ins (login flows, kept an hour) from one IPv4 address or IPv6 /64.
+    login_flows_per_ip: int = Field(default=300, ge=1)
 
 
 class LockoutConfig(_Model):
@@ -159,6 +172,11 @@ class ServerConfig(_Model):
     session: SessionConfig = SessionConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     lockout: LockoutConfig = LockoutConfig()
+    password_hashing: PasswordHashingConfig = PasswordHashingConfig()
+    # Seconds between purges of expired rows (sessions, tokens, codes, login flows, lockouts).
+    purge_interval: int = Field(default=600, ge=1, le=86400)
+    # Days the audit log keeps an entry. None: forever.
+    audit_log_retention_days: int | None = Field(default=90, ge=1)
     # Trust X-Forwarded-For / X-Forwarded-Proto from these proxy addresses.
     trusted_proxies: tuple[str, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -396,6 +414,7 @@ session:
   cookie_name: session
   lifetime: 31449600
   idle_timeout: 2592000
+  max_per_user: 100   # browser sessions and app grants; past it the least recently used ends
 
 # Requests over a limit get HTTP 429 with error "x_rate_limited".
 rate_limits:
@@ -405,6 +424,7 @@ rate_limits:
   password_failures_per_ip_per_minute: 30
   authorize_per_ip_per_minute: 600
   signup_per_ip_per_hour: 60
+  login_flows_per_ip: 300   # unfinished sign-ins (kept an hour) per IPv4 address or IPv6 /64
 
 # Too many wrong passwords for one account lock it for a while (doubling up to maximum_duration).
 lockout:
@@ -413,6 +433,18 @@ lockout:
   history_duration: 300
   minimum_duration: 60
   maximum_duration: 3600
+
+# Argon2 password checks at once per server process (null: twice the cores); a check that
+# finds no free slot within queue_timeout seconds is answered 503 with Retry-After.
+password_hashing:
+  max_concurrent: null
+  queue_timeout: 5
+
+# Seconds between purges of expired sessions, tokens, codes, sign-in flows and lockouts.
+purge_interval: 600
+
+# Days the audit log keeps an entry (null: forever).
+audit_log_retention_days: 90
 
 log_level: info
 """

@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -50,6 +51,32 @@ LATENCY = Histogram(
 )
 DB_UNAVAILABLE = Counter(
     "authgear_database_unavailable_total", "Requests answered 503 because the database was away"
+)
+
+PURGED_ROWS = Counter(
+    "authgear_purged_rows_total", "Expired rows deleted by the periodic purge", ["table"]
+)
+PURGE_BATCHES = Counter(
+    "authgear_purge_batches_total", "Transactions the purge took (each deletes a small batch)"
+)
+HASHING_LIMIT = Gauge(
+    "authgear_password_hashing_limit",
+    "Password hashes or checks allowed at once per process",
+    multiprocess_mode="max",
+)
+HASHING_IN_PROGRESS = Gauge(
+    "authgear_password_hashing_in_progress",
+    "Password hashes or checks running now",
+    multiprocess_mode="livesum",
+)
+HASHING_PEAK = Gauge(
+    "authgear_password_hashing_peak",
+    "Most password hashes or checks that ran at once in one process since it started",
+    multiprocess_mode="max",
+)
+HASHING_REJECTED = Counter(
+    "authgear_password_hashing_rejected_total",
+    "Password checks refused with 503: no hashing slot freed up in time",
 )
 
 

@@ -6,14 +6,34 @@ shared PostgreSQL), counts must be shared: in Redis when configured, else in the
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import case, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Database
+from authgear.server.storage.models import Purged
+from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches
+
+
+def ip_bucket(ip: str | None) -> str | None:
+    """What a per-IP limit counts: an IPv4 address, or an IPv6 /64. One subscriber gets a whole
+    /64 and can rotate through its addresses at will, so counting addresses would count nothing.
+    """
+    if ip is None:
+        return None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 class RateLimiter(Protocol):
@@ -133,9 +153,9 @@ class SQLRateLimiter:
             count = (await conn.execute(q)).scalar_one_or_none()
         return count is None or int(count) < limit
 
-    async def purge(self, now: int) -> None:
-        async with self.db.begin() as conn:
-            # Windows are at most an hour long.
-            await conn.execute(
-                delete(t.rate_limits).where(t.rate_limits.c.window_start < now - 3600)
-            )
+    async def purge(self, now: int, purged: Purged) -> None:
+        # Windows are at most an hour long.
+        table = t.rate_limits
+        await delete_in_batches(
+            self.db, table.c.key, table.c.window_start < now - 3600, PURGE_BATCH, purged
+        )

@@ -14,6 +14,7 @@ from authgear.server.config import ClientConfig
 from authgear.server.http import client_ip, user_agent
 from authgear.server.state import ServerState
 from authgear.server.storage import AccessTokenRecord, IdpSession, OfflineGrant, User
+from authgear.server.storage.admin import Actor
 from authgear.server.tokens import (
     ID_TOKEN_LIFETIME,
     new_id,
@@ -61,7 +62,35 @@ async def create_idp_session(
         ),
     )
     await state.repo.create_idp_session(session)
+    await end_sessions_over_limit(state, user.id, session.id)
     return session, f"{session.id}.{secret}"
+
+
+SESSION_LIMIT_ACTOR = Actor("system", "session.max_per_user", "Session limit")
+
+
+async def end_sessions_over_limit(state: ServerState, user_id: str, newest: str) -> None:
+    """A user has at most ``session.max_per_user`` live sessions (browser sessions and app
+    grants together): past it, the least recently used end, like a revocation, with an audit
+    entry each. Otherwise whoever knows the password could add rows without bound."""
+    now = now_s()
+    ended = await state.admin.end_least_recent_sessions(
+        user_id, state.config.session.max_per_user, now, newest=newest
+    )
+    for record in ended:
+        await state.admin.audit(
+            SESSION_LIMIT_ACTOR,
+            "session.evict",
+            now,
+            target_type="session",
+            target_id=record.id,
+            details={
+                "user_id": record.user_id,
+                "kind": record.kind,
+                "client_id": record.client_id,
+                "reason": "max_per_user",
+            },
+        )
 
 
 def set_session_cookie(state: ServerState, response: Response, value: str) -> None:

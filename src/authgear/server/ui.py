@@ -69,3 +69,15 @@ def render(
 
 def error_page(state: ServerState, request: Request, message: str, status: int) -> Response:
     return render(state, request, "error.html", {"message": message}, status)
+
+
+def busy_page(state: ServerState, request: Request, retry_after: int) -> Response:
+    """Password checks are all taken (see passwords.HashingGate): 503, and when to retry."""
+    response = error_page(
+        state,
+        request,
+        "Too many sign-ins are being checked right now. Wait a few seconds and try again.",
+        503,
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response

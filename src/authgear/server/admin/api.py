@@ -10,15 +10,17 @@ import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.admin.present import audit_json, session_json, user_json
 from authgear.server.http import NO_STORE, client_ip
+from authgear.server.passwords import HashingBusy
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
 from authgear.server.storage.admin import Actor, BadCursor
@@ -31,6 +33,8 @@ ACTOR_KEY = "authgear.admin_actor"
 PUBLIC_PATHS = frozenset({"/openapi.json"})
 ROLE = r"^[A-Za-z0-9_.:-]{1,64}$"
 ID_PATH = Path(min_length=1, max_length=100)
+# The largest request body: a user with a password and 50 roles is under 5 KiB.
+MAX_BODY_BYTES = 64 * 1024
 
 
 class ApiError(Exception):
@@ -104,6 +108,9 @@ class SessionOut(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionOut]
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null: none"
+    )
 
 
 class RevokeAllOut(BaseModel):
@@ -111,7 +118,9 @@ class RevokeAllOut(BaseModel):
 
 
 class ActorOut(BaseModel):
-    type: Literal["api_key", "portal", "cli", "self"]
+    type: Literal["api_key", "portal", "cli", "self", "system"] = Field(
+        description="system: the server itself (e.g. a session ended by session.max_per_user)"
+    )
     id: str
     label: str | None
 
@@ -207,6 +216,21 @@ def build_api() -> FastAPI:
         error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
         return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
 
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse(validation_error_body(exc), status_code=422, headers=NO_STORE)
+
+    @api.exception_handler(HashingBusy)
+    async def _busy(request: Request, exc: HashingBusy) -> Response:
+        return JSONResponse(
+            {
+                "error": "temporarily_unavailable",
+                "error_description": "password hashing is busy, retry shortly",
+            },
+            status_code=503,
+            headers={**NO_STORE, "Retry-After": str(exc.retry_after)},
+        )
+
     @api.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception) -> Response:
         log.error("internal error in the admin API: %s", type(exc).__name__)
@@ -301,16 +325,31 @@ def build_api() -> FastAPI:
     @api.get(
         "/users/{user_id}/sessions",
         response_model=SessionList,
-        responses=NOT_FOUND,
+        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid cursor"}},
         tags=["sessions"],
     )
-    async def list_sessions(request: Request, actor: ActorDep, user_id: UserId) -> SessionList:
-        """The user's browser sessions and app sessions, most recently used first."""
+    async def list_sessions(
+        request: Request,
+        actor: ActorDep,
+        user_id: UserId,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=600)] = None,
+    ) -> SessionList:
+        """The user's browser sessions and app sessions, most recently used first; page with
+        `next_cursor`."""
         state = _state(request)
         if await state.admin.get_user(user_id) is None:
             raise ApiError(404, "not_found", "no such user")
-        sessions = await state.admin.list_sessions(user_id, now_s())
-        return SessionList(sessions=[SessionOut(**session_json(s, state.config)) for s in sessions])
+        try:
+            sessions, nxt = await state.admin.session_page(
+                user_id, now_s(), limit=limit, after=cursor
+            )
+        except BadCursor:
+            raise ApiError(400, "invalid_request", "invalid cursor") from None
+        return SessionList(
+            sessions=[SessionOut(**session_json(s, state.config)) for s in sessions],
+            next_cursor=nxt,
+        )
 
     @api.delete(
         "/users/{user_id}/sessions",
@@ -367,6 +406,26 @@ def build_api() -> FastAPI:
     return api
 
 
+def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
+    """FastAPI's 422 without the offending input (``input``, ``ctx``, ``url``): it echoed
+    whatever was sent, a password included. Where and what kind of error, nothing more."""
+    detail = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())][:10],
+            "msg": str(error.get("msg", ""))[:200],
+            "type": str(error.get("type", ""))[:64],
+        }
+        for error in exc.errors()[:20]
+    ]
+    first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"][1:] or first["loc"])
+    return {
+        "error": "invalid_request",
+        "error_description": f"{where}: {first['msg']}" if where else str(first["msg"]),
+        "detail": detail,
+    }
+
+
 class WithState:
     """Mounted inside the server's Starlette app: hands the FastAPI app the server's state
     (``request.app`` is the FastAPI app there, not the server) and checks the admin API key
@@ -389,7 +448,58 @@ class WithState:
                 await _unauthorized()(scope, receive, send)
                 return
             scope[ACTOR_KEY] = actor
+        if scope["method"] not in ("GET", "HEAD"):
+            body = await read_capped_body(scope, receive, MAX_BODY_BYTES)
+            if body is None:
+                await _too_large()(scope, receive, send)
+                return
+            receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+
+async def read_capped_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body if it is at most ``limit`` bytes, else None, read no further
+    than the limit: a declared Content-Length over it is refused before reading anything, and
+    a chunked body is refused at the first chunk past it. (FastAPI would read any body whole.)
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+            return None
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # the client left; the app will see the disconnect
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _too_large() -> Response:
+    return JSONResponse(
+        {
+            "error": "invalid_request",
+            "error_description": f"the request body is larger than {MAX_BODY_BYTES} bytes",
+        },
+        status_code=413,
+        headers={**NO_STORE, "Connection": "close"},
+    )
 
 
 async def _authenticate(state: ServerState, scope: Scope) -> Actor | None:

@@ -113,6 +113,23 @@ def _not_found(state: ServerState, request: Request, what: str) -> Response:
     return error_page(state, request, f"There is no such {what}.", 404)
 
 
+async def _session_page(
+    state: ServerState, request: Request, user_id: str
+) -> tuple[list[SessionRecord], str | None, bool]:
+    """A page of the user's sessions (``?cursor=``), the next page's URL, and whether this is
+    a later page. A cursor we did not hand out shows the first page."""
+    cursor = request.query_params.get("cursor") or None
+    try:
+        sessions, nxt = await state.admin.session_page(
+            user_id, now_s(), limit=PAGE_SIZE, after=cursor
+        )
+    except BadCursor:
+        cursor = None
+        sessions, nxt = await state.admin.session_page(user_id, now_s(), limit=PAGE_SIZE)
+    next_url = f"{request.url.path}?{urlencode({'cursor': nxt})}#sessions" if nxt else None
+    return sessions, next_url, cursor is not None
+
+
 def _back(user_id: str, done: str) -> Response:
     return RedirectResponse(f"/portal/users/{user_id}?done={done}", status_code=303)
 
@@ -165,7 +182,7 @@ async def user_page(request: Request) -> Response:
     user = await state.admin.get_user(user_id) if user_id else None
     if user is None:
         return _not_found(state, request, "user")
-    sessions = await state.admin.list_sessions(user.id, now_s())
+    sessions, next_url, paged = await _session_page(state, request, user.id)
     entries, _ = await state.admin.list_audit(limit=10, target_id=user.id)
     return _page(
         state,
@@ -176,6 +193,8 @@ async def user_page(request: Request) -> Response:
             "section": "users",
             "user": user,
             "sessions": sessions,
+            "sessions_next": next_url,
+            "sessions_paged": paged,
             "entries": entries,
             "done": DONE_MESSAGES.get(request.query_params.get("done", "")),
         },
@@ -319,7 +338,7 @@ async def my_sessions_page(request: Request) -> Response:
     if found is None:
         return _login_redirect(request)
     current, me = found
-    sessions = await state.admin.list_sessions(me.id, now_s())
+    sessions, next_url, paged = await _session_page(state, request, me.id)
     return _page(
         state,
         request,
@@ -327,6 +346,8 @@ async def my_sessions_page(request: Request) -> Response:
         {
             "me": me,
             "sessions": sessions,
+            "sessions_next": next_url,
+            "sessions_paged": paged,
             "current_id": current.id,
             "done": DONE_MESSAGES.get(request.query_params.get("done", "")),
         },

@@ -180,6 +180,7 @@ ACTION_LABELS = {
     "user.set_roles": "Set roles",
     "session.revoke": "Revoked session",
     "session.revoke_all": "Revoked all sessions",
+    "session.evict": "Ended session (over the per-user limit)",
     "key.create": "Created API key",
     "key.revoke": "Revoked API key",
 }
@@ -190,8 +191,12 @@ def action_label(action: str) -> str:
 
 
 def actor_text(e: AuditEntry) -> str:
-    kind = {"api_key": "API key", "portal": "Portal", "cli": "CLI", "self": "User"}.get(
-        e.actor_type, e.actor_type
-    )
+    kind = {
+        "api_key": "API key",
+        "portal": "Portal",
+        "cli": "CLI",
+        "self": "User",
+        "system": "Server",
+    }.get(e.actor_type, e.actor_type)
     label = e.actor_label or e.actor_id
     return f"{kind}: {label}"

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
+from authgear.server.ratelimit import ip_bucket
 from authgear.server.sessions import now_s, session_from_cookie
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import AuthCode, IdpSession, User
@@ -36,6 +37,13 @@ SUPPORTED_SCOPES = frozenset(
 CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 FLOW_LIFETIME = 3600
+# What a login flow may store of a request, per value (characters). An anonymous visitor makes
+# the server keep these for an hour, so each is capped at what the protocol needs; a longer
+# value is refused (an error redirect), never cut short (a cut state would not match).
+MAX_STATE = 1024
+MAX_NONCE = 512
+MAX_LOGIN_HINT = 320  # an email address
+MAX_UI_LOCALES = 64  # a few BCP 47 tags
 
 
 def redirect_uri_allowed(client: ClientConfig, uri: str) -> bool:
@@ -120,7 +128,8 @@ def validate(
     response_type = params.get("response_type", "")
     if response_type not in ("code", "none"):
         raise RedirectError("unsupported_response_type", "only response_type=code is supported")
-    scopes = params.get("scope", "").split()
+    # Repeats are dropped (order kept): a repeated scope means nothing and would be stored.
+    scopes = list(dict.fromkeys(params.get("scope", "").split()))
     if "openid" not in scopes:
         raise RedirectError("invalid_scope", "scope must contain openid")
     unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
@@ -138,7 +147,7 @@ def validate(
             raise RedirectError("invalid_request", "only code_challenge_method=S256 is supported")
         if not CHALLENGE_RE.match(challenge):
             raise RedirectError("invalid_request", "malformed code_challenge")
-    prompt = params.get("prompt", "").split()
+    prompt = list(dict.fromkeys(params.get("prompt", "").split()))
     if any(p not in ("none", "login", "consent", "select_account") for p in prompt):
         raise RedirectError("invalid_request", "unsupported prompt value")
     if "none" in prompt and len(prompt) > 1:
@@ -149,6 +158,7 @@ def validate(
         if not raw.isdigit() or len(raw) > 10:
             raise RedirectError("invalid_request", "max_age must be a non-negative integer")
         max_age = int(raw)
+    _check_lengths(params)
     page = params.get("x_page") or "login"
     if page not in ("login", "signup"):
         page = "login"
@@ -167,6 +177,17 @@ def validate(
         ui_locales=params.get("ui_locales") or None,
         page=page,
     )
+
+
+def _check_lengths(params: dict[str, str]) -> None:
+    for name, limit in (
+        ("state", MAX_STATE),
+        ("nonce", MAX_NONCE),
+        ("login_hint", MAX_LOGIN_HINT),
+        ("ui_locales", MAX_UI_LOCALES),
+    ):
+        if len(params.get(name, "")) > limit:
+            raise RedirectError("invalid_request", f"{name} is longer than {limit} characters")
 
 
 def redirect_back(
@@ -241,9 +262,9 @@ async def complete(
 
 async def authorize_endpoint(request: Request) -> Response:
     state = get_state(request)
-    ip = client_ip(request, state.config.trusted_proxies)
+    visitor = ip_bucket(client_ip(request, state.config.trusted_proxies))
     if not await state.limiter.hit(
-        "authorize", ip, state.config.rate_limits.authorize_per_ip_per_minute, 60
+        "authorize", visitor, state.config.rate_limits.authorize_per_ip_per_minute, 60
     ):
         return error_page(state, request, "Too many requests. Wait a minute and try again.", 429)
     try:
@@ -285,7 +306,26 @@ async def authorize_endpoint(request: Request) -> Response:
         )
     flow_id = new_secret()
     now = now_s()
-    await state.repo.add_flow(flow_id, req.to_json(), now, now + FLOW_LIFETIME)
+    limits = state.config.rate_limits
+    if not await state.repo.add_flow(
+        flow_id,
+        req.to_json(),
+        now,
+        now + FLOW_LIFETIME,
+        ip_key=visitor,
+        max_live=limits.login_flows_per_ip if limits.enabled else None,
+    ):
+        # RFC 6749 §4.1.2.1: the app learns it, the server stores nothing more.
+        return redirect_back(
+            state,
+            req.redirect_uri,
+            req.response_mode,
+            {
+                "error": "temporarily_unavailable",
+                "error_description": "too many sign-ins in progress from this network",
+                "state": req.state,
+            },
+        )
     path = "/signup" if req.page == "signup" else "/login"
     return RedirectResponse(
         f"{path}?{urlencode({'flow': flow_id})}",

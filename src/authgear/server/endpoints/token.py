@@ -23,7 +23,14 @@ from authgear.server.http import (
     read_form,
     user_agent,
 )
-from authgear.server.sessions import Issued, expiry, issue_tokens, new_grant, now_s
+from authgear.server.sessions import (
+    Issued,
+    end_sessions_over_limit,
+    expiry,
+    issue_tokens,
+    new_grant,
+    now_s,
+)
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import OfflineGrant, PreviousHash
 from authgear.server.tokens import new_secret, sha256_hex, split_compound
@@ -175,6 +182,8 @@ async def _authorization_code(
         # The browser session ended between authorize and exchange.
         raise OAuthError("invalid_grant", "invalid authorization code")
     await state.repo.exchange_code(code_hash, grant=grant, token=issued.record)
+    if grant is not None:
+        await end_sessions_over_limit(state, user.id, grant.id)
     return _token_response(issued, client, refresh_token)
 
 

@@ -12,6 +12,7 @@ from authgear.server.storage.models import (
     LoginFailure,
     OfflineGrant,
     PreviousHash,
+    Purged,
     SigningKey,
     User,
 )
@@ -87,8 +88,15 @@ class Repository(Protocol):
     async def revoke_code_issue(self, code: AuthCode) -> None: ...
 
     async def add_flow(
-        self, flow_id: str, data: dict[str, Any], now: int, expires_at: int
-    ) -> None: ...
+        self,
+        flow_id: str,
+        data: dict[str, Any],
+        now: int,
+        expires_at: int,
+        *,
+        ip_key: str | None = None,
+        max_live: int | None = None,
+    ) -> bool: ...
     async def get_flow(self, flow_id: str, now: int) -> dict[str, Any] | None: ...
     async def delete_flow(self, flow_id: str) -> None: ...
 
@@ -103,7 +111,9 @@ class Repository(Protocol):
         self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
     ) -> bool: ...
 
-    async def purge_expired(self, now: int) -> None: ...
+    async def purge_expired(
+        self, now: int, *, failures_before: int, batch_size: int = ...
+    ) -> Purged: ...
 
 
 __all__ = [
@@ -113,6 +123,7 @@ __all__ = [
     "LoginFailure",
     "OfflineGrant",
     "PreviousHash",
+    "Purged",
     "Repository",
     "SigningKey",
     "User",

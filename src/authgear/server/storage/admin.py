@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
-from authgear.server.storage.models import User
-from authgear.server.storage.sql import _grant, _idp, _user
+from authgear.server.storage.models import Purged, User
+from authgear.server.storage.sql import PURGE_BATCH, _grant, _idp, _user, delete_in_batches
 from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
@@ -190,6 +190,44 @@ async def _revoke_all(conn: Conn, user_id: str) -> int:
     return int(grants.rowcount or 0) + int(idps.rowcount or 0)
 
 
+async def _end_session(conn: Conn, session: SessionRecord) -> None:
+    """Delete one session and everything issued under it: its access-token records and, for
+    an IdP session, its not yet exchanged authorization codes."""
+    await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.session_id == session.id))
+    if session.kind == IDP_SESSION:
+        await conn.execute(delete(t.auth_codes).where(t.auth_codes.c.idp_session_id == session.id))
+        await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session.id))
+    else:
+        await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.id == session.id))
+
+
+def _recency(s: SessionRecord) -> tuple[int, int, str]:
+    return (-s.last_access_at, -s.created_at, s.id)
+
+
+def _session_position(cursor: str) -> tuple[int, int, str]:
+    last, _, rest = decode_cursor(cursor).partition(":")
+    created, _, session_id = rest.partition(":")
+    if not (last.isdigit() and created.isdigit() and 0 < len(session_id) <= 100):
+        raise BadCursor(cursor[:20])
+    return int(last), int(created), session_id
+
+
+def _after_position(table: Any, position: tuple[int, int, str]) -> Any:
+    """Rows that come after ``position`` in (last access desc, creation desc, id) order."""
+    last, created, session_id = position
+    return or_(
+        table.c.last_access_at < last,
+        and_(
+            table.c.last_access_at == last,
+            or_(
+                table.c.created_at < created,
+                and_(table.c.created_at == created, table.c.id > session_id),
+            ),
+        ),
+    )
+
+
 class AdminRepository:
     """Every method is one short transaction."""
 
@@ -253,34 +291,71 @@ class AdminRepository:
 
     # -- sessions -----------------------------------------------------------------------------
     async def list_sessions(self, user_id: str, now: int) -> list[SessionRecord]:
-        """A user's live IdP sessions and offline grants, most recently used first."""
-        async with self.db.connect() as conn:
-            idps = (
-                (
-                    await conn.execute(
-                        select(t.idp_sessions).where(
-                            t.idp_sessions.c.user_id == user_id, t.idp_sessions.c.expires_at > now
-                        )
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            grants = (
-                (
-                    await conn.execute(
-                        select(t.offline_grants).where(
-                            t.offline_grants.c.user_id == user_id,
-                            t.offline_grants.c.expires_at > now,
-                        )
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        records = [_idp_record(r) for r in idps] + [_grant_record(r) for r in grants]
-        records.sort(key=lambda s: (-s.last_access_at, -s.created_at, s.id))
+        """All of a user's live IdP sessions and offline grants, most recently used first
+        (at most ``session.max_per_user`` of them)."""
+        records, _ = await self.session_page(user_id, now, limit=None)
         return records
+
+    async def session_page(
+        self, user_id: str, now: int, *, limit: int | None, after: str | None = None
+    ) -> tuple[list[SessionRecord], str | None]:
+        """A page of a user's live sessions, most recently used first, and the cursor of the
+        next page. Ordered by (last access desc, creation desc, id): each of the two tables
+        gives its first ``limit + 1`` rows past the cursor, and the page is the merge's first
+        ``limit``. Raises BadCursor."""
+        position = _session_position(after) if after is not None else None
+        records: list[SessionRecord] = []
+        async with self.db.connect() as conn:
+            for table, make in ((t.idp_sessions, _idp_record), (t.offline_grants, _grant_record)):
+                q = select(table).where(table.c.user_id == user_id, table.c.expires_at > now)
+                if position is not None:
+                    q = q.where(_after_position(table, position))
+                q = q.order_by(table.c.last_access_at.desc(), table.c.created_at.desc(), table.c.id)
+                if limit is not None:
+                    q = q.limit(limit + 1)
+                records += [make(r) for r in (await conn.execute(q)).mappings().all()]
+        records.sort(key=_recency)
+        if limit is None or len(records) <= limit:
+            return records, None
+        page = records[:limit]
+        last = page[-1]
+        return page, encode_cursor(f"{last.last_access_at}:{last.created_at}:{last.id}")
+
+    async def end_least_recent_sessions(
+        self, user_id: str, keep: int, now: int, *, newest: str
+    ) -> list[SessionRecord]:
+        """End the user's live sessions past the ``keep`` most recently used, each through
+        the same path as a revocation; ``newest`` (the session just created) always stays.
+        Returns what ended.
+
+        Two sign-ins of one user at once must not both keep one too many: the transaction
+        first writes the user's row, which orders the two (a row lock on PostgreSQL, the
+        database's write lock on SQLite); each runs after its own session was committed."""
+        counts = [
+            select(func.count())
+            .select_from(table)
+            .where(table.c.user_id == user_id, table.c.expires_at > now)
+            for table in (t.idp_sessions, t.offline_grants)
+        ]
+        async with self.db.connect() as conn:
+            live = sum([int((await conn.execute(q)).scalar_one()) for q in counts])
+        if live <= keep:
+            return []
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(t.users)
+                .where(t.users.c.id == user_id)
+                .values(updated_at=t.users.c.updated_at)
+            )
+            records: list[SessionRecord] = []
+            for table, make in ((t.idp_sessions, _idp_record), (t.offline_grants, _grant_record)):
+                q = select(table).where(table.c.user_id == user_id, table.c.expires_at > now)
+                records += [make(r) for r in (await conn.execute(q)).mappings().all()]
+            records.sort(key=lambda r: (r.id != newest, *_recency(r)))
+            ended = records[keep:]
+            for record in ended:
+                await _end_session(conn, record)
+        return ended
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         async with self.db.connect() as conn:
@@ -315,18 +390,7 @@ class AdminRepository:
             found = await self._find_session(conn, session_id)
             if found is None or (user_id is not None and found.user_id != user_id):
                 return None
-            await conn.execute(
-                delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id)
-            )
-            if found.kind == IDP_SESSION:
-                await conn.execute(
-                    delete(t.auth_codes).where(t.auth_codes.c.idp_session_id == session_id)
-                )
-                await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id))
-            else:
-                await conn.execute(
-                    delete(t.offline_grants).where(t.offline_grants.c.id == session_id)
-                )
+            await _end_session(conn, found)
         return found
 
     async def revoke_all_sessions(self, user_id: str) -> int:
@@ -419,6 +483,12 @@ class AdminRepository:
                     ip=actor.ip[:64] if actor.ip else None,
                 )
             )
+
+    async def purge_audit(self, before: int, purged: Purged) -> None:
+        """Retention: delete entries older than ``before``, in batches."""
+        await delete_in_batches(
+            self.db, t.audit_log.c.id, t.audit_log.c.at < before, PURGE_BATCH, purged
+        )
 
     async def list_audit(
         self,

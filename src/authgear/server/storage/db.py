@@ -25,6 +25,9 @@ class Conn(Protocol):
 
 
 class Database(Protocol):
+    # "sqlite" or "postgresql", for the few statements that differ.
+    dialect: str
+
     def begin(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     def connect(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     async def run_sync(self, fn: Callable[[Connection], None]) -> None: ...
@@ -42,6 +45,8 @@ class _InlineConn:
 
 
 class InlineDatabase:
+    dialect = "sqlite"
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -74,6 +79,8 @@ class _AsyncConn:
 
 
 class AsyncDatabase:
+    dialect = "postgresql"
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 

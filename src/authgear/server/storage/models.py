@@ -110,3 +110,15 @@ class LoginFailure:
     count: int
     first_at: int
     locked_until: int | None
+
+
+@dataclass(slots=True)
+class Purged:
+    """What a purge deleted: rows per table, and how many batches (transactions) it took."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+    def add(self, table: str, count: int) -> None:
+        self.batches += 1
+        self.rows[table] = self.rows.get(table, 0) + count

@@ -126,6 +126,10 @@ auth_flows = Table(
     Column("data", JSON, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    # Who started it (an IPv4 address or an IPv6 /64): live flows are capped per visitor.
+    Column("ip_key", String(64), nullable=True),
+    Index("ix_auth_flows_ip_key_expires_at", "ip_key", "expires_at"),
+    Index("ix_auth_flows_expires_at", "expires_at"),
 )
 
 signing_keys = Table(
@@ -206,3 +210,10 @@ audit_log = Table(
 # Indexes for "everything of this user" (deleting a user, revoking all of their sessions).
 Index("ix_access_tokens_user_id", access_tokens.c.user_id)
 Index("ix_auth_codes_idp_session_id", auth_codes.c.idp_session_id)
+
+# Indexes for the purge, which deletes in small batches: each batch finds its rows by index.
+Index("ix_auth_codes_expires_at", auth_codes.c.expires_at)
+Index("ix_offline_grants_expires_at", offline_grants.c.expires_at)
+Index("ix_idp_sessions_expires_at", idp_sessions.c.expires_at)
+Index("ix_login_failures_first_at", login_failures.c.first_at)
+Index("ix_audit_log_at", audit_log.c.at)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, case, delete, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from authgear.server.storage import schema as t
@@ -18,6 +19,7 @@ from authgear.server.storage.models import (
     LoginFailure,
     OfflineGrant,
     PreviousHash,
+    Purged,
     SigningKey,
     User,
 )
@@ -28,6 +30,9 @@ class EmailTaken(Exception):
 
 
 T = TypeVar("T")
+
+# Rows per purge transaction: small enough that each batch is a blip for other requests.
+PURGE_BATCH = 500
 
 
 def _fields(cls: type[Any]) -> tuple[str, ...]:
@@ -407,13 +412,47 @@ class SQLRepository:
                 )
 
     # -- login flows --------------------------------------------------------------------------
-    async def add_flow(self, flow_id: str, data: dict[str, Any], now: int, expires_at: int) -> None:
+    async def add_flow(
+        self,
+        flow_id: str,
+        data: dict[str, Any],
+        now: int,
+        expires_at: int,
+        *,
+        ip_key: str | None = None,
+        max_live: int | None = None,
+    ) -> bool:
+        """Store a login flow; with ``max_live``, only while ``ip_key`` has fewer live flows.
+        False: over that cap. Count and insert are one step for every process: the transaction
+        first takes a lock on ``ip_key`` (PostgreSQL: an advisory lock; SQLite: its first
+        statement writes, which takes the database's write lock)."""
+        flows = t.auth_flows
+        values = {
+            "id": flow_id,
+            "data": data,
+            "created_at": now,
+            "expires_at": expires_at,
+            "ip_key": ip_key,
+        }
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(t.auth_flows).values(
-                    id=flow_id, data=data, created_at=now, expires_at=expires_at
+            if ip_key is not None and max_live is not None:
+                if self.engine.dialect == "postgresql":
+                    lock_id = func.hashtextextended(f"auth_flows:{ip_key}", 0)
+                    await conn.execute(select(func.pg_advisory_xact_lock(lock_id)))
+                await conn.execute(
+                    delete(flows).where(flows.c.ip_key == ip_key, flows.c.expires_at <= now)
                 )
-            )
+                live = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(flows)
+                        .where(flows.c.ip_key == ip_key, flows.c.expires_at > now)
+                    )
+                ).scalar_one()
+                if live >= max_live:
+                    return False
+            await conn.execute(insert(flows).values(**values))
+        return True
 
     async def get_flow(self, flow_id: str, now: int) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -512,20 +551,76 @@ class SQLRepository:
         return True
 
     # -- housekeeping -------------------------------------------------------------------------
-    async def purge_expired(self, now: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.expires_at < now))
-            await conn.execute(delete(t.auth_flows).where(t.auth_flows.c.expires_at < now))
-            # Keep used codes a while after expiry? No: replay after expiry is just "invalid".
-            await conn.execute(delete(t.auth_codes).where(t.auth_codes.c.expires_at < now))
-            expired_grants = select(t.offline_grants.c.id).where(
-                t.offline_grants.c.expires_at < now
+    async def purge_expired(
+        self, now: int, *, failures_before: int, batch_size: int = PURGE_BATCH
+    ) -> Purged:
+        """Delete what has expired, in batches of ``batch_size`` rows, each its own short
+        transaction, yielding to the event loop in between: deleting thousands of rows in one
+        statement stalled every request for most of a second.
+
+        Login failures go once they no longer count: first failure before ``failures_before``
+        (the lockout history window) and no lock in force. Without that, every random email an
+        attacker tries would stay a row forever."""
+        purged = Purged()
+        failures = t.login_failures
+        steps: list[tuple[Any, Any, Any]] = [
+            (t.access_tokens.c.token_hash, t.access_tokens.c.expires_at < now, None),
+            (t.auth_flows.c.id, t.auth_flows.c.expires_at < now, None),
+            # A used code past its expiry is only "invalid" on replay: nothing left to revoke.
+            (t.auth_codes.c.code_hash, t.auth_codes.c.expires_at < now, None),
+            (
+                t.offline_grants.c.id,
+                t.offline_grants.c.expires_at < now,
+                t.access_tokens.c.session_id,
+            ),
+            (t.idp_sessions.c.id, t.idp_sessions.c.expires_at < now, None),
+            (
+                failures.c.key,
+                and_(
+                    failures.c.first_at < failures_before,
+                    or_(failures.c.locked_until.is_(None), failures.c.locked_until <= now),
+                ),
+                None,
+            ),
+        ]
+        for key, condition, dependent in steps:
+            await delete_in_batches(
+                self.engine, key, condition, batch_size, purged, dependent=dependent
             )
-            await conn.execute(
-                delete(t.access_tokens).where(t.access_tokens.c.session_id.in_(expired_grants))
-            )
-            await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.expires_at < now))
-            await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.expires_at < now))
+        return purged
+
+
+async def delete_in_batches(
+    db: Database,
+    key: Any,
+    condition: Any,
+    batch_size: int,
+    purged: Purged,
+    *,
+    dependent: Any = None,
+) -> None:
+    """Delete the rows of ``key``'s table matching ``condition``, ``batch_size`` at a time, each
+    batch its own transaction, yielding to the event loop between batches. ``dependent``: a
+    column of another table whose rows referring to a deleted key go in the same transaction
+    (a grant's access tokens)."""
+    table = key.table
+    while True:
+        async with db.begin() as conn:
+            picked = select(key).where(condition).limit(batch_size)
+            if dependent is None:
+                res = await conn.execute(delete(table).where(key.in_(picked)))
+                count = int(res.rowcount or 0)
+            else:
+                ids = [r[0] for r in (await conn.execute(picked)).all()]
+                if ids:
+                    await conn.execute(delete(dependent.table).where(dependent.in_(ids)))
+                    await conn.execute(delete(table).where(key.in_(ids)))
+                count = len(ids)
+        purged.add(table.name, count)
+        if count < batch_size:
+            return
+        # Let waiting requests run before the next batch.
+        await asyncio.sleep(0)
 
 
 async def _delete_tokens_of(conn: Conn, session_id: str) -> None:
