@@ -102,7 +102,7 @@ async def _checked_form(request: Request) -> bool:
         form = await read_form(request)
     except OAuthError:
         return False
-    return csrf_ok(request, form.get("csrf_token"))
+    return csrf_ok(get_state(request), request, form.get("csrf_token"))
 
 
 def _expired(state: ServerState, request: Request) -> Response:

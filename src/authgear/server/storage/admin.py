@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
 from authgear.server.storage.models import User
-from authgear.server.storage.sql import _grant, _idp, _user
+from authgear.server.storage.sql import _grant, _idp, _user, end_session
 from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
@@ -308,26 +308,14 @@ class AdminRepository:
     async def revoke_session(
         self, session_id: str, *, user_id: str | None = None
     ) -> SessionRecord | None:
-        """Delete one session and everything issued under it (its access-token records and,
-        for an IdP session, its not yet exchanged authorization codes). With ``user_id``, only
-        a session of that user. Returns what was revoked, or None."""
+        """End one session through the one storage operation every way of ending a session
+        uses (:func:`authgear.server.storage.sql.end_session`). With ``user_id``, only a
+        session of that user. Returns what was revoked, or None."""
         async with self.db.begin() as conn:
-            found = await self._find_session(conn, session_id)
-            if found is None or (user_id is not None and found.user_id != user_id):
-                return None
-            await conn.execute(
-                delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id)
-            )
-            if found.kind == IDP_SESSION:
-                await conn.execute(
-                    delete(t.auth_codes).where(t.auth_codes.c.idp_session_id == session_id)
-                )
-                await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session_id))
-            else:
-                await conn.execute(
-                    delete(t.offline_grants).where(t.offline_grants.c.id == session_id)
-                )
-        return found
+            ended = await end_session(conn, session_id, user_id=user_id)
+        if ended is None:
+            return None
+        return _idp_record(ended.row) if ended.kind == "idp" else _grant_record(ended.row)
 
     async def revoke_all_sessions(self, user_id: str) -> int:
         async with self.db.begin() as conn:

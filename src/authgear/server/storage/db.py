@@ -25,6 +25,11 @@ class Conn(Protocol):
 
 
 class Database(Protocol):
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``: which INSERT ... ON CONFLICT to build."""
+        ...
+
     def begin(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     def connect(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     async def run_sync(self, fn: Callable[[Connection], None]) -> None: ...
@@ -44,6 +49,10 @@ class _InlineConn:
 class InlineDatabase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:
@@ -76,6 +85,10 @@ class _AsyncConn:
 class AsyncDatabase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:

@@ -110,3 +110,12 @@ class LoginFailure:
     count: int
     first_at: int
     locked_until: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """What ending a session deleted: ``kind`` "idp" (browser) or "offline" (app), and the
+    session's row as it was (column name to value)."""
+
+    kind: str
+    row: dict[str, Any] = field(repr=False)
