@@ -267,6 +267,18 @@ def test_post_from_a_foreign_origin_is_refused_even_with_a_valid_token(
     assert not victim.signed_in()
 
 
+@pytest.mark.parametrize("path", ["/login", "/signup", "/", "/oauth2/end_session"])
+def test_pages_cannot_be_framed_and_leak_no_referrer_to_other_origins(
+    authgear_server: ServerProcess, path: str
+) -> None:
+    """Clickjacking (RFC 9700 §4.16) and Referer leaks (§4.2)."""
+    r = httpx2.get(authgear_server.url + path)
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    # same-origin, not no-referrer: a browser then sends our Origin on our own form posts.
+    assert r.headers["referrer-policy"] == "same-origin"
+
+
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Behind a (pretend) TLS proxy: the public origin is https."""

@@ -237,7 +237,9 @@ def test_form_post_page_limits_form_action_to_the_redirect_origin(
     assert r.status_code == 200
     csp = r.headers["content-security-policy"]
     assert form_action in csp + ";"
-    assert "default-src 'none'" in csp
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    # The code must not leak to the target through a Referer header (RFC 9700 §4.2).
+    assert r.headers["referrer-policy"] == "no-referrer"
     http.close()
 
 
@@ -558,3 +560,22 @@ def test_hostile_redirect_uris_over_http_are_refused_or_read_the_same_by_a_brows
             assert any_port or browser["port"] == theirs["port"], (uri, reg)
             return
     raise AssertionError(f"accepted {uri!r}, which a browser reads as none of {registered}")
+
+
+def test_generated_config_keeps_the_sdk_and_the_example_app_working(tmp_path: Path) -> None:
+    """The first-run config: the native client takes the SDK's http://127.0.0.1:<any port>/
+    oauth-redirect (and `authgear login`'s), the example web app exactly its port 8000."""
+    from authgear.server.config import default_config_text
+    from authgear.server.endpoints.authorize import redirect_uri_allowed
+
+    text, ids = default_config_text("127.0.0.1", 3000)
+    (tmp_path / "authgear.yaml").write_text(text)
+    config = load_settings(tmp_path, environ={}).config
+    native, web = config.client(ids["native"]), config.client(ids["web"])
+    assert native is not None and web is not None
+    assert native.refresh_token_rotation and native.pkce_required
+    assert redirect_uri_allowed(native, "http://127.0.0.1:51234/oauth-redirect")
+    assert not redirect_uri_allowed(native, "http://localhost:51234/oauth-redirect")
+    assert not redirect_uri_allowed(native, "http://evil.example\\@127.0.0.1:1/oauth-redirect")
+    assert redirect_uri_allowed(web, "http://127.0.0.1:8000/auth/callback")
+    assert not redirect_uri_allowed(web, "http://127.0.0.1:8001/auth/callback")

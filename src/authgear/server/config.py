@@ -400,24 +400,31 @@ app_name: Authgear
 # Proxy addresses whose X-Forwarded-For / X-Forwarded-Proto headers are trusted.
 trusted_proxies: []
 
+# Redirect URIs match as exact strings (OAuth 2.1, RFC 9700 section 2.1). One exception
+# (RFC 8252 section 7.3): for a public client, a loopback IP literal written without a port
+# (http://127.0.0.1/... or http://[::1]/...) matches that URI on any port. A URI with a port
+# matches only that port, and http://localhost/... gets no exception (RFC 8252 section 8.3
+# prefers the IP literal). URIs with userinfo, a fragment, a backslash, spaces, percent-encoding
+# in the host or . / .. path segments are refused, here and in requests.
 clients:
   # A public client for native and command-line apps (the Python SDK's `authenticate()`).
-  # A loopback redirect URI (http://127.0.0.1/... or http://localhost/...) matches any port
-  # (RFC 8252).
   - id: {native_id}
     name: Native app
     type: public
     redirect_uris:
       - http://127.0.0.1/oauth-redirect   # the Python SDK's authenticate() and `authgear login`
       - http://127.0.0.1/callback
-      - http://localhost/callback
     post_logout_redirect_uris: []
     allowed_origins: []
     access_token_lifetime: 1800        # seconds, at least 300
     refresh_token_lifetime: 31449600   # 52 weeks
     refresh_token_idle_timeout: 2592000  # 30 days
-    refresh_token_rotation: false      # true: each refresh returns a new refresh token
+    # Each refresh returns a new refresh token (RFC 9700 section 4.14.2); a reused old one ends
+    # the session. Default: true for public clients, false for confidential ones.
+    refresh_token_rotation: true
     access_token_format: jwt           # or: opaque
+    # PKCE (S256) is required on every code flow; grants this client may use.
+    grant_types: [authorization_code, refresh_token]
 
   # A public client for the example web app in examples/ (a browser app on port 8000).
   - id: {web_id}
@@ -439,6 +446,12 @@ clients:
   #   type: confidential
   #   client_secret_hash: sha256:...
   #   redirect_uris: [https://app.example.com/callback]
+  #   # Legacy apps that cannot send PKCE (confidential clients only):
+  #   # pkce_required: false
+  #   # Machine-to-machine tokens (confidential clients only) and the scopes they may carry
+  #   # (never openid, offline_access or https://authgear.com/scopes/...):
+  #   # grant_types: [authorization_code, refresh_token, client_credentials]
+  #   # allowed_scopes: [https://api.example.com/read]
 
 # The browser (IdP) session behind the login page's cookie.
 session:
