@@ -579,3 +579,26 @@ def test_generated_config_keeps_the_sdk_and_the_example_app_working(tmp_path: Pa
     assert not redirect_uri_allowed(native, "http://evil.example\\@127.0.0.1:1/oauth-redirect")
     assert redirect_uri_allowed(web, "http://127.0.0.1:8000/auth/callback")
     assert not redirect_uri_allowed(web, "http://127.0.0.1:8001/auth/callback")
+
+
+def test_a_login_flow_whose_redirect_uri_was_unregistered_meanwhile_issues_no_code(
+    fresh_server: ServerProcess,
+) -> None:
+    from agtest.server import NATIVE as TEST_NATIVE
+    from agtest.server import Browser
+
+    server = fresh_server
+    server.start()
+    browser = Browser(server.url)
+    try:
+        r = browser.authorize(**Flow.new(TEST_NATIVE).params(x_page="signup"))
+        page = r.headers["location"]
+        assert browser.http.get(page).status_code == 200
+        server.stop()
+        native = next(c for c in server.config["clients"] if c["id"] == TEST_NATIVE)
+        native["redirect_uris"] = ["http://127.0.0.1/elsewhere"]
+        server.start()
+        r = browser.http.get(page)
+        assert r.status_code == 400 and "expired" in r.text and "location" not in r.headers
+    finally:
+        browser.close()

@@ -9,7 +9,11 @@ from urllib.parse import urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authgear.server.endpoints.authorize import AuthorizationRequest, complete
+from authgear.server.endpoints.authorize import (
+    AuthorizationRequest,
+    complete,
+    redirect_uri_allowed,
+)
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.passwords import hash_password, password_problem, verify_password
 from authgear.server.security.lockout import LockoutPolicy
@@ -65,9 +69,15 @@ async def _flow(
     if data is None:
         return flow_id, None
     try:
-        return flow_id, AuthorizationRequest.from_json(data)
+        flow = AuthorizationRequest.from_json(data)
     except TypeError:
         return flow_id, None
+    # The client's registration may have changed since the flow began: the code goes only to
+    # a redirect URI that is still registered (and passes today's rules).
+    client = state.config.client(flow.client_id)
+    if client is None or not redirect_uri_allowed(client, flow.redirect_uri):
+        return flow_id, None
+    return flow_id, flow
 
 
 @dataclass(frozen=True, slots=True)
