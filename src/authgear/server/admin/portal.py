@@ -2,8 +2,8 @@
 list (/settings/sessions).
 
 Signed in with the login page's IdP session cookie; the portal needs the ``admin`` role. Every
-change is a POST with the double-submit CSRF token, behind a confirmation page that works
-without JavaScript.
+change is a POST with a session-bound CSRF token (security/csrf.py), behind a confirmation
+page that works without JavaScript.
 """
 
 from __future__ import annotations
