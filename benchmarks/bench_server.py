@@ -396,6 +396,20 @@ class Load:
 # --- the two servers -------------------------------------------------------------------------
 
 
+def _write_config_without_rotation(data_dir: Path, port: int) -> None:
+    """The generated config, but the native client does not rotate refresh tokens (public
+    clients rotate by default): the load refreshes one token for minutes, as oidc-provider does
+    with rotation off, and a rotated token reused after the grace period would end the grant."""
+    from authgear.server.config import default_config_text
+
+    text, _ = default_config_text("127.0.0.1", port)
+    text = text.replace("refresh_token_rotation: true", "refresh_token_rotation: false", 1)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / "authgear.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 def bench_authgear(
     args: argparse.Namespace, load: Load, workdir: Path
 ) -> tuple[list[Result], dict[str, Any]]:
@@ -405,6 +419,7 @@ def bench_authgear(
         )
     data_dir = workdir / "authgear-data"
     port = free_port()
+    _write_config_without_rotation(data_dir, port)
     env = {
         **os.environ,
         "AUTHGEAR_RATE_LIMITS__ENABLED": "false",

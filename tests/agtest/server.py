@@ -28,6 +28,9 @@ CONFIDENTIAL_SECRET = "s3cr3t-for-tests-only-0123456789"
 NATIVE_REDIRECT = "http://127.0.0.1/callback"
 WEB_REDIRECT = "https://app.example.com/callback"
 WEB_ORIGIN = "https://app.example.com"
+# Scopes the confidential client may ask for in a client_credentials token.
+API_READ_SCOPE = "https://api.example.com/read"
+API_WRITE_SCOPE = "https://api.example.com/write"
 AUTHGEAR = str(Path(sys.executable).with_name("authgear"))
 
 
@@ -66,6 +69,8 @@ def server_config(port: int, **overrides: Any) -> dict[str, Any]:
                 "type": "confidential",
                 "client_secret_hash": secret_hash,
                 "redirect_uris": [WEB_REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+                "allowed_scopes": [API_READ_SCOPE, API_WRITE_SCOPE],
             },
             {
                 "id": OPAQUE,

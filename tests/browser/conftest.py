@@ -60,7 +60,11 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def browser(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Browser]:
+    """A test module may add Chromium flags in ``CHROMIUM_EXTRA_ARGS`` (e.g. host resolver
+    rules that send an attacker's host name to a local listener)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (scripts/test does)")
     home = tmp_path_factory.mktemp("chromium-home")
@@ -74,7 +78,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *getattr(request.module, "CHROMIUM_EXTRA_ARGS", ())],
             env=env,
         )
         try:

@@ -103,6 +103,8 @@ async def test_openid_client_code_flow_refresh_userinfo_revoke(authgear_server: 
     assert result["id_token_aud"] in (client_id, [client_id])
     assert result["id_token_has_sid"] is True
     assert result["userinfo_email"] == email
-    assert result["refresh_rotated"] is False  # rotation is off by default (Authgear parity)
+    # Public clients rotate refresh tokens by default (RFC 9700 §4.14.2); the script goes on
+    # with the new one, and revoking it ends the grant.
+    assert result["refresh_rotated"] is True
     assert result["refresh_after_revocation_error"] == "invalid_grant"
     assert result["userinfo_after_revocation_status"] == 401

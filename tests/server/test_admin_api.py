@@ -92,6 +92,8 @@ class Person:
             assert r.json()["error"] == "invalid_grant"
             return False
         assert r.status_code == 200, r.text
+        # Public clients rotate refresh tokens: keep the new one, as an app would.
+        self.tokens["refresh_token"] = r.json().get("refresh_token", self.tokens["refresh_token"])
         return True
 
     def userinfo_ok(self, token: str | None = None) -> bool:

@@ -253,7 +253,7 @@ def test_scope_without_offline_access_gets_no_refresh_token(authgear_server: Ser
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert httpx2.get(server.url + "/oauth2/userinfo", headers=auth).status_code == 200
     # The token belongs to the browser session: signing out there ends it.
-    browser.http.get("/oauth2/end_session")
+    browser.http.get("/oauth2/end_session", params={"id_token_hint": tokens["id_token"]})
     assert httpx2.get(server.url + "/oauth2/userinfo", headers=auth).status_code == 401
     browser.close()
 

@@ -87,11 +87,11 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     assert body["custom_attributes"] == {}
     assert body["https://authgear.com/claims/user/can_reauthenticate"] is True
 
-    # Refresh without rotation: a new access token, no new refresh token (parity).
+    # Refresh: a public client's refresh token rotates by default (RFC 9700 §4.14.2).
     r2 = refresh(server, tokens["refresh_token"])
     assert r2.status_code == 200, r2.text
     refreshed = r2.json()
-    assert "refresh_token" not in refreshed
+    assert refreshed["refresh_token"] != tokens["refresh_token"]
     assert refreshed["access_token"] != tokens["access_token"]
     assert "id_token" in refreshed
 
@@ -115,7 +115,7 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     )
     assert head.headers["x-authgear-session-valid"] == "true"
 
-    # Revoke the refresh token: every access token of the grant dies with it.
+    # Revoke the (superseded) refresh token: the grant and all its access tokens die with it.
     rv = httpx2.post(server.url + "/oauth2/revoke", data={"token": tokens["refresh_token"]})
     assert rv.status_code == 200 and rv.content == b""
     assert refresh(server, tokens["refresh_token"]).json()["error"] == "invalid_grant"

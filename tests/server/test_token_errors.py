@@ -93,7 +93,8 @@ def test_expired_code(fresh_server: ServerProcess) -> None:
 def test_wrong_redirect_uri_at_exchange(authgear_server: ServerProcess) -> None:
     code, flow = fresh_code(authgear_server)
     r = exchange(authgear_server, code, flow, redirect_uri="http://127.0.0.1:5556/callback")
-    assert_error(r, "invalid_request", "invalid redirect URI")
+    # RFC 6749 §5.2: a redirect URI that differs from the authorization request's is invalid_grant.
+    assert_error(r, "invalid_grant", "invalid redirect URI")
 
 
 def test_unknown_client_and_wrong_client(authgear_server: ServerProcess) -> None:

@@ -238,12 +238,14 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
     rotation_key = await repo.get_or_create_secret(
         "refresh_rotation_key", secrets.token_hex(32), now_s()
     )
+    csrf_key = await repo.get_or_create_secret("csrf_key", secrets.token_hex(32), now_s())
     return ServerState(
         settings=settings,
         repo=repo,
         keys=keys,
         limiter=make_limiter(settings, repo),
         rotation_key=bytes.fromhex(rotation_key),
+        csrf_key=bytes.fromhex(csrf_key),
     )
 
 

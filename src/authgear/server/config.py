@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from authgear.server.security.redirect_uris import check_registered
+
 CONFIG_FILE = "authgear.yaml"
 ENV_PREFIX = "AUTHGEAR_"
 
@@ -35,6 +37,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+DEFAULT_GRANT_TYPES: tuple[GrantType, ...] = ("authorization_code", "refresh_token")
+# Scopes that describe a user or a user's session: never in a client-credentials token.
+USER_SCOPES = frozenset({"openid", "offline_access", "profile", "email", "phone", "address"})
+AUTHGEAR_SCOPE_PREFIX = "https://authgear.com/scopes/"
+# RFC 6749 §3.3 scope-token: printable ASCII except space, " and \.
+_SCOPE_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
+
+
+def is_user_scope(scope: str) -> bool:
+    return scope in USER_SCOPES or scope.startswith(AUTHGEAR_SCOPE_PREFIX)
+
+
 class ClientConfig(_Model):
     id: str = Field(min_length=1, max_length=200)
     name: str = ""
@@ -48,10 +63,24 @@ class ClientConfig(_Model):
     refresh_token_lifetime: int = Field(default=DEFAULT_REFRESH_TOKEN_LIFETIME, ge=300)
     refresh_token_idle_timeout: int = Field(default=DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT, ge=300)
     refresh_token_idle_timeout_enabled: bool = True
+    # Default: on for public clients (RFC 9700 §4.14.2), off for confidential ones.
     refresh_token_rotation: bool = False
     # How long a just-rotated refresh token stays usable for the client's own concurrent retry.
     refresh_token_rotation_grace_period: int = Field(default=10, ge=0, le=300)
     access_token_format: Literal["jwt", "opaque"] = "jwt"
+    # PKCE (RFC 7636) on every code flow. Only a confidential client may turn it off (legacy).
+    pkce_required: bool = True
+    grant_types: tuple[GrantType, ...] = DEFAULT_GRANT_TYPES
+    # The scopes a client_credentials token may carry (never openid, offline_access or
+    # Authgear's user scopes: such a token acts for the client, not for a user).
+    allowed_scopes: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_by_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("refresh_token_rotation") is None:
+            data = {**data, "refresh_token_rotation": data.get("type", "public") == "public"}
+        return data
 
     @field_validator("client_secret_hash")
     @classmethod
@@ -70,10 +99,19 @@ class ClientConfig(_Model):
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod
     def _check_uris(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for uri in v:
-            parts = urlsplit(uri)
-            if not parts.scheme or parts.fragment:
-                raise ValueError(f"{uri!r} must be an absolute URI without a fragment")
+        # The rules of security/redirect_uris.py: what a request may ask for, exactly.
+        return tuple(check_registered(uri) for uri in v)
+
+    @field_validator("allowed_scopes")
+    @classmethod
+    def _check_scopes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in v:
+            if not scope or not set(scope) <= _SCOPE_TOKEN_CHARS:
+                raise ValueError(f"{scope[:80]!r} is not a scope token (RFC 6749 §3.3)")
+            if is_user_scope(scope):
+                raise ValueError(
+                    f"{scope!r} is a user scope; a client_credentials token cannot carry it"
+                )
         return v
 
     @field_validator("allowed_origins")
@@ -91,7 +129,18 @@ class ClientConfig(_Model):
             raise ValueError("a confidential client needs client_secret_hash")
         if self.type == "public" and self.client_secret_hash:
             raise ValueError("a public client has no client_secret_hash")
+        if self.type == "public" and not self.pkce_required:
+            raise ValueError("a public client always needs PKCE (pkce_required: true)")
+        if self.type == "public" and "client_credentials" in self.grant_types:
+            raise ValueError("client_credentials is only for confidential clients")
+        if len(set(self.grant_types)) != len(self.grant_types):
+            raise ValueError("grant_types lists a grant twice")
+        if self.allowed_scopes and "client_credentials" not in self.grant_types:
+            raise ValueError("allowed_scopes needs client_credentials in grant_types")
         return self
+
+    def allows(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
 
     @property
     def is_public(self) -> bool:
@@ -369,24 +418,31 @@ app_name: Authgear
 # Proxy addresses whose X-Forwarded-For / X-Forwarded-Proto headers are trusted.
 trusted_proxies: []
 
+# Redirect URIs match as exact strings (OAuth 2.1, RFC 9700 section 2.1). One exception
+# (RFC 8252 section 7.3): for a public client, a loopback IP literal written without a port
+# (http://127.0.0.1/... or http://[::1]/...) matches that URI on any port. A URI with a port
+# matches only that port, and http://localhost/... gets no exception (RFC 8252 section 8.3
+# prefers the IP literal). URIs with userinfo, a fragment, a backslash, spaces, percent-encoding
+# in the host or . / .. path segments are refused, here and in requests.
 clients:
   # A public client for native and command-line apps (the Python SDK's `authenticate()`).
-  # A loopback redirect URI (http://127.0.0.1/... or http://localhost/...) matches any port
-  # (RFC 8252).
   - id: {native_id}
     name: Native app
     type: public
     redirect_uris:
       - http://127.0.0.1/oauth-redirect   # the Python SDK's authenticate() and `authgear login`
       - http://127.0.0.1/callback
-      - http://localhost/callback
     post_logout_redirect_uris: []
     allowed_origins: []
     access_token_lifetime: 1800        # seconds, at least 300
     refresh_token_lifetime: 31449600   # 52 weeks
     refresh_token_idle_timeout: 2592000  # 30 days
-    refresh_token_rotation: false      # true: each refresh returns a new refresh token
+    # Each refresh returns a new refresh token (RFC 9700 section 4.14.2); a reused old one ends
+    # the session. Default: true for public clients, false for confidential ones.
+    refresh_token_rotation: true
     access_token_format: jwt           # or: opaque
+    # PKCE (S256) is required on every code flow; grants this client may use.
+    grant_types: [authorization_code, refresh_token]
 
   # A public client for the example web app in examples/ (a browser app on port 8000).
   - id: {web_id}
@@ -408,6 +464,12 @@ clients:
   #   type: confidential
   #   client_secret_hash: sha256:...
   #   redirect_uris: [https://app.example.com/callback]
+  #   # Legacy apps that cannot send PKCE (confidential clients only):
+  #   # pkce_required: false
+  #   # Machine-to-machine tokens (confidential clients only) and the scopes they may carry
+  #   # (never openid, offline_access or https://authgear.com/scopes/...):
+  #   # grant_types: [authorization_code, refresh_token, client_credentials]
+  #   # allowed_scopes: [https://api.example.com/read]
 
 # The browser (IdP) session behind the login page's cookie.
 session:

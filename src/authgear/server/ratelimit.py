@@ -10,7 +10,7 @@ import ipaddress
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import case, select
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from authgear.server.storage import schema as t
@@ -47,6 +47,11 @@ class RateLimiter(Protocol):
         """Whether the next event would be allowed, without counting it."""
         ...
 
+    async def refund(self, bucket: str, key: str | None, window: int) -> None:
+        """Give back one event counted by hit() in the current window (a reservation taken
+        before an expensive check that turned out not to count, e.g. a correct password)."""
+        ...
+
 
 class MemoryRateLimiter:
     def __init__(self, enabled: bool = True) -> None:
@@ -73,6 +78,13 @@ class MemoryRateLimiter:
         start, count = self._windows.get((bucket, key), (now, 0))
         return now - start >= window or count < limit
 
+    async def refund(self, bucket: str, key: str | None, window: int) -> None:
+        if not self.enabled or key is None:
+            return
+        found = self._windows.get((bucket, key))
+        if found is not None and found[1] > 0 and time.monotonic() - found[0] < window:
+            self._windows[(bucket, key)] = (found[0], found[1] - 1)
+
     def _sweep(self, now: float) -> None:
         if now - self._last_sweep < 60:
             return
@@ -84,6 +96,14 @@ class MemoryRateLimiter:
 def _window_key(bucket: str, key: str, window: int, now: int) -> tuple[str, int]:
     start = now - now % window
     return f"rl:{bucket}:{window}:{key}"[:255], start
+
+
+# DECR only a live counter above zero: a window that rolled over is not pushed below zero.
+_REDIS_REFUND = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 class RedisRateLimiter:
@@ -113,6 +133,12 @@ class RedisRateLimiter:
         name, _ = _window_key(bucket, key, window, int(time.time()))
         count = await self.redis.get(name)
         return count is None or int(count) < limit
+
+    async def refund(self, bucket: str, key: str | None, window: int) -> None:
+        if not self.enabled or key is None:
+            return
+        name, _ = _window_key(bucket, key, window, int(time.time()))
+        await self.redis.eval(_REDIS_REFUND, 1, name)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -152,6 +178,18 @@ class SQLRateLimiter:
         async with self.db.connect() as conn:
             count = (await conn.execute(q)).scalar_one_or_none()
         return count is None or int(count) < limit
+
+    async def refund(self, bucket: str, key: str | None, window: int) -> None:
+        if not self.enabled or key is None:
+            return
+        name, start = _window_key(bucket, key, window, int(time.time()))
+        table = t.rate_limits
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(table)
+                .where(table.c.key == name, table.c.window_start == start, table.c.count > 0)
+                .values(count=table.c.count - 1)
+            )
 
     async def purge(self, now: int, purged: Purged) -> None:
         # Windows are at most an hour long.

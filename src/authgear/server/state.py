@@ -27,6 +27,8 @@ class ServerState:
     limiter: RateLimiter
     # Derives a rotated refresh token from its predecessor, so a retry gets the same one.
     rotation_key: bytes = field(repr=False, default=b"")
+    # Signs the pages' CSRF tokens (security/csrf.py); shared by every process.
+    csrf_key: bytes = field(repr=False, default=b"")
     templates: Jinja2Templates = field(
         default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES))
     )

@@ -1,22 +1,23 @@
-"""Server-rendered pages: shared rendering, security headers and CSRF (double-submit cookie)."""
+"""Server-rendered pages: shared rendering, security headers and CSRF (security/csrf.py)."""
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authgear.server.security import csrf
 from authgear.server.state import ServerState
 
-CSRF_COOKIE = "authgear_csrf"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on our own
+    # form posts, and the CSRF origin check needs the real origin. Nothing leaves our origin.
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
         "base-uri 'none'"
@@ -24,23 +25,37 @@ PAGE_HEADERS = {
 }
 
 
-def csrf_token(request: Request) -> str:
-    """The request's CSRF token (from its cookie), or a new one that render() will set."""
-    existing = request.cookies.get(CSRF_COOKIE)
-    if existing and 20 <= len(existing) <= 100:
-        return existing
-    token: str | None = getattr(request.state, "new_csrf", None)
-    if token is None:
-        token = secrets.token_urlsafe(32)
-        request.state.new_csrf = token
-    return token
+def _nonce(state: ServerState, request: Request) -> str | None:
+    existing = request.cookies.get(csrf.cookie_name(state.config.secure_cookies))
+    return existing if existing and 20 <= len(existing) <= 100 else None
 
 
-def csrf_ok(request: Request, submitted: str | None) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE)
-    if not cookie or not submitted:
+def _binding(state: ServerState, request: Request) -> str:
+    return csrf.binding(
+        request.query_params.get("flow"), request.cookies.get(state.config.session.cookie_name)
+    )
+
+
+def csrf_token(state: ServerState, request: Request) -> str:
+    """The token for this page's forms; render() sets the nonce cookie when it is new."""
+    nonce = _nonce(state, request)
+    if nonce is None:
+        nonce = getattr(request.state, "new_csrf", None)
+        if nonce is None:
+            nonce = secrets.token_urlsafe(32)
+            request.state.new_csrf = nonce
+    return csrf.token(state.csrf_key, nonce, _binding(state, request))
+
+
+def csrf_ok(state: ServerState, request: Request, submitted: str | None) -> bool:
+    """A state-changing POST of the pages: from our own origin, with a token bound to this
+    browser's session or login flow."""
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if not csrf.same_origin(request.headers, {state.issuer, own}):
         return False
-    return hmac.compare_digest(cookie.encode(), submitted.encode())
+    return csrf.token_ok(
+        state.csrf_key, _nonce(state, request), _binding(state, request), submitted
+    )
 
 
 def render(
@@ -50,19 +65,24 @@ def render(
     context: dict[str, Any],
     status: int = 200,
 ) -> Response:
-    ctx = {"app_name": state.config.app_name, "csrf_token": csrf_token(request), **context}
+    ctx = {
+        "app_name": state.config.app_name,
+        "csrf_token": csrf_token(state, request),
+        **context,
+    }
     response = state.templates.TemplateResponse(
         request, template, ctx, status_code=status, headers=PAGE_HEADERS
     )
     new = getattr(request.state, "new_csrf", None)
     if new:
+        secure = state.config.secure_cookies
         response.set_cookie(
-            CSRF_COOKIE,
+            csrf.cookie_name(secure),
             new,
             path="/",
             httponly=True,
             samesite="strict",
-            secure=state.config.secure_cookies,
+            secure=secure,
         )
     return response
 

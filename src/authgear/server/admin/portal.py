@@ -2,8 +2,8 @@
 list (/settings/sessions).
 
 Signed in with the login page's IdP session cookie; the portal needs the ``admin`` role. Every
-change is a POST with the double-submit CSRF token, behind a confirmation page that works
-without JavaScript.
+change is a POST with a session-bound CSRF token (security/csrf.py), behind a confirmation
+page that works without JavaScript.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def _checked_form(request: Request) -> bool:
         form = await read_form(request)
     except OAuthError:
         return False
-    return csrf_ok(request, form.get("csrf_token"))
+    return csrf_ok(get_state(request), request, form.get("csrf_token"))
 
 
 def _expired(state: ServerState, request: Request) -> Response:

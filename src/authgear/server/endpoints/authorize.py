@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
 from authgear.server.ratelimit import ip_bucket
+from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s, session_from_cookie
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import AuthCode, IdpSession, User
@@ -35,7 +36,6 @@ SUPPORTED_SCOPES = frozenset(
     }
 )
 CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 FLOW_LIFETIME = 3600
 # What a login flow may store of a request, per value (characters). An anonymous visitor makes
 # the server keep these for an hour, so each is capped at what the protocol needs; a longer
@@ -47,27 +47,12 @@ MAX_UI_LOCALES = 64  # a few BCP 47 tags
 
 
 def redirect_uri_allowed(client: ClientConfig, uri: str) -> bool:
-    """Exact match, except that a registered http loopback URI matches any port (RFC 8252 §7.3)."""
-    if uri in client.redirect_uris:
-        return True
-    try:
-        asked = urlsplit(uri)
-        asked_port = asked.port
-    except ValueError:
-        return False
-    if asked.scheme != "http" or asked.hostname not in LOOPBACK_HOSTS or asked_port is None:
-        return False
-    for registered in client.redirect_uris:
-        reg = urlsplit(registered)
-        if (
-            reg.scheme == "http"
-            and reg.hostname == asked.hostname
-            and reg.path == asked.path
-            and reg.query == asked.query
-            and not asked.fragment
-        ):
-            return True
-    return False
+    """RFC 9700 §2.1 exact match; a public client's loopback IP literal registered without a
+    port matches any port (RFC 8252 §7.3). See security/redirect_uris.py."""
+    return (
+        redirect_uris.match(client.redirect_uris, uri, loopback_any_port=client.is_public)
+        is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +113,8 @@ def validate(
     response_type = params.get("response_type", "")
     if response_type not in ("code", "none"):
         raise RedirectError("unsupported_response_type", "only response_type=code is supported")
+    if response_type == "code" and not client.allows("authorization_code"):
+        raise RedirectError("unauthorized_client", "this client cannot use the code flow")
     # Repeats are dropped (order kept): a repeated scope means nothing and would be stored.
     scopes = list(dict.fromkeys(params.get("scope", "").split()))
     if "openid" not in scopes:
@@ -135,10 +122,13 @@ def validate(
     unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
     if unknown:
         raise RedirectError("invalid_scope", f"unsupported scope: {unknown[0][:60]}")
+    if "offline_access" in scopes and not client.allows("refresh_token"):
+        # OIDC Core §11 lets the server ignore offline_access; the client gets no refresh token.
+        scopes = [s for s in scopes if s != "offline_access"]
     challenge = params.get("code_challenge") or None
     method = params.get("code_challenge_method") or None
     if challenge is None:
-        if client.is_public and response_type == "code":
+        if client.pkce_required and response_type == "code":
             raise RedirectError("invalid_request", "PKCE code challenge is required")
         if method is not None:
             raise RedirectError("invalid_request", "code_challenge_method without code_challenge")
@@ -196,36 +186,58 @@ def redirect_back(
     mode: str,
     values: dict[str, str | None],
 ) -> Response:
-    """Answer the client: query, fragment or form_post; always with the RFC 9207 ``iss``."""
+    """Answer the client: query, fragment or form_post; always with the RFC 9207 ``iss``.
+
+    ``redirect_uri`` is the string the client asked for, validated by parse_request: every
+    mode uses it as it is (never re-serialized by another parser)."""
     data = {k: v for k, v in values.items() if v is not None}
     data["iss"] = state.issuer
     if mode == "form_post":
-        nonce = secrets.token_urlsafe(16)
-        inputs = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in data.items()
-        )
-        body = (
-            "<!doctype html><html><head><title>Continue</title></head><body>"
-            f'<form method="post" action="{html.escape(redirect_uri)}">{inputs}'
-            '<noscript><button type="submit">Continue</button></noscript></form>'
-            f'<script nonce="{nonce}">document.forms[0].submit()</script></body></html>'
-        )
-        return HTMLResponse(
-            body,
-            headers={
-                "Cache-Control": "no-store",
-                "Content-Security-Policy": f"default-src 'none'; script-src 'nonce-{nonce}'",
-            },
-        )
-    parts = urlsplit(redirect_uri)
+        return _form_post(redirect_uri, data)
     encoded = urlencode(data)
     if mode == "fragment":
-        target = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, encoded))
+        target = f"{redirect_uri}#{encoded}"
     else:
-        query = f"{parts.query}&{encoded}" if parts.query else encoded
-        target = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+        target = redirect_uris.add_query(redirect_uri, encoded)
     return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _form_post(redirect_uri: str, data: dict[str, str]) -> Response:
+    """OAuth 2.0 Form Post Response Mode: a page that posts the response to the client.
+
+    Its CSP allows a form submission only to the redirect URI's origin, so even a browser that
+    read the action differently from us would not send the code anywhere else."""
+    nonce = secrets.token_urlsafe(16)
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in data.items()
+    )
+    body = (
+        "<!doctype html><html><head><title>Continue</title></head><body>"
+        f'<form method="post" action="{html.escape(redirect_uri)}">{inputs}'
+        '<noscript><button type="submit">Continue</button></noscript></form>'
+        f'<script nonce="{nonce}">document.forms[0].submit()</script></body></html>'
+    )
+    target = redirect_uris.parse(redirect_uri)
+    return HTMLResponse(
+        body,
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": (
+                f"default-src 'none'; script-src 'nonce-{nonce}'; "
+                f"form-action {_csp_source(target)}; base-uri 'none'; frame-ancestors 'none'"
+            ),
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+def _csp_source(target: redirect_uris.RedirectURI) -> str:
+    """The CSP source for the target's origin. CSP has no syntax for IPv6 literals, so a
+    [::1] target gets its scheme (the action itself is the validated URI)."""
+    if target.host is None or target.host.startswith("["):
+        return f"{target.scheme}:"
+    return target.origin
 
 
 async def complete(

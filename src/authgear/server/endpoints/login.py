@@ -9,9 +9,14 @@ from urllib.parse import urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authgear.server.endpoints.authorize import AuthorizationRequest, complete
+from authgear.server.endpoints.authorize import (
+    AuthorizationRequest,
+    complete,
+    redirect_uri_allowed,
+)
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.passwords import hash_password, password_problem, verify_password
+from authgear.server.security.lockout import LockoutPolicy
 from authgear.server.sessions import (
     clear_session_cookie,
     create_idp_session,
@@ -20,7 +25,7 @@ from authgear.server.sessions import (
     set_session_cookie,
 )
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import LoginFailure, User
+from authgear.server.storage import User
 from authgear.server.storage.sql import EmailTaken
 from authgear.server.tokens import new_id
 from authgear.server.ui import csrf_ok, error_page, render
@@ -64,9 +69,15 @@ async def _flow(
     if data is None:
         return flow_id, None
     try:
-        return flow_id, AuthorizationRequest.from_json(data)
+        flow = AuthorizationRequest.from_json(data)
     except TypeError:
         return flow_id, None
+    # The client's registration may have changed since the flow began: the code goes only to
+    # a redirect URI that is still registered (and passes today's rules).
+    client = state.config.client(flow.client_id)
+    if client is None or not redirect_uri_allowed(client, flow.redirect_uri):
+        return flow_id, None
+    return flow_id, flow
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +148,7 @@ async def _open(request: Request, page: str) -> _Post | Response:
         form = await read_form(request)
     except OAuthError:
         return _page(state, request, page, flow_id, error="The form could not be read.", status=400)
-    if not csrf_ok(request, form.get("csrf_token")):
+    if not csrf_ok(state, request, form.get("csrf_token")):
         return _page(
             state,
             request,
@@ -150,6 +161,8 @@ async def _open(request: Request, page: str) -> _Post | Response:
 
 
 async def login_page(request: Request) -> Response:
+    """Sign in. Both limits are counted *before* argon2 runs (a reservation, given back when the
+    password is right), so concurrent guesses cannot all be checked (security/lockout.py)."""
     post = await _open(request, "login")
     if isinstance(post, Response):
         return post
@@ -158,39 +171,21 @@ async def login_page(request: Request) -> Response:
     password = form.get("password", "")
     ip = client_ip(request, state.config.trusted_proxies)
     limits = state.config.rate_limits
-    if not await state.limiter.check(
-        "password", ip, limits.password_failures_per_ip_per_minute, 60
-    ):
-        return _page(
-            state,
-            request,
-            "login",
-            flow_id,
-            email=email_raw[:320],
-            error="Too many attempts. Wait a minute and try again.",
-            status=429,
-        )
+    if not await state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60):
+        return _too_many(state, request, flow_id, email_raw, "Wait a minute and try again.")
     email = normalize_email(email_raw)
     lock_key = f"email:{(email or email_raw).strip().lower()[:320]}"
     lockout = state.config.lockout
-    now = now_s()
-    failure = await state.repo.get_login_failure(lock_key) if lockout.enabled else None
-    if failure is not None and failure.locked_until is not None and failure.locked_until > now:
-        return _page(
-            state,
-            request,
-            "login",
-            flow_id,
-            email=email_raw[:320],
-            error="Too many attempts. Wait a while and try again.",
-            status=429,
-        )
+    if lockout.enabled and not await state.repo.reserve_login_attempt(
+        lock_key, now_s(), _policy(state)
+    ):
+        # Locked: no password was checked, so this is no failure of this address.
+        await state.limiter.refund("password", ip, 60)
+        return _too_many(state, request, flow_id, email_raw, "Wait a while and try again.")
     user = await state.repo.get_user_by_email(email) if email else None
     ok = await verify_password(user.password_hash if user else None, password[:1024])
     if not ok or user is None or user.disabled:
-        await state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60)
-        if lockout.enabled:
-            await state.repo.put_login_failure(_next_failure(failure, lock_key, now, state))
+        # The reserved attempt stays counted, in both limits.
         return _page(
             state,
             request,
@@ -200,23 +195,34 @@ async def login_page(request: Request) -> Response:
             error=WRONG_CREDENTIALS,
             status=401,
         )
-    if failure is not None:
+    await state.limiter.refund("password", ip, 60)
+    if lockout.enabled:
         await state.repo.clear_login_failures(lock_key)
     return await _finish(state, request, flow_id, flow, user)
 
 
-def _next_failure(
-    failure: LoginFailure | None, key: str, now: int, state: ServerState
-) -> LoginFailure:
+def _too_many(
+    state: ServerState, request: Request, flow_id: str | None, email_raw: str, wait: str
+) -> Response:
+    return _page(
+        state,
+        request,
+        "login",
+        flow_id,
+        email=email_raw[:320],
+        error=f"Too many attempts. {wait}",
+        status=429,
+    )
+
+
+def _policy(state: ServerState) -> LockoutPolicy:
     cfg = state.config.lockout
-    if failure is None or now - failure.first_at > cfg.history_duration:
-        failure = LoginFailure(key=key, count=0, first_at=now, locked_until=None)
-    count = failure.count + 1
-    locked_until = failure.locked_until
-    if count >= cfg.max_attempts:
-        duration = min(cfg.minimum_duration * 2 ** (count - cfg.max_attempts), cfg.maximum_duration)
-        locked_until = now + duration
-    return LoginFailure(key=key, count=count, first_at=failure.first_at, locked_until=locked_until)
+    return LockoutPolicy(
+        max_attempts=cfg.max_attempts,
+        history_duration=cfg.history_duration,
+        minimum_duration=cfg.minimum_duration,
+        maximum_duration=cfg.maximum_duration,
+    )
 
 
 async def signup_page(request: Request) -> Response:
@@ -287,11 +293,11 @@ async def logout_page(request: Request) -> Response:
         form = await read_form(request)
     except OAuthError:
         form = {}
-    if not csrf_ok(request, form.get("csrf_token")):
+    if not csrf_ok(state, request, form.get("csrf_token")):
         return error_page(state, request, "Your session expired. Please try again.", 403)
     found = await session_from_cookie(state, request)
     if found:
-        await state.repo.delete_idp_session(found[0].id)
+        await state.repo.end_session(found[0].id)
     response = RedirectResponse("/", status_code=303)
     clear_session_cookie(state, response)
     return response

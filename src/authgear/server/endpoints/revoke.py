@@ -30,7 +30,7 @@ async def revoke_endpoint(request: Request) -> Response:
             presented = sha256_hex(parts[1])
             hashes = [grant.refresh_hash, *(p.hash for p in grant.previous_hashes)]
             if any(hmac.compare_digest(presented, h) for h in hashes):
-                await state.repo.delete_grant(grant.id)
+                await state.repo.end_session(grant.id)
                 return Response(status_code=200, headers=NO_STORE)
     # An access token: forget it, so userinfo and the resolver refuse it from now on.
     found = await state.repo.get_access_token(sha256_hex(token)) if len(token) <= 8192 else None

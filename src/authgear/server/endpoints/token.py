@@ -1,4 +1,8 @@
-"""POST /oauth2/token: authorization_code (+PKCE), refresh_token, client_credentials."""
+"""POST /oauth2/token (RFC 6749 §3.2): authorization_code with PKCE (RFC 7636),
+refresh_token (rotation and reuse detection, RFC 9700 §4.14.2) and client_credentials.
+
+Every grant a client uses must be in its ``grant_types``; a code exchange checks everything
+before it claims the code (RFC 9700 §2.1.1: no PKCE downgrade)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from authgear.server.config import ClientConfig
+from authgear.server.config import ClientConfig, is_user_scope
 from authgear.server.http import (
     NO_STORE,
     OAuthError,
@@ -32,12 +36,14 @@ from authgear.server.sessions import (
     now_s,
 )
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import OfflineGrant, PreviousHash
+from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash
 from authgear.server.tokens import new_secret, sha256_hex, split_compound
 
 VERIFIER_RE = re.compile(r"^[-._~A-Za-z0-9]{43,128}$")
 # Superseded refresh-token hashes remembered for reuse detection.
 MAX_PREVIOUS = 10
+# x_device_info is a flat description of a device; a few levels leave room for Authgear's.
+MAX_DEVICE_INFO_DEPTH = 5
 
 
 def s256(verifier: str) -> str:
@@ -116,45 +122,78 @@ async def token_endpoint(request: Request) -> Response:
         return e.response()
 
 
+def _require_grant(client: ClientConfig, grant_type: str) -> None:
+    if not client.allows(grant_type):
+        raise OAuthError("unauthorized_client", f"this client cannot use {grant_type}")
+
+
+def _check_code(
+    record: AuthCode | None,
+    client: ClientConfig,
+    redirect_uri: str | None,
+    verifier: str | None,
+    now: int,
+) -> AuthCode:
+    """Every check of a code exchange (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700 §2.1.1), done
+    before the code is claimed: a request failing any of them leaves the code to its owner."""
+    if record is None or record.client_id != client.id or record.expires_at <= now:
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    if redirect_uri != record.redirect_uri:
+        raise OAuthError("invalid_grant", "invalid redirect URI")
+    if record.code_challenge is None:
+        if verifier is not None:
+            # PKCE downgrade: the code was issued without a challenge (RFC 9700 §2.1.1).
+            raise OAuthError("invalid_grant", "code_verifier for a code issued without PKCE")
+        if client.pkce_required:
+            raise OAuthError("invalid_grant", "invalid authorization code")
+        return record
+    if not verifier:
+        raise OAuthError("invalid_request", "PKCE code verifier is required")
+    if not VERIFIER_RE.match(verifier) or not hmac.compare_digest(
+        s256(verifier), record.code_challenge
+    ):
+        raise OAuthError("invalid_grant", "invalid PKCE code verifier")
+    return record
+
+
 async def _authorization_code(
     state: ServerState, request: Request, form: dict[str, str]
 ) -> Response:
     client = authenticate_client(state, request, form)
     assert client is not None
+    _require_grant(client, "authorization_code")
     code = form.get("code")
     if not code:
         raise OAuthError("invalid_request", "code is required")
-    redirect_uri = form.get("redirect_uri")
-    verifier = form.get("code_verifier")
+    device_info = _device_info(form.get("x_device_info"))
     now = now_s()
     code_hash = sha256_hex(code)
-    record, first_use = await state.repo.claim_code(code_hash, now)
-    if record is None or record.client_id != client.id:
-        raise OAuthError("invalid_grant", "invalid authorization code")
-    if not first_use:
+    record = _check_code(
+        await state.repo.get_code(code_hash),
+        client,
+        form.get("redirect_uri"),
+        form.get("code_verifier"),
+        now,
+    )
+    if record.used_at is not None:
         # A replayed code: revoke what its first exchange issued (RFC 6749 §4.1.2).
-        await state.repo.revoke_code_issue(record)
+        await state.repo.revoke_code_issue(code_hash)
         raise OAuthError("invalid_grant", "invalid authorization code")
-    if record.expires_at <= now:
-        raise OAuthError("invalid_grant", "invalid authorization code")
-    if redirect_uri != record.redirect_uri:
-        raise OAuthError("invalid_request", "invalid redirect URI")
-    if record.code_challenge is not None or client.is_public:
-        if not verifier:
-            raise OAuthError("invalid_request", "PKCE code verifier is required")
-        if (
-            record.code_challenge is None
-            or not VERIFIER_RE.match(verifier)
-            or not hmac.compare_digest(s256(verifier), record.code_challenge)
-        ):
-            raise OAuthError("invalid_grant", "invalid PKCE code verifier")
     user = await state.repo.get_user(record.user_id)
     if user is None or user.disabled:
         raise OAuthError("invalid_grant", "invalid authorization code")
+    offline = "offline_access" in record.scopes and client.allows("refresh_token")
+    if not offline and await state.repo.get_idp_session(record.idp_session_id) is None:
+        # The tokens would belong to a browser session that has ended (or expired).
+        raise OAuthError("invalid_grant", "invalid authorization code")
     await _limit_user(state, user.id)
+    if not await state.repo.claim_code(code_hash, now):
+        # Claimed by a concurrent exchange of the same code: that is a replay too.
+        await state.repo.revoke_code_issue(code_hash)
+        raise OAuthError("invalid_grant", "invalid authorization code")
     grant: OfflineGrant | None = None
     refresh_token: str | None = None
-    if "offline_access" in record.scopes:
+    if offline:
         grant, refresh_token = new_grant(
             client=client,
             user=user,
@@ -164,7 +203,7 @@ async def _authorization_code(
             amr=record.amr,
             request=request,
             trusted_proxies=state.config.trusted_proxies,
-            device_info=_device_info(form.get("x_device_info")),
+            device_info=device_info,
         )
     issued = await issue_tokens(
         state,
@@ -178,10 +217,10 @@ async def _authorization_code(
         amr=record.amr,
         nonce=record.nonce,
     )
-    if grant is None and await state.repo.get_idp_session(record.idp_session_id) is None:
-        # The browser session ended between authorize and exchange.
+    # False when the browser session ended since the code was issued: ending a session deletes
+    # its codes, and this checks (in the same transaction) that the code is still there.
+    if not await state.repo.exchange_code(code_hash, grant=grant, token=issued.record):
         raise OAuthError("invalid_grant", "invalid authorization code")
-    await state.repo.exchange_code(code_hash, grant=grant, token=issued.record)
     if grant is not None:
         await end_sessions_over_limit(state, user.id, grant.id)
     return _token_response(issued, client, refresh_token)
@@ -190,6 +229,7 @@ async def _authorization_code(
 async def _refresh_token(state: ServerState, request: Request, form: dict[str, str]) -> Response:
     client = authenticate_client(state, request, form)
     assert client is not None
+    _require_grant(client, "refresh_token")
     token = form.get("refresh_token")
     if not token:
         raise OAuthError("invalid_request", "refresh token is required")
@@ -220,10 +260,10 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
         if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
             # RFC 9700 §4.14.2: a rotated token used again; assume theft, end the grant.
-            await state.repo.delete_grant(grant.id)
+            await state.repo.end_session(grant.id)
             raise OAuthError("invalid_grant", "invalid refresh token")
     if grant.expires_at <= now:
-        await state.repo.delete_grant(grant.id)
+        await state.repo.end_session(grant.id)
         raise OAuthError("invalid_grant", "invalid refresh token")
     if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
@@ -277,14 +317,32 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
 
 def _device_info(raw: str | None) -> dict[str, Any]:
     """Authgear's native SDKs send ``x_device_info``: base64url JSON describing the device.
-    Kept with the grant for the session list; anything malformed is ignored."""
+    Kept with the grant for the session list; anything malformed or deeper than
+    MAX_DEVICE_INFO_DEPTH is ignored (deep nesting would exhaust the parser's recursion)."""
     if not raw or len(raw) > 8192:
         return {}
     try:
         decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return {}
-    return decoded if isinstance(decoded, dict) else {}
+    if not isinstance(decoded, dict) or _depth(decoded) > MAX_DEVICE_INFO_DEPTH:
+        return {}
+    return decoded
+
+
+def _depth(value: object) -> int:
+    """How deeply JSON containers nest (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_DEVICE_INFO_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 async def _limit_user(state: ServerState, user_id: str) -> None:
@@ -298,6 +356,21 @@ def _successor(state: ServerState, grant_id: str, secret: str) -> str:
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
+def _client_scopes(client: ClientConfig, asked: str | None) -> list[str]:
+    """The scopes of a client_credentials token: what was asked (or, if nothing, every allowed
+    scope, RFC 6749 §3.3), each in the client's allowed_scopes and none a user scope."""
+    scopes = (
+        list(dict.fromkeys(asked.split())) if asked is not None else list(client.allowed_scopes)
+    )
+    if any(is_user_scope(s) for s in scopes):
+        raise OAuthError(
+            "invalid_scope", "a client_credentials token cannot carry openid or user scopes"
+        )
+    if any(s not in client.allowed_scopes for s in scopes):
+        raise OAuthError("invalid_scope", "a scope is not in this client's allowed_scopes")
+    return scopes
+
+
 async def _client_credentials(
     state: ServerState, request: Request, form: dict[str, str]
 ) -> Response:
@@ -305,7 +378,8 @@ async def _client_credentials(
     assert client is not None
     if client.is_public:
         raise OAuthError("unauthorized_client", "public clients cannot use client_credentials")
-    scopes = [s for s in form.get("scope", "").split() if s]
+    _require_grant(client, "client_credentials")
+    scopes = _client_scopes(client, form.get("scope"))
     issued = await issue_tokens(
         state,
         client=client,

@@ -17,7 +17,14 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
 from authgear.server.storage.models import Purged, User
-from authgear.server.storage.sql import PURGE_BATCH, _grant, _idp, _user, delete_in_batches
+from authgear.server.storage.sql import (
+    PURGE_BATCH,
+    _grant,
+    _idp,
+    _user,
+    delete_in_batches,
+    end_session,
+)
 from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
@@ -190,17 +197,6 @@ async def _revoke_all(conn: Conn, user_id: str) -> int:
     return int(grants.rowcount or 0) + int(idps.rowcount or 0)
 
 
-async def _end_session(conn: Conn, session: SessionRecord) -> None:
-    """Delete one session and everything issued under it: its access-token records and, for
-    an IdP session, its not yet exchanged authorization codes."""
-    await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.session_id == session.id))
-    if session.kind == IDP_SESSION:
-        await conn.execute(delete(t.auth_codes).where(t.auth_codes.c.idp_session_id == session.id))
-        await conn.execute(delete(t.idp_sessions).where(t.idp_sessions.c.id == session.id))
-    else:
-        await conn.execute(delete(t.offline_grants).where(t.offline_grants.c.id == session.id))
-
-
 def _recency(s: SessionRecord) -> tuple[int, int, str]:
     return (-s.last_access_at, -s.created_at, s.id)
 
@@ -354,7 +350,7 @@ class AdminRepository:
             records.sort(key=lambda r: (r.id != newest, *_recency(r)))
             ended = records[keep:]
             for record in ended:
-                await _end_session(conn, record)
+                await end_session(conn, record.id)
         return ended
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
@@ -383,15 +379,14 @@ class AdminRepository:
     async def revoke_session(
         self, session_id: str, *, user_id: str | None = None
     ) -> SessionRecord | None:
-        """Delete one session and everything issued under it (its access-token records and,
-        for an IdP session, its not yet exchanged authorization codes). With ``user_id``, only
-        a session of that user. Returns what was revoked, or None."""
+        """End one session through the one storage operation every way of ending a session
+        uses (:func:`authgear.server.storage.sql.end_session`). With ``user_id``, only a
+        session of that user. Returns what was revoked, or None."""
         async with self.db.begin() as conn:
-            found = await self._find_session(conn, session_id)
-            if found is None or (user_id is not None and found.user_id != user_id):
-                return None
-            await _end_session(conn, found)
-        return found
+            ended = await end_session(conn, session_id, user_id=user_id)
+        if ended is None:
+            return None
+        return _idp_record(ended.row) if ended.kind == "idp" else _grant_record(ended.row)
 
     async def revoke_all_sessions(self, user_id: str) -> int:
         async with self.db.begin() as conn:

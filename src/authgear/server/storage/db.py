@@ -25,8 +25,10 @@ class Conn(Protocol):
 
 
 class Database(Protocol):
-    # "sqlite" or "postgresql", for the few statements that differ.
-    dialect: str
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``: which INSERT ... ON CONFLICT to build."""
+        ...
 
     def begin(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     def connect(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
@@ -45,10 +47,12 @@ class _InlineConn:
 
 
 class InlineDatabase:
-    dialect = "sqlite"
-
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:
@@ -79,10 +83,12 @@ class _AsyncConn:
 
 
 class AsyncDatabase:
-    dialect = "postgresql"
-
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return str(self.engine.dialect.name)
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:

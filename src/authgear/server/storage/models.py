@@ -122,3 +122,12 @@ class Purged:
     def add(self, table: str, count: int) -> None:
         self.batches += 1
         self.rows[table] = self.rows.get(table, 0) + count
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """What ending a session deleted: ``kind`` "idp" (browser) or "offline" (app), and the
+    session's row as it was (column name to value)."""
+
+    kind: str
+    row: dict[str, Any] = field(repr=False)

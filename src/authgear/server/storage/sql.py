@@ -7,14 +7,17 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from authgear.server.security import lockout
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database, open_database
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
+    EndedSession,
     IdpSession,
     LoginFailure,
     OfflineGrant,
@@ -172,25 +175,38 @@ class SQLRepository:
             )
 
     # -- lockout ------------------------------------------------------------------------------
-    async def get_login_failure(self, key: str) -> LoginFailure | None:
-        async with self.engine.connect() as conn:
-            q = select(t.login_failures).where(t.login_failures.c.key == key)
-            r = (await conn.execute(q)).mappings().first()
-        return LoginFailure(**r) if r else None
-
-    async def put_login_failure(self, failure: LoginFailure) -> None:
+    async def reserve_login_attempt(
+        self, key: str, now: int, policy: lockout.LockoutPolicy
+    ) -> bool:
+        """Count one sign-in attempt for ``key`` before its password is checked; False when the
+        account is locked (the attempt must not run). One transaction holding the row's lock
+        (FOR UPDATE on PostgreSQL; SQLite's single writer), so concurrent attempts count one
+        after the other."""
+        table = t.login_failures
+        insert_new: Any = (
+            postgresql.insert if self.engine.dialect == "postgresql" else sqlite.insert
+        )(table)
         async with self.engine.begin() as conn:
             await conn.execute(
-                delete(t.login_failures).where(t.login_failures.c.key == failure.key)
+                insert_new.values(
+                    key=key, count=0, first_at=now, locked_until=None
+                ).on_conflict_do_nothing(index_elements=[table.c.key])
             )
+            q = select(table).where(table.c.key == key).with_for_update()
+            row = (await conn.execute(q)).mappings().one()
+            reserved = lockout.reserve(LoginFailure(**row), key, now, policy)
+            if reserved is None:
+                return False
             await conn.execute(
-                insert(t.login_failures).values(
-                    key=failure.key,
-                    count=failure.count,
-                    first_at=failure.first_at,
-                    locked_until=failure.locked_until,
+                update(table)
+                .where(table.c.key == key)
+                .values(
+                    count=reserved.count,
+                    first_at=reserved.first_at,
+                    locked_until=reserved.locked_until,
                 )
             )
+        return True
 
     async def clear_login_failures(self, key: str) -> None:
         async with self.engine.begin() as conn:
@@ -251,15 +267,12 @@ class SQLRepository:
                 )
             )
 
-    async def delete_idp_session(self, session_id: str) -> bool:
-        return await self._delete_session(t.idp_sessions, session_id)
-
-    async def _delete_session(self, table: Table, session_id: str) -> bool:
-        """A session (IdP session or offline grant) and every access token issued under it."""
+    async def end_session(
+        self, session_id: str, *, user_id: str | None = None
+    ) -> EndedSession | None:
+        """End a session (IdP session or offline grant): see :func:`end_session`."""
         async with self.engine.begin() as conn:
-            await _delete_tokens_of(conn, session_id)
-            res = await conn.execute(delete(table).where(table.c.id == session_id))
-        return bool(res.rowcount)
+            return await end_session(conn, session_id, user_id=user_id)
 
     # -- offline grants -----------------------------------------------------------------------
     async def create_grant(self, g: OfflineGrant) -> None:
@@ -313,9 +326,6 @@ class SQLRepository:
             await _insert_access_token(conn, token)
         return True
 
-    async def delete_grant(self, grant_id: str) -> bool:
-        return await self._delete_session(t.offline_grants, grant_id)
-
     # -- access tokens ------------------------------------------------------------------------
     async def add_access_token(self, a: AccessTokenRecord) -> None:
         async with self.engine.begin() as conn:
@@ -361,19 +371,21 @@ class SQLRepository:
                 )
             )
 
-    async def claim_code(self, code_hash: str, now: int) -> tuple[AuthCode | None, bool]:
-        """Mark a code used. Returns (code, first_use); (None, False) when unknown."""
+    async def get_code(self, code_hash: str) -> AuthCode | None:
+        async with self.engine.connect() as conn:
+            q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
+            r = (await conn.execute(q)).mappings().first()
+        return _code(r) if r else None
+
+    async def claim_code(self, code_hash: str, now: int) -> bool:
+        """Mark a code used; False if it is gone or was used already (by a concurrent request)."""
         async with self.engine.begin() as conn:
             res = await conn.execute(
                 update(t.auth_codes)
                 .where(t.auth_codes.c.code_hash == code_hash, t.auth_codes.c.used_at.is_(None))
                 .values(used_at=now)
             )
-            q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
-            r = (await conn.execute(q)).mappings().first()
-        if r is None:
-            return None, False
-        return _code(r), bool(res.rowcount)
+        return bool(res.rowcount)
 
     async def exchange_code(
         self,
@@ -381,33 +393,42 @@ class SQLRepository:
         *,
         grant: OfflineGrant | None,
         token: AccessTokenRecord,
-    ) -> None:
-        """Store what a code exchange issued, in one transaction."""
+    ) -> bool:
+        """Store what a code exchange issued, in one transaction, if the code is still there
+        (ending its browser session deletes it). The code's row is written first: it orders
+        this transaction with a concurrent :func:`end_session`, which deletes codes first."""
         async with self.engine.begin() as conn:
-            if grant is not None:
-                await _insert_grant(conn, grant)
-            await _insert_access_token(conn, token)
-            await conn.execute(
+            res = await conn.execute(
                 update(t.auth_codes)
-                .where(t.auth_codes.c.code_hash == code_hash)
+                .where(
+                    t.auth_codes.c.code_hash == code_hash,
+                    t.auth_codes.c.issued_token_hash.is_(None),
+                )
                 .values(
                     issued_grant_id=grant.id if grant else None,
                     issued_token_hash=token.token_hash,
                 )
             )
+            if not res.rowcount:
+                return False
+            if grant is not None:
+                await _insert_grant(conn, grant)
+            await _insert_access_token(conn, token)
+        return True
 
-    async def revoke_code_issue(self, code: AuthCode) -> None:
+    async def revoke_code_issue(self, code_hash: str) -> None:
         """A replayed code: revoke everything its first use issued (RFC 6749 §4.1.2)."""
         async with self.engine.begin() as conn:
-            if code.issued_grant_id:
-                await _delete_tokens_of(conn, code.issued_grant_id)
-                await conn.execute(
-                    delete(t.offline_grants).where(t.offline_grants.c.id == code.issued_grant_id)
-                )
-            if code.issued_token_hash:
+            q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
+            r = (await conn.execute(q)).mappings().first()
+            if r is None:
+                return
+            if r["issued_grant_id"]:
+                await end_session(conn, r["issued_grant_id"])
+            if r["issued_token_hash"]:
                 await conn.execute(
                     delete(t.access_tokens).where(
-                        t.access_tokens.c.token_hash == code.issued_token_hash
+                        t.access_tokens.c.token_hash == r["issued_token_hash"]
                     )
                 )
 
@@ -623,8 +644,40 @@ async def delete_in_batches(
         await asyncio.sleep(0)
 
 
-async def _delete_tokens_of(conn: Conn, session_id: str) -> None:
-    await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id))
+async def end_session(
+    conn: Conn, session_id: str, *, user_id: str | None = None
+) -> EndedSession | None:
+    """THE way a session ends, whoever ends it: sign-out (/logout), /oauth2/end_session,
+    /settings/sessions, the admin API, the portal, the CLI, RFC 7009 revocation and refresh
+    token reuse detection all come here, inside their transaction.
+
+    Deleted, in this order: the session's row (with ``user_id``, only a session of that user);
+    for a browser (IdP) session, its authorization codes not yet exchanged, so a code issued
+    before sign-out cannot be exchanged after it (exchanged ones stay for replay detection);
+    then every access token issued under the session. Offline grants created from a browser
+    session are the apps' own sessions and live on (Authgear's model); end them by their id.
+    Codes are deleted before tokens: a concurrent code exchange writes its code's row first,
+    so either it fails on the missing code or its token is committed before ours deletes it.
+    """
+    for kind, table in (("idp", t.idp_sessions), ("offline", t.offline_grants)):
+        q = delete(table).where(table.c.id == session_id)
+        if user_id is not None:
+            q = q.where(table.c.user_id == user_id)
+        row = (await conn.execute(q.returning(*table.c))).mappings().first()
+        if row is None:
+            continue
+        if kind == "idp":
+            await conn.execute(
+                delete(t.auth_codes).where(
+                    t.auth_codes.c.idp_session_id == session_id,
+                    t.auth_codes.c.issued_token_hash.is_(None),
+                )
+            )
+        await conn.execute(
+            delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id)
+        )
+        return EndedSession(kind, dict(row))
+    return None
 
 
 async def _insert_access_token(conn: Conn, a: AccessTokenRecord) -> None:
