@@ -338,9 +338,11 @@ def finish(core: SessionCore, canned: Device, params: dict[str, str], answers: l
 def test_reauthorize_sends_max_age_0_and_the_id_token_as_hint_without_offline_access(
     key: rsa.RSAPrivateKey,
 ) -> None:
-    record = session_with(key)
+    now = int(time.time())
+    record = session_with(key, iat=now - 200, exp=now + 100)  # valid long enough: no refresh
     core, canned = device_core([DISCOVERY], record)
     params = reauth_url(core, canned, state="s")
+    assert len(canned.requests) == 1  # discovery only
     assert params["max_age"] == "0"
     assert params["id_token_hint"] == record.id_token
     assert params["scope"].split() == ["openid", "https://authgear.com/scopes/full-access"]
@@ -367,10 +369,18 @@ def test_reauthorize_refuses_a_user_who_cannot_reauthenticate_and_sends_nothing(
     assert canned.requests == []
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"iat": int(time.time()) - 600, "exp": int(time.time()) - 300},  # expired
+        {"iat": int(time.time()) - 270, "exp": int(time.time()) + 30},  # expires in 30 s
+        {"iat": int(time.time()) - 300, "exp": None},  # no exp: 5 minutes from iat
+    ],
+)
 def test_reauthorize_refreshes_an_id_token_past_its_lifetime_and_sends_the_new_one(
-    key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey, claims: dict[str, object]
 ) -> None:
-    old = session_with(key, iat=int(time.time()) - 600, exp=int(time.time()) - 300)
+    old = session_with(key, **claims)
     new_id_token = signed(key, **{CAN_REAUTHENTICATE_CLAIM: True})
     core, canned = device_core(
         [DISCOVERY, token(at="at-2", id_token=new_id_token)],

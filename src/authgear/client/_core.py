@@ -1063,11 +1063,13 @@ class SessionCore:
         return _unverified_claims(s.id_token) if s is not None else {}
 
     def _id_token_is_stale(self) -> bool:
+        """Past its lifetime, or within a minute of it: the hint must still be valid when the
+        browser reaches the server (Authgear runs its reauthentication flow only then)."""
         s = self._session
         if s is None:
             return False
         claims = _unverified_claims(s.id_token)
-        now = self.clock()
+        now = self.clock() + ID_TOKEN_LEEWAY
         exp, iat = claims.get("exp"), claims.get("iat")
         if _is_number(exp):
             return now >= exp
