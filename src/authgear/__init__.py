@@ -12,6 +12,9 @@ from authgear._version import __version__
 
 if TYPE_CHECKING:
     from authgear.client import (
+        AccessDeniedError as AccessDeniedError,
+    )
+    from authgear.client import (
         AsyncAuthgear as AsyncAuthgear,
     )
     from authgear.client import (
@@ -28,6 +31,18 @@ if TYPE_CHECKING:
     )
     from authgear.client import (
         CancelError as CancelError,
+    )
+    from authgear.client import (
+        CannotReauthenticateError as CannotReauthenticateError,
+    )
+    from authgear.client import (
+        DeviceAuthorization as DeviceAuthorization,
+    )
+    from authgear.client import (
+        DeviceCodeExpiredError as DeviceCodeExpiredError,
+    )
+    from authgear.client import (
+        DeviceFlowUnsupportedError as DeviceFlowUnsupportedError,
     )
     from authgear.client import (
         FileTokenStorage as FileTokenStorage,
@@ -97,12 +112,17 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncAuthgear",
     "AuthenticateResult",
     "Authgear",
     "AuthgearAuth",
     "AuthgearError",
     "CancelError",
+    "CannotReauthenticateError",
+    "DeviceAuthorization",
+    "DeviceCodeExpiredError",
+    "DeviceFlowUnsupportedError",
     "FileTokenStorage",
     "IDTokenError",
     "KeyringTokenStorage",

@@ -48,7 +48,7 @@ class OidcProvider:
     issuer: str
     process: subprocess.Popen[bytes]
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return httpx2.get(self.issuer + "/__stats").json()
 
 
@@ -107,6 +107,81 @@ def browser_login(authorize_url: str, user: str = "alice", stop_prefix: str = CA
                 fields["password"] = "any"
             url, method, data = urljoin(url, form.action), "POST", fields
         raise AssertionError("too many redirects")
+
+
+def device_browser(
+    verification_uri: str,
+    user: str = "alice",
+    *,
+    user_code: str | None = None,
+    deny: bool = False,
+) -> str:
+    """Play the user's browser on oidc-provider's device pages (RFC 8628 3.3): open
+    ``verification_uri`` (``verification_uri_complete`` already carries the code; otherwise
+    ``user_code`` is typed in), confirm (or abort with ``deny``), log in and consent. Returns
+    the text of the last page (``Sign-in Success``, or the error page)."""
+    typed = False
+    with httpx2.Client(follow_redirects=False, timeout=10) as b:
+        url, method, data = verification_uri, "GET", None
+        for _ in range(20):
+            r = b.request(method, url, data=data)
+            method, data = "GET", None
+            if r.is_redirect:
+                url = urljoin(url, r.headers["location"])
+                continue
+            form = _FormParser()
+            form.feed(r.text)
+            asks_code = "user_code" in form.fields and "confirm" not in form.fields
+            if not form.action or (typed and asks_code):
+                return r.text  # the end, or the code input again: refused or aborted
+            fields = dict(form.fields)
+            if "user_code" in fields and not fields["user_code"] and user_code is not None:
+                fields["user_code"] = user_code
+                typed = True
+            if fields.get("confirm"):
+                typed = True  # the code is in; what follows is login or the end
+                if deny:
+                    del fields["confirm"]
+                    fields["abort"] = "yes"
+            if fields.get("prompt") == "login":
+                fields["login"] = user
+                fields["password"] = "any"
+            url, method, data = urljoin(url, form.action), "POST", fields
+        raise AssertionError("too many pages")
+
+
+def device_approver(
+    user: str = "alice",
+    *,
+    deny: bool = False,
+    before: Callable[[], None] | None = None,
+    on_error: Callable[[], None] | None = None,
+) -> tuple[Callable[[Any], None], dict[str, Any]]:
+    """An ``on_code`` callable for ``authenticate_device()``: in a thread, (waits for
+    ``before()``, then) approves or denies on the device pages. ``result['page']`` is the
+    last page the browser saw, ``result['shown']`` the DeviceAuthorization. When the
+    browser fails, ``on_error()`` (e.g. ``cancel_authentication``) stops the waiting SDK."""
+    result: dict[str, Any] = {}
+
+    def run(authorization: Any) -> None:
+        try:
+            if before is not None:
+                before()
+            result["page"] = device_browser(
+                authorization.verification_uri_complete, user, deny=deny
+            )
+        except Exception as e:  # surfaced by the test through result
+            result["error"] = e
+            if on_error is not None:
+                on_error()
+
+    def on_code(authorization: Any) -> None:
+        result["shown"] = authorization
+        t = threading.Thread(target=run, args=(authorization,), daemon=True)
+        result["thread"] = t
+        t.start()
+
+    return on_code, result
 
 
 def is_loopback_redirect(url: str) -> bool:

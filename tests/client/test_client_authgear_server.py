@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -274,3 +275,25 @@ def test_same_name_on_a_second_server_never_receives_the_first_servers_tokens(
     assert moved.session_state is SessionState.AUTHENTICATED
     assert storage.load("mix") is None
     assert moved.fetch_user_info().sub
+
+
+def test_reauthenticate_against_our_server_moves_auth_time_and_keeps_the_session(
+    authgear_server: object, tmp_path: Path
+) -> None:
+    """Our server honours max_age=0 (a sign-in form again) and id_token_hint; its ID tokens
+    carry auth_time and can_reauthenticate (true for a user with a password)."""
+    ag = signed_in(authgear_server, tmp_path)
+    email = ag.fetch_user_info().email
+    assert email is not None and ag.can_reauthenticate
+    before = ag.token_storage.load(ag.storage_key)
+    first = ag.auth_time
+    assert before is not None and first is not None
+    time.sleep(1.1)  # auth_time counts whole seconds
+    url = ag.make_reauthenticate_url(agtest.NATIVE_REDIRECT)
+    result = ag.finish_authentication(browser_login(authgear_server, url, email))
+    assert result.auth_time is not None and result.auth_time > first
+    assert ag.auth_time == result.auth_time
+    after = ag.token_storage.load(ag.storage_key)
+    assert after is not None and after.id_token != before.id_token
+    assert (after.refresh_token, after.access_token) == (before.refresh_token, before.access_token)
+    assert ag.fetch_user_info().email == email  # the session still works

@@ -4,14 +4,20 @@
 >>> authgear = Authgear(client_id="...", endpoint="https://myapp.authgear.cloud")
 >>> authgear.configure()                      # no network call
 >>> authgear.authenticate()                   # system browser, loopback redirect
+>>> authgear.authenticate_device()            # no browser here: a code to enter elsewhere
+>>> authgear.reauthenticate()                 # before a sensitive action
 >>> authgear.fetch_user_info()
 >>> authgear.fetch("GET", "https://api.example.com/me")
 """
 
 from authgear.client._async import AsyncAuthgear
 from authgear.client._errors import (
+    AccessDeniedError,
     AuthgearError,
     CancelError,
+    CannotReauthenticateError,
+    DeviceCodeExpiredError,
+    DeviceFlowUnsupportedError,
     IDTokenError,
     KeyringUnavailableError,
     LoginTimeoutError,
@@ -33,6 +39,7 @@ from authgear.client._storage import (
 from authgear.client._sync import Authgear
 from authgear.client._types import (
     AuthenticateResult,
+    DeviceAuthorization,
     OIDCConfiguration,
     Page,
     SessionState,
@@ -43,12 +50,17 @@ from authgear.client._types import (
 from authgear.client.adapters import AuthgearAuth, httpx_auth
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncAuthgear",
     "AuthenticateResult",
     "Authgear",
     "AuthgearAuth",
     "AuthgearError",
     "CancelError",
+    "CannotReauthenticateError",
+    "DeviceAuthorization",
+    "DeviceCodeExpiredError",
+    "DeviceFlowUnsupportedError",
     "FileTokenStorage",
     "IDTokenError",
     "KeyringTokenStorage",

@@ -7,6 +7,7 @@ the browser); every coroutine method of :class:`AsyncAuthgear` is one core flow 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import weakref
 from collections.abc import AsyncIterator, Generator
@@ -16,10 +17,13 @@ import httpx2
 from typing_extensions import TypeVar as DefaultTypeVar
 
 from authgear.client._base import (
+    CallOnCode,
     ClientBase,
+    DeviceCodeCallback,
     OpenBrowser,
     OpenURL,
     WaitCallback,
+    WaitOrCancel,
     login_timeout,
     network_error,
     open_url,
@@ -29,6 +33,7 @@ from authgear.client._base import (
 from authgear.client._core import (
     USER_AGENT,
     DeleteStore,
+    Flow,
     HTTPRequest,
     HTTPResponse,
     LoadStore,
@@ -135,6 +140,14 @@ class AsyncDriver:
                 return await asyncio.wait_for(future, effect.timeout)
             except TimeoutError:
                 raise login_timeout(effect.timeout) from None
+        if isinstance(effect, WaitOrCancel):
+            await effect.cancellation.async_wait(effect.seconds)
+            return None
+        if isinstance(effect, CallOnCode):
+            result = effect.on_code(effect.authorization)
+            if inspect.isawaitable(result):
+                await result
+            return None
         raise TypeError(f"unknown effect {effect!r}")
 
     async def send(self, req: HTTPRequest) -> HTTPResponse:
@@ -374,14 +387,65 @@ class AsyncAuthgear(ClientBase, Generic[ResponseT]):
     ) -> AuthenticateResult:
         """Coroutine. See :meth:`Authgear.authenticate`. Cancelling the task closes the
         listener and raises ``asyncio.CancelledError`` as usual."""
+
+        def authorize(uri: str) -> Flow[str]:
+            return self._core.authorize_flow(
+                uri, page=page, prompt=prompt, login_hint=login_hint, ui_locales=ui_locales
+            )
+
         return await self._driver.call(
             self._authenticate_flow(
-                page=page,
-                prompt=prompt,
-                login_hint=login_hint,
-                ui_locales=ui_locales,
-                open_browser=open_browser,
-                timeout=timeout,
-                redirect_uri=redirect_uri,
+                authorize, open_browser=open_browser, timeout=timeout, redirect_uri=redirect_uri
             )
         )
+
+    async def reauthenticate(
+        self,
+        *,
+        max_age: int = 0,
+        prompt: str | list[str] | None = None,
+        ui_locales: str | list[str] | None = None,
+        open_browser: OpenBrowser = True,
+        timeout: float | None = 300.0,  # noqa: ASYNC109 - same API as Authgear
+        redirect_uri: str | None = None,
+    ) -> AuthenticateResult:
+        """Coroutine. See :meth:`Authgear.reauthenticate`."""
+
+        def authorize(uri: str) -> Flow[str]:
+            return self._core.reauthorize_flow(
+                uri, max_age=max_age, prompt=prompt, ui_locales=ui_locales
+            )
+
+        return await self._driver.call(
+            self._authenticate_flow(
+                authorize, open_browser=open_browser, timeout=timeout, redirect_uri=redirect_uri
+            )
+        )
+
+    async def make_reauthenticate_url(
+        self,
+        redirect_uri: str,
+        *,
+        max_age: int = 0,
+        prompt: str | list[str] | None = None,
+        ui_locales: str | list[str] | None = None,
+        state: str | None = None,
+    ) -> str:
+        """Coroutine. See :meth:`Authgear.make_reauthenticate_url`."""
+        return await self._driver.call(
+            self._core.reauthorize_flow(
+                redirect_uri, max_age=max_age, prompt=prompt, ui_locales=ui_locales, state=state
+            )
+        )
+
+    async def refresh_id_token(self) -> None:
+        """Coroutine. See :meth:`Authgear.refresh_id_token`."""
+        await self._driver.call(self._core.refresh_id_token_flow())
+
+    async def authenticate_device(
+        self, on_code: DeviceCodeCallback | None = None
+    ) -> AuthenticateResult:
+        """Coroutine. See :meth:`Authgear.authenticate_device`; ``on_code`` may also be a
+        coroutine function. Cancelling the task stops polling; a poll already sent finishes
+        first (it holds the storage lock), so the session is stored whole or not at all."""
+        return await self._driver.call(self._device_flow(on_code))

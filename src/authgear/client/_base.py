@@ -1,38 +1,48 @@
 """What the sync and async clients share besides the core: properties, listeners, the
-browser sign-in flow, and the helpers their drivers use (transport errors, stepping
-:func:`~authgear.client._core.bearer_flow`)."""
+browser and device sign-in flows, and the helpers their drivers use (transport errors,
+stepping :func:`~authgear.client._core.bearer_flow`, cancellation)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
+import threading
 import webbrowser
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from authgear.client._core import (
+    CAN_REAUTHENTICATE_CLAIM,
     DEFAULT_SCOPES,
     BearerFlow,
+    Flow,
     GetToken,
     HTTPResponse,
     SendWithToken,
     SessionCore,
+    ShowDeviceCode,
+    Sleep,
     strip_query,
 )
-from authgear.client._errors import LoginTimeoutError, NetworkError
+from authgear.client._errors import CancelError, LoginTimeoutError, NetworkError
 from authgear.client._loopback import LoopbackServer
 from authgear.client._storage import FileTokenStorage, TokenStorage
 from authgear.client._types import (
     AuthenticateResult,
-    Page,
+    DeviceAuthorization,
     SessionState,
     SessionStateChange,
     SessionStateChangeReason,
+    auth_time_of,
 )
 
 OpenBrowser = bool | Callable[[str], object]
+# Called with the user code to show; for AsyncAuthgear it may be a coroutine function.
+DeviceCodeCallback = Callable[[DeviceAuthorization], object]
 
 
 def transport_errors(client: object) -> tuple[type[BaseException], ...]:
@@ -84,6 +94,63 @@ def open_url(url: str, open_browser: OpenBrowser) -> None:
         print(f"Open this URL in a browser to sign in:\n\n    {url}\n", file=sys.stderr, flush=True)
 
 
+def print_device_code(authorization: DeviceAuthorization) -> None:
+    """The default ``on_code`` of ``authenticate_device()``: tell the user on stderr."""
+    print(
+        f"To sign in, open {authorization.verification_uri} on any device and enter the "
+        f"code {authorization.user_code}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class Cancellation:
+    """Cancels one device sign-in from any thread (``cancel_authentication()``): wakes a
+    blocking :meth:`wait` and an awaiting :meth:`async_wait`, which raise ``CancelError``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], object]] = []
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            wakers = list(self._wakers)
+        for wake in wakers:
+            with contextlib.suppress(RuntimeError):  # that event loop is already closed
+                wake()
+
+    def wait(self, seconds: float) -> None:
+        if self._event.wait(seconds):
+            raise CancelError("authentication was cancelled")
+
+    async def async_wait(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(resolve)
+
+        with self._lock:
+            cancelled = self._event.is_set()
+            self._wakers.append(wake)
+        try:
+            if not cancelled:
+                try:
+                    await asyncio.wait_for(woken, seconds)
+                except TimeoutError:
+                    return
+        finally:
+            with self._lock:
+                self._wakers.remove(wake)
+        raise CancelError("authentication was cancelled")
+
+
 def login_timeout(timeout: float | None) -> LoginTimeoutError:
     return LoginTimeoutError(f"sign-in did not finish within {timeout:g} seconds")
 
@@ -106,6 +173,50 @@ class WaitCallback:
 
     server: LoopbackServer
     timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallOnCode:
+    """Call the application's ``on_code`` with the user code (awaited if it returns an
+    awaitable, in the async driver); its exception ends the sign-in."""
+
+    on_code: DeviceCodeCallback
+    authorization: DeviceAuthorization
+
+
+@dataclass(frozen=True, slots=True)
+class WaitOrCancel:
+    """The core's :class:`Sleep`, cut short by ``cancel_authentication()``."""
+
+    seconds: float
+    cancellation: Cancellation
+
+
+def with_device_ui(
+    flow: Flow[AuthenticateResult], on_code: DeviceCodeCallback, cancellation: Cancellation
+) -> Generator[Any, Any, AuthenticateResult]:
+    """Run the core's device flow, turning its UI effects into the caller's: the user code
+    goes to ``on_code`` and each sleep can be cancelled."""
+    value: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            try:
+                effect: Any = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                result: AuthenticateResult = stop.value
+                return result
+            if isinstance(effect, ShowDeviceCode):
+                effect = CallOnCode(on_code, effect.authorization)
+            elif isinstance(effect, Sleep):
+                effect = WaitOrCancel(effect.seconds, cancellation)
+            error = None
+            try:
+                value = yield effect
+            except Exception as e:
+                error, value = e, None
+    finally:
+        flow.close()
 
 
 # --- stepping the one bearer flow -------------------------------------------------------------
@@ -165,6 +276,7 @@ class ClientBase:
         )
         self._storage = token_storage if token_storage is not None else FileTokenStorage()
         self._loopbacks: set[LoopbackServer] = set()
+        self._cancellations: set[Cancellation] = set()
         self._auth: Any = None
 
     def __repr__(self) -> str:
@@ -221,6 +333,20 @@ class ClientBase:
         s = self._core.session
         return s.expires_at if s is not None else None
 
+    @property
+    def auth_time(self) -> datetime | None:
+        """When the user last signed in (the current ID token's ``auth_time``, UTC), or
+        ``None`` without a session or when the server did not say. ``reauthenticate()``
+        moves it forward."""
+        return auth_time_of(self._core.id_token_claims())
+
+    @property
+    def can_reauthenticate(self) -> bool:
+        """Whether ``reauthenticate()`` is possible: the current ID token's
+        ``https://authgear.com/claims/user/can_reauthenticate`` claim (``False`` without a
+        session). ``refresh_id_token()`` brings the claim up to date."""
+        return self._core.id_token_claims().get(CAN_REAUTHENTICATE_CLAIM) is True
+
     def on_session_state_change(
         self, listener: Callable[[SessionStateChange], object]
     ) -> Callable[[], None]:
@@ -229,9 +355,12 @@ class ClientBase:
         return self._core.add_listener(listener)
 
     def cancel_authentication(self) -> None:
-        """Make a pending ``authenticate()`` (any thread) raise ``CancelError``."""
+        """Make a pending ``authenticate()``, ``reauthenticate()`` or
+        ``authenticate_device()`` (any thread) raise ``CancelError``."""
         for server in list(self._loopbacks):
             server.cancel()
+        for cancellation in list(self._cancellations):
+            cancellation.cancel()
 
     def _fetch_auth(self) -> Any:
         """The adapter ``fetch`` sends through, for this client's httpx flavour."""
@@ -242,32 +371,35 @@ class ClientBase:
             self._auth = auth_for_client(self, self._client)  # type: ignore[arg-type]
         return self._auth
 
+    def _device_flow(
+        self, on_code: DeviceCodeCallback | None
+    ) -> Generator[Any, Any, AuthenticateResult]:
+        cancellation = Cancellation()
+        self._cancellations.add(cancellation)
+        try:
+            flow = self._core.device_flow()
+            return (yield from with_device_ui(flow, on_code or print_device_code, cancellation))
+        finally:
+            self._cancellations.discard(cancellation)
+
     def _authenticate_flow(
         self,
+        authorize: Callable[[str], Flow[str]],
         *,
-        page: Page | None,
-        prompt: str | list[str] | None,
-        login_hint: str | None,
-        ui_locales: str | list[str] | None,
         open_browser: OpenBrowser,
         timeout: float | None,
         redirect_uri: str | None,
     ) -> Generator[Any, Any, AuthenticateResult]:
-        """Browser sign-in (RFC 8252): listen on the loopback, show the authorization URL,
-        wait for the redirect, finish; the browser is told whether it worked."""
+        """Browser sign-in (RFC 8252): listen on the loopback, show the authorization URL
+        that ``authorize(redirect_uri)`` makes, wait for the redirect, finish; the browser is
+        told whether it worked."""
         core = self._core
         core.require_configured()
         server = LoopbackServer.for_redirect_uri(redirect_uri)
         server.start()
         self._loopbacks.add(server)
         try:
-            url = yield from core.authorize_flow(
-                server.redirect_uri,
-                page=page,
-                prompt=prompt,
-                login_hint=login_hint,
-                ui_locales=ui_locales,
-            )
+            url = yield from authorize(server.redirect_uri)
             server.expected_state = dict(parse_qsl(urlsplit(url).query)).get("state")
             yield OpenURL(url, open_browser)
             callback: str = yield WaitCallback(server, timeout)

@@ -4,7 +4,10 @@ It holds the session and makes every decision (is a refresh needed, what request
 what a response means for the session) but performs no I/O. Each operation is a generator
 ("flow") that yields effects -- an :class:`HTTPRequest` to send, a storage operation, or
 :class:`Locked` (run a nested flow holding the storage lock) -- and receives their results,
-like an httpx ``Auth.auth_flow``. A driver throws the exception of a failed effect back
+like an httpx ``Auth.auth_flow``. The device authorization grant (RFC 8628) adds two more:
+:class:`ShowDeviceCode` (hand the user code to the application) and :class:`Sleep` (wait
+before the next poll), so its polling loop runs unchanged in both drivers and, with a fake
+clock, in tests. A driver throws the exception of a failed effect back
 into the flow. The sync :class:`Authgear` and the async :class:`AsyncAuthgear` are thin
 drivers of the same flows; they add only the locks and the transport.
 
@@ -26,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt
@@ -34,16 +37,21 @@ import jwt
 from authgear import __version__
 from authgear.client._errors import (
     AuthgearError,
+    CannotReauthenticateError,
+    DeviceCodeExpiredError,
+    DeviceFlowUnsupportedError,
     IDTokenError,
     NotConfiguredError,
     OAuthError,
     ServerError,
     StateMismatchError,
     TransientError,
+    make_oauth_error,
 )
 from authgear.client._storage import StoredSession, check_container_name
 from authgear.client._types import (
     AuthenticateResult,
+    DeviceAuthorization,
     OIDCConfiguration,
     Page,
     SessionState,
@@ -54,6 +62,7 @@ from authgear.client._types import (
 
 __all__ = [
     "DEFAULT_SCOPES",
+    "DEVICE_CODE_GRANT_TYPE",
     "USER_AGENT",
     "BearerFlow",
     "DeleteStore",
@@ -67,6 +76,8 @@ __all__ = [
     "SaveStore",
     "SendWithToken",
     "SessionCore",
+    "ShowDeviceCode",
+    "Sleep",
     "bearer_flow",
     "is_bearer_challenge",
     "storage_key",
@@ -80,6 +91,15 @@ DEFAULT_SCOPES = ("openid", "offline_access", "https://authgear.com/scopes/full-
 USER_AGENT = f"authgear-python/{__version__}"
 REFRESH_RATIO = 0.9
 ID_TOKEN_LEEWAY = 60.0
+# Authgear's ID tokens live 5 minutes; one older than that is refreshed before it is sent as
+# an id_token_hint (Authgear's docs: refresh the ID token before reauthenticating).
+ID_TOKEN_LIFETIME = 300.0
+CAN_REAUTHENTICATE_CLAIM = "https://authgear.com/claims/user/can_reauthenticate"
+DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+DEFAULT_POLL_INTERVAL = 5.0  # RFC 8628 section 3.2: when the server names none
+MIN_POLL_INTERVAL = 1.0  # never hammer a server that answers interval 0
+SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5
+MAX_BACKOFF_INTERVAL = 60.0  # after network errors, 5xx and 429
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -135,7 +155,22 @@ class Locked(Generic[T]):
     flow: Generator[Any, Any, T]
 
 
-Effect = HTTPRequest | LoadStore | SaveStore | DeleteStore | Locked[Any]
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` before going on (the device flow's polling interval); the driver
+    sends back ``None``, or throws ``CancelError`` when the sign-in is cancelled."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShowDeviceCode:
+    """Give the application the user code and verification URI to show (RFC 8628 3.3)."""
+
+    authorization: DeviceAuthorization
+
+
+Effect = HTTPRequest | LoadStore | SaveStore | DeleteStore | Locked[Any] | Sleep | ShowDeviceCode
 Flow = Generator[Effect, Any, T]
 
 
@@ -169,6 +204,26 @@ class PendingAuthorization:
     code_verifier: str = field(repr=False)
     redirect_uri: str
     x_state: str | None = None
+    reauth: Reauthentication | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reauthentication:
+    """What a reauthentication request must get back: the same user (``sub``), signed in
+    no earlier than ``max_age`` seconds before ``started_at`` (less the clock leeway)."""
+
+    sub: str
+    started_at: float
+    max_age: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGrant:
+    """A device authorization response: the secret ``device_code`` the SDK polls with and
+    what the user is shown."""
+
+    device_code: str = field(repr=False)
+    authorization: DeviceAuthorization
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -309,7 +364,7 @@ def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         desc = body.get("error_description")
         uri = body.get("error_uri")
-        oauth = OAuthError(
+        oauth = make_oauth_error(
             body["error"],
             desc if isinstance(desc, str) else None,
             uri if isinstance(uri, str) else None,
@@ -318,7 +373,7 @@ def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     elif status == 401 and resp.headers.get("www-authenticate"):
         params = _www_authenticate_params(resp.headers["www-authenticate"])
         if "error" in params:
-            oauth = OAuthError(
+            oauth = make_oauth_error(
                 params["error"],
                 params.get("error_description"),
                 params.get("error_uri"),
@@ -333,6 +388,91 @@ def _raise_for_error(resp: HTTPResponse, what: str) -> None:
     raise ServerError(
         f"{what} answered HTTP {status} without an OAuth error body ({ctype})",
         status_code=status,
+    )
+
+
+def _json_object(resp: HTTPResponse, what: str) -> dict[str, Any]:
+    """The JSON object of a successful answer (an OAuth error raises)."""
+    _raise_for_error(resp, what)
+    body = _parse_json(resp, what)
+    if not isinstance(body, dict):
+        raise ServerError(f"{what} answered a JSON value that is not an object")
+    return body
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unverified_claims(id_token: str | None) -> dict[str, Any]:
+    if not id_token:
+        return {}
+    try:
+        claims = jwt.decode(id_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _check_reauthentication(claims: Mapping[str, Any], reauth: Reauthentication) -> None:
+    """The new ID token is for the same user and shows a sign-in recent enough for
+    ``max_age`` (OIDC Core 3.1.2.1 makes ``auth_time`` required when max_age is sent)."""
+    if claims.get("sub") != reauth.sub:
+        raise IDTokenError(
+            "the reauthentication signed in another user; the session was left unchanged"
+        )
+    auth_time = claims.get("auth_time")
+    if not _is_number(auth_time):
+        raise IDTokenError("the reauthenticated ID token has no auth_time (required with max_age)")
+    oldest = reauth.started_at - reauth.max_age - ID_TOKEN_LEEWAY
+    if auth_time < oldest:
+        age = reauth.started_at - auth_time
+        raise IDTokenError(
+            f"the server did not sign the user in again: auth_time is {age:.0f} s before the "
+            f"request, more than max_age {reauth.max_age} s (+{ID_TOKEN_LEEWAY:.0f} s leeway)"
+        )
+
+
+def _printable(value: object) -> bool:
+    """No control characters: the user code and URIs go to a terminal, where escape
+    sequences from a hostile server could rewrite what the user sees."""
+    return isinstance(value, str) and bool(value) and value.isprintable()
+
+
+def _http_url(value: object) -> bool:
+    return _printable(value) and urlsplit(str(value)).scheme in {"http", "https"}
+
+
+def _device_grant(resp: HTTPResponse, now: float) -> DeviceGrant:
+    """Read a device authorization response (RFC 8628 3.2)."""
+    what = "device authorization endpoint"
+    body = _json_object(resp, what)
+    device_code, user_code = body.get("device_code"), body.get("user_code")
+    # "verification_url": the name in drafts of RFC 8628 that some servers still send
+    uri = body.get("verification_uri", body.get("verification_url"))
+    complete = body.get("verification_uri_complete")
+    if not isinstance(device_code, str) or not device_code:
+        raise ServerError(f"{what} answered without device_code")
+    if not _printable(user_code):
+        raise ServerError(f"{what} answered without a printable user_code")
+    if not _http_url(uri):
+        raise ServerError(f"{what} answered without an http(s) verification_uri")
+    if complete is not None and not _http_url(complete):
+        raise ServerError(f"{what} answered a verification_uri_complete that is not http(s)")
+    expires_in = _expires_in(body.get("expires_in"), what)
+    interval = body.get("interval", DEFAULT_POLL_INTERVAL)
+    if not _is_number(interval) or interval < 0:
+        raise ServerError(f"{what} answered an unusable interval ({interval!r})")
+    return DeviceGrant(
+        device_code=device_code,
+        authorization=DeviceAuthorization(
+            user_code=str(user_code),
+            verification_uri=str(uri),
+            verification_uri_complete=complete,
+            expires_in=expires_in,
+            expires_at=now + expires_in,
+            interval=max(float(interval), MIN_POLL_INTERVAL),
+        ),
     )
 
 
@@ -612,10 +752,7 @@ class SessionCore:
         now: float,
         previous: StoredSession | None,
     ) -> StoredSession:
-        _raise_for_error(resp, what)
-        body = _parse_json(resp, what)
-        if not isinstance(body, dict):
-            raise ServerError(f"{what} answered a JSON value that is not an object")
+        body = _json_object(resp, what)
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise ServerError(f"{what} answered without access_token")
@@ -661,13 +798,15 @@ class SessionCore:
         if self.needs_refresh():  # another thread of this process may have refreshed already
             yield from self.refresh_flow()
 
-    def refresh_flow(self) -> Flow[None]:
+    def refresh_flow(self, needed: Callable[[], bool] | None = None) -> Flow[None]:
         """Run with the storage lock held. Re-reads the store first (another thread or process
-        may have refreshed already), refreshes when still needed, and on ``invalid_grant``
-        re-reads the store before clearing, so losing a race never logs the user out."""
+        may have refreshed already), refreshes when still ``needed`` (default: the access
+        token is due), and on ``invalid_grant`` re-reads the store before clearing, so losing
+        a race never logs the user out."""
+        needed = needed if needed is not None else self.needs_refresh
         self._adopt((yield LoadStore(self.storage_key)))
         for _attempt in range(2):
-            if not self.needs_refresh():
+            if self._session is None or not needed():
                 return
             session = self._session
             assert session is not None
@@ -791,9 +930,11 @@ class SessionCore:
         ui_locales: str | list[str] | None = None,
         state: str | None = None,
         extra_params: Mapping[str, str] | None = None,
+        reauth: Reauthentication | None = None,
     ) -> Flow[str]:
         """The authorization URL (PKCE S256, state, nonce). The request is remembered until
-        :meth:`finish_authentication_flow` sees its redirect."""
+        :meth:`finish_authentication_flow` sees its redirect. A ``reauth`` request asks for
+        no ``offline_access``: it must not start a new session (as Authgear's SDKs do)."""
         self.require_configured()
         config = yield from self.discovery_flow()
         verifier = secrets.token_urlsafe(48)
@@ -803,12 +944,14 @@ class SessionCore:
             code_verifier=verifier,
             redirect_uri=redirect_uri,
             x_state=state,
+            reauth=reauth,
         )
+        scopes = self.scopes if reauth is None else self.reauthenticate_scopes
         params: dict[str, str] = {
             "client_id": self.client_id,
             "redirect_uri": redirect_uri,
             "response_type": "code",
-            "scope": " ".join(self.scopes),
+            "scope": " ".join(scopes),
             "state": pending.state,
             "nonce": pending.nonce,
             "code_challenge": _b64url(hashlib.sha256(verifier.encode("ascii")).digest()),
@@ -850,7 +993,7 @@ class SessionCore:
         """Run with the storage lock held. ``params`` are the callback's query parameters and
         their ``state`` already matched ``pending``."""
         if "error" in params:
-            raise OAuthError(
+            raise make_oauth_error(
                 params["error"], params.get("error_description"), params.get("error_uri")
             )
         code = params.get("code")
@@ -881,17 +1024,226 @@ class SessionCore:
             }
         )
         resp: HTTPResponse = yield HTTPRequest("POST", config.token_endpoint, headers, body)
+        if pending.reauth is not None:
+            return (yield from self._finish_reauthentication(resp, pending, pending.reauth, config))
         record = self._token_from_response(resp, "token endpoint", now, None)
+        return (yield from self._store_new_session(record, pending.nonce, config, pending.x_state))
+
+    def _store_new_session(
+        self,
+        record: StoredSession,
+        nonce: str | None,
+        config: OIDCConfiguration,
+        x_state: str | None,
+    ) -> Flow[AuthenticateResult]:
+        """Run with the storage lock held: verify the new session's ID token, then store it
+        (``AUTHENTICATED``). Nothing is stored when verification fails."""
         if record.id_token is None:
             raise IDTokenError("the token response has no id_token (was 'openid' granted?)")
-        claims = yield from self._verify_id_token(record.id_token, pending.nonce, config)
+        claims = yield from self._verify_id_token(record.id_token, nonce, config)
         yield SaveStore(self.storage_key, record)
         self._session = record
         self._rejected_access_token = None
         self._set_state(SessionState.AUTHENTICATED, SessionStateChangeReason.AUTHENTICATED)
-        return AuthenticateResult(
-            sub=str(claims["sub"]), id_token_claims=claims, state=pending.x_state
+        return AuthenticateResult(sub=str(claims["sub"]), id_token_claims=claims, state=x_state)
+
+    # reauthentication
+
+    @property
+    def reauthenticate_scopes(self) -> tuple[str, ...]:
+        """The scopes of a reauthentication request: the sign-in scopes without
+        ``offline_access`` (no new refresh token, no new session)."""
+        return tuple(s for s in self.scopes if s != "offline_access")
+
+    def id_token_claims(self) -> dict[str, Any]:
+        """The current ID token's claims, read without verification: it was verified when
+        the session began, and later ones came straight from the token endpoint over the
+        connection the SDK opened (OIDC Core 3.1.3.7)."""
+        s = self._session
+        return _unverified_claims(s.id_token) if s is not None else {}
+
+    def _id_token_is_stale(self) -> bool:
+        """Past its lifetime, or within a minute of it: the hint must still be valid when the
+        browser reaches the server (Authgear runs its reauthentication flow only then)."""
+        s = self._session
+        if s is None:
+            return False
+        claims = _unverified_claims(s.id_token)
+        now = self.clock() + ID_TOKEN_LEEWAY
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if _is_number(exp):
+            return now >= exp
+        return not _is_number(iat) or now - iat >= ID_TOKEN_LIFETIME
+
+    def refresh_id_token_flow(self, *, only_if_stale: bool = False) -> Flow[None]:
+        """A refresh grant for a new ID token (the server's refresh response carries one, OIDC
+        Core 12.2), under the storage lock; the session keeps its old ID token when the server
+        sends none. ``only_if_stale``: only when the ID token is past its 5-minute lifetime."""
+        self.require_configured()
+        if self._session is None or (only_if_stale and not self._id_token_is_stale()):
+            return
+        before = self._session.id_token
+        needed = self._id_token_is_stale if only_if_stale else lambda: True
+        yield Locked(self.storage_key, self.refresh_flow(needed))
+        s = self._session
+        if s is not None and s.id_token == before:
+            logger.debug("the refresh of %r brought no new ID token", self.name)
+
+    def reauthorize_flow(
+        self,
+        redirect_uri: str,
+        *,
+        max_age: int = 0,
+        ui_locales: str | list[str] | None = None,
+        prompt: str | list[str] | None = None,
+        state: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> Flow[str]:
+        """The authorization URL of a reauthentication (Authgear's ``startReauthentication``):
+        ``max_age`` and the current ID token as ``id_token_hint``, refreshed first when it is
+        past its lifetime. Raises :class:`CannotReauthenticateError` (sending nothing) when
+        there is no session or the ID token says the user cannot reauthenticate."""
+        self.require_configured()
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+            raise ValueError("max_age must be a whole number of seconds, 0 or more")
+        if self._session is None:
+            raise CannotReauthenticateError("not signed in: there is no one to reauthenticate")
+        yield from self.refresh_id_token_flow(only_if_stale=True)
+        session = self._session
+        if session is None:
+            raise CannotReauthenticateError("the session ended: sign in again instead")
+        claims = _unverified_claims(session.id_token)
+        sub = claims.get("sub")
+        if session.id_token is None or not isinstance(sub, str):
+            raise CannotReauthenticateError("the session has no ID token to reauthenticate with")
+        if claims.get(CAN_REAUTHENTICATE_CLAIM) is not True:
+            raise CannotReauthenticateError(
+                "this user cannot reauthenticate (the ID token's can_reauthenticate claim is "
+                "not true, e.g. the user has no password or passkey)"
+            )
+        params = {"max_age": str(max_age), "id_token_hint": session.id_token}
+        params.update(extra_params or {})
+        reauth = Reauthentication(sub=sub, started_at=self.clock(), max_age=max_age)
+        return (
+            yield from self.authorize_flow(
+                redirect_uri,
+                prompt=prompt,
+                ui_locales=ui_locales,
+                state=state,
+                extra_params=params,
+                reauth=reauth,
+            )
         )
+
+    def _finish_reauthentication(
+        self,
+        resp: HTTPResponse,
+        pending: PendingAuthorization,
+        reauth: Reauthentication,
+        config: OIDCConfiguration,
+    ) -> Flow[AuthenticateResult]:
+        """Run with the storage lock held, after the code exchange: the new ID token must be
+        valid, for the same user, and show a sign-in at or after the request (``auth_time``).
+        Only the stored ID token changes: the refresh token and the session stay."""
+        body = _json_object(resp, "token endpoint")
+        id_token = body.get("id_token")
+        if not isinstance(id_token, str) or not id_token:
+            raise IDTokenError("the token response has no id_token (was 'openid' granted?)")
+        stray = body.get("refresh_token")
+        if isinstance(stray, str) and stray:
+            # The request asked for no offline_access; a server that still starts a session
+            # gets it revoked instead of leaving it orphaned.
+            yield from self._revoke_quietly(config, stray)
+        claims = yield from self._verify_id_token(id_token, pending.nonce, config)
+        _check_reauthentication(claims, reauth)
+        current = self._own((yield LoadStore(self.storage_key)))
+        if current is None or _unverified_claims(current.id_token).get("sub") != reauth.sub:
+            raise CannotReauthenticateError(
+                "the session ended or changed while reauthenticating; nothing was stored"
+            )
+        record = replace(current, id_token=id_token)
+        yield SaveStore(self.storage_key, record)
+        self._session = record
+        return AuthenticateResult(sub=reauth.sub, id_token_claims=claims, state=pending.x_state)
+
+    def _revoke_quietly(self, config: OIDCConfiguration, refresh_token: str) -> Flow[None]:
+        headers, body = _form({"token": refresh_token, "client_id": self.client_id})
+        try:
+            resp: HTTPResponse = yield HTTPRequest(
+                "POST", config.revocation_endpoint, headers, body
+            )
+            _raise_for_error(resp, "revocation endpoint")
+        except AuthgearError as e:
+            logger.warning("could not revoke an unexpected refresh token: %s", e)
+
+    # device authorization grant (RFC 8628)
+
+    def device_flow(self) -> Flow[AuthenticateResult]:
+        """Sign in on another device: ask for a device code (same scopes as the browser
+        sign-in), show the user code, poll the token endpoint every ``interval`` seconds
+        (5 s more after each ``slow_down``, doubled after network errors, 5xx and 429) until
+        the user approves, denies (:class:`AccessDeniedError`) or the code expires
+        (:class:`DeviceCodeExpiredError`); then store the session like a browser sign-in.
+        Each poll runs under the storage lock, so an approval is stored whole or not at all."""
+        self.require_configured()
+        config = yield from self.discovery_flow()
+        endpoint = config.device_authorization_endpoint
+        if endpoint is None:
+            raise DeviceFlowUnsupportedError(
+                f"{self.endpoint} offers no device sign-in (its discovery document has no "
+                "device_authorization_endpoint); sign in through a browser"
+            )
+        now = self.clock()
+        headers, body = _form({"client_id": self.client_id, "scope": " ".join(self.scopes)})
+        resp: HTTPResponse = yield HTTPRequest("POST", endpoint, headers, body)
+        grant = _device_grant(resp, now)
+        yield ShowDeviceCode(grant.authorization)
+        return (yield from self._poll_device_flow(config, grant))
+
+    def _poll_device_flow(
+        self, config: OIDCConfiguration, grant: DeviceGrant
+    ) -> Flow[AuthenticateResult]:
+        expires_at = grant.authorization.expires_at
+        interval = grant.authorization.interval
+        while True:
+            yield Sleep(max(0.0, min(interval, expires_at - self.clock())))
+            if self.clock() >= expires_at:
+                raise DeviceCodeExpiredError(
+                    "expired_token", "the code expired before the sign-in was approved"
+                )
+            try:
+                result: AuthenticateResult = yield Locked(
+                    self.storage_key, self._device_token_flow(config, grant.device_code)
+                )
+            except OAuthError as e:
+                if e.error == "authorization_pending":
+                    continue
+                if e.error == "slow_down":
+                    interval += SLOW_DOWN_STEP
+                    logger.debug("the server asked to slow down: polling every %.0f s", interval)
+                    continue
+                raise
+            except TransientError as e:
+                # RFC 8628 3.5: back off on connection trouble instead of giving up.
+                interval = min(max(interval * 2, interval + 1), MAX_BACKOFF_INTERVAL)
+                logger.debug("polling failed (%s); next poll in %.0f s", e, interval)
+                continue
+            return result
+
+    def _device_token_flow(
+        self, config: OIDCConfiguration, device_code: str
+    ) -> Flow[AuthenticateResult]:
+        now = self.clock()
+        headers, body = _form(
+            {
+                "grant_type": DEVICE_CODE_GRANT_TYPE,
+                "device_code": device_code,
+                "client_id": self.client_id,
+            }
+        )
+        resp: HTTPResponse = yield HTTPRequest("POST", config.token_endpoint, headers, body)
+        record = self._token_from_response(resp, "token endpoint", now, None)
+        return (yield from self._store_new_session(record, None, config, None))
 
     def _jwks_flow(self, config: OIDCConfiguration, refetch: bool) -> Flow[dict[str, Any]]:
         if self._jwks is not None and not refetch:
@@ -905,8 +1257,10 @@ class SessionCore:
         return doc
 
     def _verify_id_token(
-        self, id_token: str, nonce: str, config: OIDCConfiguration
+        self, id_token: str, nonce: str | None, config: OIDCConfiguration
     ) -> Flow[dict[str, Any]]:
+        """Signature (JWKS, refetched once for an unknown key), ``iss``, ``aud``, ``exp``,
+        ``iat``, and ``nonce`` when one was sent (the device grant sends none)."""
         try:
             header = jwt.get_unverified_header(id_token)
         except jwt.PyJWTError as e:
@@ -948,6 +1302,8 @@ class SessionCore:
         except jwt.PyJWTError as e:
             raise IDTokenError(f"the ID token failed verification: {e}") from None
         got = claims.get("nonce")
+        if nonce is None:
+            return claims
         if not isinstance(got, str) or not hmac.compare_digest(got, nonce):
             raise IDTokenError("the ID token nonce does not match the one sent")
         return claims

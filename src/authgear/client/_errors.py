@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "AuthgearError",
     "CancelError",
+    "CannotReauthenticateError",
+    "DeviceCodeExpiredError",
+    "DeviceFlowUnsupportedError",
     "IDTokenError",
     "KeyringUnavailableError",
     "LoginTimeoutError",
@@ -51,6 +55,16 @@ class OAuthError(AuthgearError):
         )
 
 
+class AccessDeniedError(OAuthError):
+    """``access_denied``: the user (or the server) refused the sign-in, in the browser or on
+    the device verification page."""
+
+
+class DeviceCodeExpiredError(OAuthError):
+    """``expired_token`` (RFC 8628 section 3.5): the device code expired before the user
+    approved it. Start again with a new code."""
+
+
 class ServerError(AuthgearError):
     """The server answered, but not in a way the protocol allows (a non-JSON token response,
     a missing field, a discovery document without endpoints). Retrying will not help."""
@@ -71,6 +85,17 @@ class TransientError(AuthgearError):
 
 class NetworkError(TransientError):
     """No HTTP response at all: connection refused, DNS failure, timeout, reset."""
+
+
+class DeviceFlowUnsupportedError(AuthgearError):
+    """The server's discovery document has no ``device_authorization_endpoint``: it does not
+    offer the device authorization grant (RFC 8628). Sign in through a browser instead."""
+
+
+class CannotReauthenticateError(AuthgearError):
+    """``reauthenticate()`` is not possible: there is no session, or its ID token says the
+    user cannot reauthenticate (``https://authgear.com/claims/user/can_reauthenticate`` is
+    not ``true``, e.g. a user without a password or passkey). Nothing was sent."""
 
 
 class CancelError(AuthgearError):
@@ -96,3 +121,22 @@ class KeyringUnavailableError(AuthgearError):
 class TokenStorageError(AuthgearError):
     """The token storage cannot be trusted or used: a folder or file owned by someone else or
     writable by others, or a storage lock that another process holds past the timeout."""
+
+
+_OAUTH_ERRORS: dict[str, type[OAuthError]] = {
+    "access_denied": AccessDeniedError,
+    "expired_token": DeviceCodeExpiredError,
+}
+
+
+def make_oauth_error(
+    error: str,
+    error_description: str | None = None,
+    error_uri: str | None = None,
+    *,
+    status_code: int | None = None,
+) -> OAuthError:
+    """The :class:`OAuthError` for ``error``: a subclass for the errors a caller handles
+    on their own (``access_denied``, ``expired_token``)."""
+    cls = _OAUTH_ERRORS.get(error, OAuthError)
+    return cls(error, error_description, error_uri, status_code=status_code)

@@ -15,10 +15,13 @@ import httpx2
 from typing_extensions import TypeVar as DefaultTypeVar
 
 from authgear.client._base import (
+    CallOnCode,
     ClientBase,
+    DeviceCodeCallback,
     OpenBrowser,
     OpenURL,
     WaitCallback,
+    WaitOrCancel,
     login_timeout,
     network_error,
     open_url,
@@ -28,6 +31,7 @@ from authgear.client._base import (
 from authgear.client._core import (
     USER_AGENT,
     DeleteStore,
+    Flow,
     HTTPRequest,
     HTTPResponse,
     LoadStore,
@@ -107,6 +111,12 @@ class SyncDriver:
                 return effect.server.callback.result(timeout=effect.timeout)
             except concurrent.futures.TimeoutError:
                 raise login_timeout(effect.timeout) from None
+        if isinstance(effect, WaitOrCancel):
+            effect.cancellation.wait(effect.seconds)
+            return None
+        if isinstance(effect, CallOnCode):
+            effect.on_code(effect.authorization)
+            return None
         raise TypeError(f"unknown effect {effect!r}")
 
     def send(self, req: HTTPRequest) -> HTTPResponse:
@@ -314,14 +324,83 @@ class Authgear(ClientBase, Generic[ResponseT]):
         ``open_browser=False`` or no browser exists; a callable gets the URL instead), wait for
         the redirect, finish. Raises :class:`LoginTimeoutError` after ``timeout`` seconds and
         :class:`CancelError` after :meth:`cancel_authentication`."""
+
+        def authorize(uri: str) -> Flow[str]:
+            return self._core.authorize_flow(
+                uri, page=page, prompt=prompt, login_hint=login_hint, ui_locales=ui_locales
+            )
+
         return self._driver.call(
             self._authenticate_flow(
-                page=page,
-                prompt=prompt,
-                login_hint=login_hint,
-                ui_locales=ui_locales,
-                open_browser=open_browser,
-                timeout=timeout,
-                redirect_uri=redirect_uri,
+                authorize, open_browser=open_browser, timeout=timeout, redirect_uri=redirect_uri
             )
         )
+
+    def reauthenticate(
+        self,
+        *,
+        max_age: int = 0,
+        prompt: str | list[str] | None = None,
+        ui_locales: str | list[str] | None = None,
+        open_browser: OpenBrowser = True,
+        timeout: float | None = 300.0,
+        redirect_uri: str | None = None,
+    ) -> AuthenticateResult:
+        """Ask the signed-in user to sign in again before a sensitive action, through the
+        system browser like :meth:`authenticate` (Authgear's ``startReauthentication``):
+        sends ``max_age`` (default 0: always ask) and the current ID token as
+        ``id_token_hint`` (refreshed first when past its 5-minute lifetime), no
+        ``offline_access``. The new ID token must be for the same user, with an ``auth_time``
+        no older than the request minus ``max_age``; only the ID token is replaced (the
+        refresh token and the session stay), so :attr:`auth_time` moves forward.
+
+        Raises :class:`CannotReauthenticateError` without opening anything when there is
+        no session or :attr:`can_reauthenticate` is false; :class:`IDTokenError` when the
+        answer is for another user or shows no new sign-in (the session is unchanged)."""
+
+        def authorize(uri: str) -> Flow[str]:
+            return self._core.reauthorize_flow(
+                uri, max_age=max_age, prompt=prompt, ui_locales=ui_locales
+            )
+
+        return self._driver.call(
+            self._authenticate_flow(
+                authorize, open_browser=open_browser, timeout=timeout, redirect_uri=redirect_uri
+            )
+        )
+
+    def make_reauthenticate_url(
+        self,
+        redirect_uri: str,
+        *,
+        max_age: int = 0,
+        prompt: str | list[str] | None = None,
+        ui_locales: str | list[str] | None = None,
+        state: str | None = None,
+    ) -> str:
+        """The first half of :meth:`reauthenticate` for apps that own their redirect; pass
+        the redirect to :meth:`finish_authentication`, which then checks and stores it as a
+        reauthentication."""
+        return self._driver.call(
+            self._core.reauthorize_flow(
+                redirect_uri, max_age=max_age, prompt=prompt, ui_locales=ui_locales, state=state
+            )
+        )
+
+    def refresh_id_token(self) -> None:
+        """Get a new ID token now (a refresh grant), so that :attr:`can_reauthenticate` and
+        the other claims are up to date (Authgear's ``refreshIDToken``)."""
+        self._driver.call(self._core.refresh_id_token_flow())
+
+    def authenticate_device(self, on_code: DeviceCodeCallback | None = None) -> AuthenticateResult:
+        """Sign in on another device (RFC 8628), for machines without a browser: gets a
+        device code, calls ``on_code`` with a :class:`DeviceAuthorization` (``user_code``,
+        ``verification_uri``, ``verification_uri_complete``, ``expires_at``, ``interval``;
+        the default prints them on stderr), then polls until the user approves, and stores
+        the session like :meth:`authenticate`.
+
+        Raises :class:`AccessDeniedError` when the user denies, :class:`DeviceCodeExpiredError`
+        when the code expires first, :class:`CancelError` after :meth:`cancel_authentication`
+        (from another thread or a signal handler), :class:`DeviceFlowUnsupportedError` when
+        the server has no device authorization endpoint."""
+        return self._driver.call(self._device_flow(on_code))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from authgear.client._errors import ServerError
 
 __all__ = [
     "AuthenticateResult",
+    "DeviceAuthorization",
     "OIDCConfiguration",
     "Page",
     "SessionState",
@@ -63,6 +65,8 @@ class OIDCConfiguration:
     revocation_endpoint: str
     jwks_uri: str
     end_session_endpoint: str | None = None
+    # RFC 8628: absent when the server does not offer the device authorization grant.
+    device_authorization_endpoint: str | None = None
     id_token_signing_alg_values_supported: tuple[str, ...] = ("RS256",)
     # RFC 9207: the server promises `iss` on every authorization response.
     authorization_response_iss_parameter_supported: bool = False
@@ -92,6 +96,7 @@ class OIDCConfiguration:
             else ("RS256",)
         )
         end_session = doc.get("end_session_endpoint")
+        device = doc.get("device_authorization_endpoint")
         return cls(
             issuer=doc["issuer"],
             authorization_endpoint=doc["authorization_endpoint"],
@@ -100,6 +105,7 @@ class OIDCConfiguration:
             revocation_endpoint=doc["revocation_endpoint"],
             jwks_uri=doc["jwks_uri"],
             end_session_endpoint=end_session if isinstance(end_session, str) else None,
+            device_authorization_endpoint=device if isinstance(device, str) and device else None,
             id_token_signing_alg_values_supported=alg_tuple,
             authorization_response_iss_parameter_supported=(
                 doc.get("authorization_response_iss_parameter_supported") is True
@@ -200,3 +206,32 @@ class AuthenticateResult:
     sub: str
     id_token_claims: Mapping[str, Any]
     state: str | None = None
+
+    @property
+    def auth_time(self) -> datetime | None:
+        """When the user last signed in (the ID token's ``auth_time``), UTC."""
+        return auth_time_of(self.id_token_claims)
+
+
+def auth_time_of(claims: Mapping[str, Any]) -> datetime | None:
+    value = claims.get("auth_time")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """What ``authenticate_device()`` hands to its callback (RFC 8628 section 3.2): show the
+    user ``verification_uri`` and ``user_code`` (or ``verification_uri_complete``, which
+    carries the code, e.g. as a QR code). The device code itself stays inside the SDK.
+
+    ``expires_at`` is in Unix seconds; ``interval`` is the server's polling interval at the
+    start (the SDK slows down by 5 s whenever the server says ``slow_down``)."""
+
+    user_code: str = field(repr=False)
+    verification_uri: str
+    verification_uri_complete: str | None = field(repr=False)
+    expires_in: float
+    expires_at: float
+    interval: float

@@ -3,9 +3,11 @@
 The main ``authgear`` command calls :func:`register` to add these subcommands; each sets
 ``func=run``. ``python -m authgear.client.cli`` runs them on their own.
 
-``login`` remembers the endpoint and client id next to the session (``--name`` picks another
-container), so later commands need no flags. ``AUTHGEAR_ENDPOINT``, ``AUTHGEAR_CLIENT_ID`` and
-``AUTHGEAR_TOKEN_DIR`` set the defaults.
+``login`` signs in through the browser when one can be opened here, and otherwise with the
+device authorization grant (RFC 8628: a URL, a code and a QR code to use on another device);
+``--device`` and ``--browser`` choose. It remembers the endpoint and client id next to the
+session (``--name`` picks another container), so later commands need no flags.
+``AUTHGEAR_ENDPOINT``, ``AUTHGEAR_CLIENT_ID`` and ``AUTHGEAR_TOKEN_DIR`` set the defaults.
 
 Errors are one line on stderr, never a traceback. Exit status: 0 success, 1 an error or no
 session, 2 bad usage, 22 an HTTP error with ``fetch --fail``, 130 interrupted, 141 the
@@ -15,18 +17,27 @@ output pipe closed early.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
-from collections.abc import Sequence
+import threading
+import time
+import webbrowser
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx2
 
 from authgear import __version__
 from authgear.client._base import open_url
-from authgear.client._errors import AuthgearError
+from authgear.client._errors import (
+    AccessDeniedError,
+    AuthgearError,
+    DeviceCodeExpiredError,
+    DeviceFlowUnsupportedError,
+)
 from authgear.client._storage import (
     FileTokenStorage,
     check_container_name,
@@ -38,7 +49,7 @@ from authgear.client._storage import (
     write_private_file,
 )
 from authgear.client._sync import Authgear
-from authgear.client._types import SessionState
+from authgear.client._types import AuthenticateResult, DeviceAuthorization, SessionState
 
 __all__ = ["build_parser", "main", "register", "run"]
 
@@ -54,6 +65,10 @@ class CLIError(Exception):
 
 class NoSession(CLIError):
     """Not signed in, or the session ended: printed as it is, with what to run."""
+
+
+class UsageError(CLIError):
+    """Options that do not go together (exit status 2, like argparse's own errors)."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -81,12 +96,43 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _add_login(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "login",
-        help="sign in through the browser",
-        description="Sign in through the system browser (or print the URL) and remember the "
-        "endpoint and client id for later commands.",
+        help="sign in (browser, or a code to enter on another device)",
+        description="Sign in through the system browser when one can be opened here, "
+        "otherwise on another device (a URL, a code and a QR code; RFC 8628), and remember "
+        "the endpoint and client id for later commands. No browser means: no DISPLAY or "
+        "WAYLAND_DISPLAY on Linux, an SSH session, or no browser found.",
     )
     _common(p)
-    p.add_argument("--no-browser", action="store_true", help="print the URL instead of opening it")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--device",
+        action="store_true",
+        help="sign in on another device (show a URL, a code and a QR code), even if a "
+        "browser could be opened here",
+    )
+    how.add_argument(
+        "--browser",
+        action="store_true",
+        help="sign in through a browser on this machine, even over SSH or without a display",
+    )
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="browser sign-in, but print the URL instead of opening it",
+    )
+    p.add_argument(
+        "--reauthenticate",
+        action="store_true",
+        help="ask the signed-in user to sign in again (before a sensitive action); the "
+        "session is kept and only its ID token (auth_time) changes",
+    )
+    p.add_argument(
+        "--max-age",
+        type=int,
+        default=0,
+        help="with --reauthenticate: accept a sign-in at most this many seconds old "
+        "(default: %(default)s, always ask)",
+    )
     p.add_argument("--page", choices=["login", "signup"], help="open the login or the signup page")
     p.add_argument("--prompt", help="OIDC prompt, e.g. 'login' to ask for the password again")
     p.add_argument("--login-hint", help="pre-fill the email or phone number")
@@ -94,7 +140,8 @@ def _add_login(subparsers: Any) -> None:
         "--timeout",
         type=float,
         default=300.0,
-        help="seconds to wait for the browser sign-in (default: %(default)g)",
+        help="seconds to wait for the browser sign-in (default: %(default)g; a device code "
+        "lasts as long as the server says)",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -265,15 +312,54 @@ def _headers(values: list[str]) -> list[tuple[str, str]]:
 # --- commands --------------------------------------------------------------------------------
 
 
-def _login(args: argparse.Namespace) -> int:
-    redirect_uri = args.redirect_uri
+def no_browser_reason(
+    env: Mapping[str, str], platform: str, find_browser: Callable[[], bool]
+) -> str | None:
+    """Why a browser cannot be opened for the user here (``None``: it can): an SSH session
+    (the browser would open on the remote machine), no display on Linux and other Unixes, or
+    no browser known to :mod:`webbrowser`."""
+    if env.get("SSH_CONNECTION") or env.get("SSH_TTY"):
+        return "this is an SSH session"
+    unix = platform not in {"darwin", "win32", "cygwin"}
+    if unix and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        return "there is no display"
+    if not find_browser():
+        return "no web browser was found"
+    return None
+
+
+def _browser_found() -> bool:
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def _redirect_uri(args: argparse.Namespace) -> str | None:
     if args.port is not None:
         if not 0 < args.port < 65536:
             raise CLIError(f"--port must be between 1 and 65535, got {args.port}")
-        redirect_uri = f"http://127.0.0.1:{args.port}/oauth-redirect"
+        return f"http://127.0.0.1:{args.port}/oauth-redirect"
+    return args.redirect_uri  # type: ignore[no-any-return]
 
+
+def _login_method(args: argparse.Namespace) -> tuple[str, str | None]:
+    """``("device" | "browser", why the device flow was picked on its own)``."""
+    browser_only = args.no_browser or args.port is not None or args.redirect_uri
+    if args.device:
+        if browser_only:
+            raise UsageError("--device cannot go with --no-browser, --port or --redirect-uri")
+        return "device", None
+    if args.browser or browser_only:
+        return "browser", None
+    reason = no_browser_reason(os.environ, sys.platform, _browser_found)
+    return ("device", reason) if reason else ("browser", None)
+
+
+def _browser_opener(args: argparse.Namespace, open_it: bool) -> Callable[[str], None]:
     def show(url: str) -> None:
-        open_url(url, not args.no_browser)
+        open_url(url, open_it)
         print(
             f"Waiting up to {args.timeout:g} s for the sign-in to finish in the browser "
             "(Ctrl-C to cancel)...",
@@ -281,21 +367,176 @@ def _login(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    return show
+
+
+def _login(args: argparse.Namespace) -> int:
+    if args.reauthenticate:
+        return _reauthenticate(args)
+    method, reason = _login_method(args)
+    redirect_uri = _redirect_uri(args)
     with _client(args, login=True) as ag:
-        try:
-            result = ag.authenticate(
-                page=args.page,
-                prompt=args.prompt,
-                login_hint=args.login_hint,
-                open_browser=show,
-                timeout=args.timeout,
-                redirect_uri=redirect_uri,
-            )
-        except ValueError as e:  # a redirect URI that is not a loopback one
-            raise CLIError(str(e)) from None
+        result: AuthenticateResult | None = None
+        if method == "device":
+            if reason is not None:
+                _say(f"Signing in on another device: {reason} (--browser to use one here).")
+            try:
+                result = _device_login(ag)
+            except DeviceFlowUnsupportedError:
+                if reason is None:  # --device: say so instead of doing something else
+                    raise
+                _say("This server offers no device sign-in: open the URL below on this machine.")
+        if result is None:
+            try:
+                result = ag.authenticate(
+                    page=args.page,
+                    prompt=args.prompt,
+                    login_hint=args.login_hint,
+                    open_browser=_browser_opener(args, method == "browser" and not args.no_browser),
+                    timeout=args.timeout,
+                    redirect_uri=redirect_uri,
+                )
+            except ValueError as e:  # a redirect URI that is not a loopback one
+                raise CLIError(str(e)) from None
         _remember(ag)  # only settings that just worked
         print(f"Signed in as {result.sub}")
     return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _device_login(ag: Authgear) -> AuthenticateResult:
+    ui = DeviceLoginUI(sys.stderr)
+    try:
+        return ag.authenticate_device(ui.show)
+    except DeviceCodeExpiredError:
+        raise CLIError(
+            "the code expired before the sign-in was approved: run `authgear login` again"
+        ) from None
+    except AccessDeniedError:
+        raise CLIError("the sign-in was denied on the other device") from None
+    finally:
+        ui.close()
+
+
+def _reauthenticate(args: argparse.Namespace) -> int:
+    if args.device:
+        raise UsageError("--reauthenticate needs a browser; it cannot go with --device")
+    if args.max_age < 0:
+        raise UsageError(f"--max-age must be 0 or more, got {args.max_age}")
+    redirect_uri = _redirect_uri(args)
+    with _client(args) as ag:
+        if ag.session_state is not SessionState.AUTHENTICATED:
+            raise NoSession(NOT_SIGNED_IN)
+        reason = None
+        if not (args.browser or args.port is not None or args.redirect_uri):
+            reason = no_browser_reason(os.environ, sys.platform, _browser_found)
+        if reason is not None and not args.no_browser:
+            _say(f"Cannot open a browser here ({reason}): open the URL below on this machine.")
+        try:
+            result = ag.reauthenticate(
+                max_age=args.max_age,
+                open_browser=_browser_opener(args, reason is None and not args.no_browser),
+                timeout=args.timeout,
+                redirect_uri=redirect_uri,
+            )
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        when = result.auth_time.isoformat() if result.auth_time else "an unknown time"
+        print(f"Reauthenticated as {result.sub} (signed in at {when})")
+    return 0
+
+
+# --- the device sign-in on a terminal ---------------------------------------------------------
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def _can_encode(stream: TextIO, text: str) -> bool:
+    try:
+        text.encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def qr_text(data: str) -> str | None:
+    """``data`` as a QR code drawn with half blocks (two modules a character), or ``None``
+    when segno is not installed."""
+    try:
+        import segno
+    except ImportError:
+        return None
+    out = io.StringIO()
+    segno.make(data, error="l", micro=False).terminal(out=out, compact=True, border=2)
+    return out.getvalue()
+
+
+class DeviceLoginUI:
+    """What ``authgear login`` shows while a device sign-in waits: the URL and the code, and
+    on a terminal a QR code of ``verification_uri_complete`` and a spinner with the time
+    left (redrawn in place); elsewhere (a pipe, a CI log) plain lines only."""
+
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.time) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.tty = stream.isatty()
+        self._stop = threading.Event()
+        self._spinner: threading.Thread | None = None
+
+    def show(self, authorization: DeviceAuthorization) -> None:
+        a = authorization
+        lines = [
+            "",
+            "To sign in, open this page in a browser on any device:",
+            "",
+            f"    {a.verification_uri}",
+            "",
+            "and enter the code:",
+            "",
+            f"    {a.user_code}",
+            "",
+        ]
+        qr = qr_text(a.verification_uri_complete) if a.verification_uri_complete else None
+        if self.tty and qr is not None and _can_encode(self.stream, qr):
+            lines += ["or scan this QR code with a phone (it carries the code):", "", qr]
+        if not self.tty:
+            lines.append(
+                f"Waiting up to {a.expires_in:.0f} s for the sign-in to be approved "
+                "(Ctrl-C to cancel)..."
+            )
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        if self.tty:
+            self._spinner = threading.Thread(
+                target=self._spin, args=(a.expires_at,), name="authgear-spinner", daemon=True
+            )
+            self._spinner.start()
+
+    def _spin(self, expires_at: float) -> None:
+        frames = _SPINNER if _can_encode(self.stream, _SPINNER) else "|/-\\"
+        i = 0
+        while not self._stop.wait(0.0 if i == 0 else 0.1):
+            left = max(0, int(expires_at - self.clock()))
+            self.stream.write(
+                f"\r{frames[i % len(frames)]} Waiting for approval... {left // 60}:"
+                f"{left % 60:02d} left (Ctrl-C to cancel)\x1b[K"
+            )
+            self.stream.flush()
+            i += 1
+
+    def close(self) -> None:
+        """Stop the spinner and clear its line, so that what follows starts clean."""
+        spinner, self._spinner = self._spinner, None
+        if spinner is None:
+            return
+        self._stop.set()
+        if spinner.ident is not None:  # Ctrl-C may come while it is being started
+            spinner.join()
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
 
 
 def _whoami(ag: Authgear) -> int:
@@ -399,6 +640,9 @@ def run(args: argparse.Namespace) -> int:
     except NoSession as e:
         print(e, file=sys.stderr)
         return 1
+    except UsageError as e:
+        print(f"authgear login: error: {e}", file=sys.stderr)
+        return 2
     except (CLIError, AuthgearError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,20 +3,32 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import assert_type
 
 import httpx
 import httpx2
 
 from authgear import (
+    AccessDeniedError,
     AsyncAuthgear,
     AuthenticateResult,
     Authgear,
     AuthgearAuth,
     AuthgearError,
+    CannotReauthenticateError,
+    DeviceAuthorization,
+    DeviceCodeExpiredError,
     SessionState,
     UserInfo,
 )
+
+
+def show_code(code: DeviceAuthorization) -> None:
+    assert_type(code.user_code, str)
+    assert_type(code.verification_uri_complete, str | None)
+    assert_type(code.expires_at, float)
+    print(code.verification_uri, code.user_code)
 
 
 def sync_app() -> None:
@@ -41,6 +53,17 @@ def sync_app() -> None:
         plain = Authgear(client_id="app", endpoint="https://e.example", http_client=plain_client)
         assert_type(plain.fetch("GET", "https://api.example.com/me"), httpx.Response)
     try:
+        assert_type(authgear.authenticate_device(show_code), AuthenticateResult)
+    except (AccessDeniedError, DeviceCodeExpiredError) as e:
+        assert_type(e.error, str)
+    if authgear.can_reauthenticate:
+        try:
+            again = authgear.reauthenticate(max_age=0)
+            assert_type(again.auth_time, datetime | None)
+        except CannotReauthenticateError:
+            pass
+    assert_type(authgear.auth_time, datetime | None)
+    try:
         authgear.logout()
     except AuthgearError as e:
         print(e)
@@ -55,6 +78,13 @@ async def async_app() -> None:
         response = await authgear.fetch("POST", "https://api.example.com/x", content=b"{}")
         assert_type(response, httpx2.Response)
         assert_type(await authgear.refresh_access_token(), str | None)
+
+        async def on_code(code: DeviceAuthorization) -> None:
+            print(code.user_code)
+
+        assert_type(await authgear.authenticate_device(on_code), AuthenticateResult)
+        assert_type(await authgear.reauthenticate(), AuthenticateResult)
+        await authgear.refresh_id_token()
         async for change in authgear.session_state_changes():
             assert_type(change.state, SessionState)
             break
