@@ -89,7 +89,9 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def load(args: argparse.Namespace, *, create: bool = False) -> tuple[Settings, bool]:
-    """The settings; ``create`` writes a commented config on first run (``serve``).
+    """The settings; ``create`` writes a commented config on first run (``serve``), keeping
+    what the command line said (database, Redis, origin, workers). Refuses when this data
+    folder's server uses another database than the one the command would.
     Returns the settings and whether this was the first run."""
     from authgear.server.config import ConfigError, default_config_text, load_settings
 
@@ -102,18 +104,56 @@ def load(args: argparse.Namespace, *, create: bool = False) -> tuple[Settings, b
         port = getattr(args, "port", None)
         if port is None:
             port = int(os.environ.get("AUTHGEAR_PORT", 3000))
-        text, _ = default_config_text(host, port)
+        text, _ = default_config_text(
+            host,
+            port,
+            public_origin=getattr(args, "public_origin", None),
+            database_url=getattr(args, "database_url", None),
+            redis_url=getattr(args, "redis_url", None),
+            workers=getattr(args, "workers", None) or 1,
+        )
         write_private(path, text)
         first_run = True
     try:
         env = overrides(args)
         # Maintenance commands need no config file when told which database to use.
-        missing_ok = not create and bool(env.get("AUTHGEAR_DATABASE_URL"))
+        missing_ok = not create and bool(
+            env.get("AUTHGEAR_DATABASE_URL") or env.get("AUTHGEAR_DATABASE_URL_FILE")
+        )
         settings = load_settings(folder, path, env, missing_ok=missing_ok)
     except ConfigError as e:
         raise CLIError(str(e)) from None
+    except ValueError as e:  # e.g. AUTHGEAR_PORT=abc on first run
+        raise CLIError(str(e)) from None
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_same_database(settings)
     return settings, first_run
+
+
+# The database `serve` last used from this data folder, without its password: a later
+# command in the folder must use the same one (or it would act on a stray database).
+DATABASE_MARKER = "server-database"
+
+
+def check_same_database(settings: Settings) -> None:
+    marker = settings.data_dir / DATABASE_MARKER
+    try:
+        recorded = marker.read_text(encoding="utf-8").strip()
+    except OSError:
+        return
+    mine = settings.database_name
+    if recorded and recorded != mine:
+        config = settings.config_path or settings.data_dir / "authgear.yaml"
+        raise CLIError(
+            f"the server of {settings.data_dir} uses {recorded}, but this command would use "
+            f"{mine}: point it at the same database (--database-url, AUTHGEAR_DATABASE_URL or "
+            f"AUTHGEAR_DATABASE_URL_FILE, or database_url(_file) in {config}); if the server "
+            f"moved to this database on purpose, delete {marker}"
+        )
+
+
+def record_database(settings: Settings) -> None:
+    write_private(settings.data_dir / DATABASE_MARKER, settings.database_name + "\n")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -135,6 +175,41 @@ def migrate(settings: Settings) -> None:
 
     with database_errors(settings.database_url):
         migrations.upgrade(settings.database_url)
+
+
+def require_current_schema(settings: Settings) -> None:
+    """Refuse (one line) unless the database is at the schema this version needs."""
+    from authgear.server.storage import migrate as migrations
+
+    url = settings.database_url
+    if migrations.sqlite_file_missing(url):
+        raise CLIError(
+            f"no database at {settings.database_name} yet: run `authgear serve` or "
+            "`authgear db upgrade` first"
+        )
+    with database_errors(url):
+        current = migrations.current_revision(url)
+    head = migrations.head_revision()
+    if current == head:
+        return
+    if current is not None and current not in migrations.known_revisions():
+        raise CLIError(
+            f"the database schema ({current}) is newer than this version of authgear knows "
+            f"({head}): upgrade authgear"
+        )
+    raise CLIError(
+        f"the database schema is at {current or 'nothing (empty)'}, this version needs {head}: "
+        "run `authgear db upgrade` (or `authgear serve` without --no-migrate)"
+    )
+
+
+def prepare_database(settings: Settings, *, writes: bool) -> None:
+    """Before a command touches the database: a read-only command never migrates (it needs
+    the current schema); a command that writes migrates unless auto_migrate is off."""
+    if writes and settings.config.auto_migrate:
+        migrate(settings)
+    else:
+        require_current_schema(settings)
 
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
@@ -175,10 +250,14 @@ def database_errors(url: str) -> Iterator[None]:
     line naming the database, not a traceback."""
     import sqlalchemy.exc
 
+    from authgear.server.keys import KeyEncryptionError
+
     try:
         yield
     except CLIError:
         raise
+    except KeyEncryptionError as e:
+        raise CLIError(str(e)) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
         raise CLIError(f"cannot use the database {mask_url(url)}: {_reason(e)}") from None
     except Exception as e:
@@ -203,7 +282,9 @@ class Stores:
         from authgear.server.storage.sql import SQLRepository
 
         self.settings = settings
-        self.repo: SQLRepository = SQLRepository.open(settings.database_url)
+        self.repo: SQLRepository = SQLRepository.open(
+            settings.database_url, pool_size=2, max_overflow=0
+        )
         self.admin: AdminRepository = AdminRepository(self.repo.engine)
         self.ops: AdminOps = AdminOps(self.repo, self.admin)
         self.actor: Actor = cli_actor()
@@ -222,11 +303,10 @@ class Stores:
 
 
 def with_stores(
-    settings: Settings, body: Callable[[Stores], Awaitable[T]], *, migrate_first: bool = True
+    settings: Settings, body: Callable[[Stores], Awaitable[T]], *, writes: bool = True
 ) -> T:
-    """Run ``body`` on the command's stores, on a migrated database, and close them."""
-    if migrate_first:
-        migrate(settings)
+    """Run ``body`` on the command's stores and close them; see :func:`prepare_database`."""
+    prepare_database(settings, writes=writes)
 
     async def main() -> T:
         stores = Stores(settings)

@@ -196,20 +196,23 @@ async def keys_revoke(args: argparse.Namespace, s: Stores) -> int:
 # -- the parser -------------------------------------------------------------------------------
 
 
-def command(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """A handler as an argparse ``func``: settings loaded, stores opened and closed."""
+def command(handler: Handler, *, writes: bool = True) -> Callable[[argparse.Namespace], int]:
+    """A handler as an argparse ``func``: settings loaded, stores opened and closed. A
+    read-only command (``writes=False``) never migrates the database."""
 
     def run(args: argparse.Namespace) -> int:
         settings, _ = load(args)
-        return with_stores(settings, lambda s: handler(args, s))
+        return with_stores(settings, lambda s: handler(args, s), writes=writes)
 
     return run
 
 
-def _add(sub: Any, name: str, help: str, fn: Handler) -> argparse.ArgumentParser:
+def _add(
+    sub: Any, name: str, help: str, fn: Handler, *, writes: bool = True
+) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
     add_server_options(p)
-    p.set_defaults(func=command(fn))
+    p.set_defaults(func=command(fn, writes=writes))
     return p
 
 
@@ -235,7 +238,7 @@ def register(subparsers: Any) -> None:
     text = "list, create, disable, enable, delete users; set their roles"
     users = groups.add_parser("users", help=text, description=text)
     us = users.add_subparsers(dest="admin_users_command", metavar="ACTION")
-    p = _add(us, "list", "list users (newest first)", users_list)
+    p = _add(us, "list", "list users (newest first)", users_list, writes=False)
     p.add_argument("--search", metavar="TEXT", help="part of an email, or a user id")
     p.add_argument("--limit", type=int, default=100, help="at most this many users (100)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -262,7 +265,7 @@ def register(subparsers: Any) -> None:
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)
     ss = sessions.add_subparsers(dest="admin_sessions_command", metavar="ACTION")
-    p = _add(ss, "list", "a user's browser and app sessions", sessions_list)
+    p = _add(ss, "list", "a user's browser and app sessions", sessions_list, writes=False)
     p.add_argument("user", help="user id or email")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p = _add(ss, "revoke", "revoke one session (its app's next refresh fails)", sessions_revoke)
@@ -275,6 +278,6 @@ def register(subparsers: Any) -> None:
     ks = keys.add_subparsers(dest="admin_keys_command", metavar="ACTION")
     p = _add(ks, "create", "create a key (printed once, on standard output)", keys_create)
     p.add_argument("--name", default="admin", help="what the key is for (default: admin)")
-    _add(ks, "list", "list keys (never their secrets)", keys_list)
+    _add(ks, "list", "list keys (never their secrets)", keys_list, writes=False)
     p = _add(ks, "revoke", "revoke a key", keys_revoke)
     p.add_argument("id", help="key id (from `keys list`)")

@@ -4,49 +4,117 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
+import socket
 import sys
-from collections.abc import Coroutine
+import tempfile
 from typing import TYPE_CHECKING, Any
 
-from authgear.cli._common import CLIError, add_server_options, config_path, load, overrides
+from authgear.cli._common import (
+    CLIError,
+    add_server_options,
+    config_path,
+    database_errors,
+    load,
+    mask_url,
+    migrate,
+    overrides,
+    record_database,
+    require_current_schema,
+)
 
 if TYPE_CHECKING:
     from authgear.server.config import Settings
 
+log = logging.getLogger("authgear.server")
+
 
 def serve(args: argparse.Namespace) -> int:
+    from authgear.server import logs, serving
+
     settings, first_run = load(args, create=True)
     config = settings.config
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if config.workers > 1 and config.resolver_port is not None:
-        raise CLIError(
-            "resolver_port needs workers = 1; with several workers the resolver is served on "
-            "the main port (/_resolver/resolve)"
-        )
+    logs.configure(config.log_level, config.log_format)
+    for name in settings.ignored_env:
+        log.warning("ignoring %s: not an authgear setting (docs/server.md lists them)", name)
+    _preflight(settings, migrate_first=config.auto_migrate and not args.no_migrate)
+    record_database(settings)
+    sockets = _bind(settings)
     _banner(settings, first_run)
     if config.workers > 1:
-        return _serve_workers(args, settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        _run_event_loop(_serve_one(settings))
+        # Workers read their settings as this process did: same files, same overrides.
+        os.environ.update(overrides(args))
+        os.environ["AUTHGEAR_DATA_DIR"] = str(settings.data_dir)
+        os.environ["AUTHGEAR_CONFIG"] = str(config_path(args, settings.data_dir))
+        with tempfile.TemporaryDirectory(prefix="authgear-metrics-") as metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            serving.run(settings, sockets)
+        return 0
+    serving.run(settings, sockets)
     return 0
 
 
+def _preflight(settings: Settings, *, migrate_first: bool) -> None:
+    """Everything that can fail at start-up, checked here for a one-line error instead of a
+    traceback from inside the server: the database (reachable, password, schema, migrations)
+    and the stored keys (readable with the configured key-encryption key)."""
+    from authgear.server.lifecycle import build_state, close_state
+
+    if migrate_first:
+        migrate(settings)
+    else:
+        require_current_schema(settings)
+
+    async def check() -> None:
+        state = await build_state(settings, migrate_first=False)
+        await close_state(state)
+
+    with database_errors(settings.database_url):
+        asyncio.run(check())
+
+
+def _bind(settings: Settings) -> list[socket.socket]:
+    from authgear.server.app import listeners
+    from authgear.server.serving import bind
+
+    sockets = []
+    try:
+        for listener in listeners(settings.config):
+            try:
+                sockets.append(bind(listener.host, listener.port))
+            except OSError as e:
+                reason = e.strerror or type(e).__name__
+                raise CLIError(
+                    f"cannot listen on {listener.host}:{listener.port} ({listener.kind}): {reason}"
+                ) from None
+    except CLIError:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
+
+
 def _banner(settings: Settings, first_run: bool) -> None:
+    from authgear.server.app import listeners
+
     config = settings.config
     out = sys.stdout
     issuer = config.issuer
     if first_run:
-        print(f"Created {settings.data_dir}/ with a config file and a SQLite database.", file=out)
+        where = (
+            "a SQLite database"
+            if settings.is_sqlite
+            else f"the database {mask_url(settings.database_name)}"
+        )
+        print(f"Created {settings.data_dir}/ with a config file; using {where}.", file=out)
     print(f"Authgear endpoint: {issuer}", file=out)
     for c in config.clients:
         print(f"  client {c.id}  ({c.name or c.type}, {c.type})", file=out)
     print(f"  discovery: {issuer}/.well-known/openid-configuration", file=out)
     print(f"  resolver:  {issuer}/_resolver/resolve", file=out)
+    for listener in listeners(config)[1:]:
+        print(f"  {listener.kind} listener: {listener.host}:{listener.port}", file=out)
     if config.workers > 1:
         print(f"  {config.workers} worker processes", file=out)
     if first_run:
@@ -56,92 +124,6 @@ def _banner(settings: Settings, first_run: bool) -> None:
             file=out,
         )
     out.flush()
-
-
-async def _serve_one(settings: Settings) -> None:
-    import uvicorn
-
-    from authgear.server.app import build_state, create_app, maintain_forever
-
-    config = settings.config
-    state = await build_state(settings)
-    maintenance = asyncio.create_task(maintain_forever(state))
-
-    def server(port: int, resolver_only: bool) -> uvicorn.Server:
-        app = create_app(settings, state=state, resolver_only=resolver_only)
-        return uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=config.host,
-                port=port,
-                log_level=config.log_level,
-                access_log=False,
-                server_header=False,
-                proxy_headers=False,
-                lifespan="on",
-            )
-        )
-
-    servers = [server(config.port, False)]
-    if config.resolver_port is not None:
-        servers.append(server(config.resolver_port, True))
-    try:
-        await asyncio.gather(*(s.serve() for s in servers))
-    finally:
-        maintenance.cancel()
-        await state.repo.close()
-
-
-def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
-    """N uvicorn worker processes sharing one listening socket and the database."""
-    import tempfile
-
-    import uvicorn
-
-    from authgear.server.keys import load_or_create_keys
-    from authgear.server.storage import migrate
-    from authgear.server.storage.sql import SQLRepository
-
-    config = settings.config
-    migrate.upgrade(settings.database_url)
-
-    async def prepare() -> None:
-        repo = SQLRepository.open(settings.database_url)
-        try:
-            await load_or_create_keys(repo)
-        finally:
-            await repo.close()
-
-    asyncio.run(prepare())
-    # Workers read their settings as the parent did: same files, same overrides.
-    os.environ.update(overrides(args))
-    os.environ["AUTHGEAR_DATA_DIR"] = str(settings.data_dir)
-    os.environ["AUTHGEAR_CONFIG"] = str(config_path(args, settings.data_dir))
-    with tempfile.TemporaryDirectory(prefix="authgear-metrics-") as metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        uvicorn.run(
-            "authgear.server.app:app_from_environment",
-            factory=True,
-            host=config.host,
-            port=config.port,
-            workers=config.workers,
-            log_level=config.log_level,
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            lifespan="on",
-        )
-    return 0
-
-
-def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop when installed (uvicorn's `standard` extra): a faster loop than asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def register(subparsers: Any) -> None:
@@ -160,5 +142,11 @@ def register(subparsers: Any) -> None:
         "--redis-url",
         metavar="URL",
         help="Redis for rate limits shared by every process: redis://host:6379/0",
+    )
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply database migrations at start; refuse to start if the schema is "
+        "behind (config: auto_migrate: false; run `authgear db upgrade` as a deployment step)",
     )
     p.set_defaults(func=serve)

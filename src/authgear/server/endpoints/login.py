@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from authgear.server import events
 from authgear.server.endpoints.authorize import AuthorizationRequest, complete
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.passwords import hash_password, password_problem, verify_password
@@ -176,6 +177,7 @@ async def login_page(request: Request) -> Response:
     now = now_s()
     failure = await state.repo.get_login_failure(lock_key) if lockout.enabled else None
     if failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        events.locked_out(request)
         return _page(
             state,
             request,
@@ -188,6 +190,7 @@ async def login_page(request: Request) -> Response:
     user = await state.repo.get_user_by_email(email) if email else None
     ok = await verify_password(user.password_hash if user else None, password[:1024])
     if not ok or user is None or user.disabled:
+        events.sign_in_failed(request, user.id if user else None)
         await state.limiter.hit("password", ip, limits.password_failures_per_ip_per_minute, 60)
         if lockout.enabled:
             await state.repo.put_login_failure(_next_failure(failure, lock_key, now, state))
@@ -202,6 +205,7 @@ async def login_page(request: Request) -> Response:
         )
     if failure is not None:
         await state.repo.clear_login_failures(lock_key)
+    events.sign_in(request, user.id)
     return await _finish(state, request, flow_id, flow, user)
 
 
