@@ -234,7 +234,10 @@ class GuardedProtocol(HttpToolsProtocol):
             if fresh or not self.began_here:
                 self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
-                self._refuse(HEADER_TOO_LARGE, "header_too_large")
+                if len(self.url) > self.limits.max_header_bytes:
+                    self._refuse(URL_TOO_LONG, "url_too_long")
+                else:
+                    self._refuse(HEADER_TOO_LARGE, "header_too_large")
 
     def on_message_begin(self) -> None:
         if self.rejected:
