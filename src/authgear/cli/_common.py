@@ -258,7 +258,8 @@ def database_errors(url: str) -> Iterator[None]:
         raise
     except KeyEncryptionError as e:
         raise CLIError(str(e)) from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
+    except (sqlalchemy.exc.SQLAlchemyError, OSError, ValueError) as e:
+        # ValueError: a URL the driver cannot use (e.g. an unknown sslmode)
         raise CLIError(f"cannot use the database {mask_url(url)}: {_reason(e)}") from None
     except Exception as e:
         if type(e).__module__.startswith("asyncpg"):

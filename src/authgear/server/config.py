@@ -374,7 +374,7 @@ class Settings:
 
 
 def database_name(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
     try:
         parsed = make_url(url)
@@ -384,7 +384,14 @@ def database_name(url: str) -> str:
     if backend == "sqlite":
         path = parsed.database or ":memory:"
         return f"sqlite:///{Path(path).resolve() if path != ':memory:' else path}"
-    bare = parsed.set(drivername=backend, password=None, query={})
+    # Rebuilt from its parts: no password, no options (URL.set cannot remove a password).
+    bare = URL.create(
+        backend,
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    )
     return bare.render_as_string(hide_password=False)
 
 
