@@ -4,8 +4,6 @@ rest, and every failure is one line. Real PostgreSQL (TLS too) and real server p
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import subprocess
 import time
@@ -15,10 +13,6 @@ from pathlib import Path
 import httpx2
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agtest.server import (
     AUTHGEAR,
@@ -32,6 +26,7 @@ from agtest.server import (
     tokens_for,
 )
 from agtest.services import Postgres, _as_owner, _pg_bin
+from agtest.tls import certificates
 
 KEK_1 = "ZmFrZSBrZWsgZm9yIHRlc3RzLCAzMiBieXRlcyEhISE="  # 32 bytes in base64, for tests only
 KEK_2 = "c2Vjb25kIGZha2Uga2VrIGZvciB0ZXN0cyAzMiBiISE="
@@ -353,57 +348,13 @@ def test_signing_keys_encrypted_at_rest_with_a_rotatable_kek(
 # -- 8. TLS to PostgreSQL ----------------------------------------------------------------------
 
 
-def _certificates(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = folder / "ca.pem", folder / "server.crt", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 @pytest.fixture
 def tls_postgres(tmp_path: Path) -> Iterator[tuple[Postgres, Path]]:
     """A cluster that accepts only TLS connections."""
     pg = Postgres(tmp_path / "pg", free_port())
     pg.init()
     data = pg.folder / "data"
-    ca, cert, key = _certificates(data)
+    ca, cert, key = certificates(data)
     if os.geteuid() == 0:
         import pwd
 
@@ -449,7 +400,7 @@ def test_sslmode_in_a_postgresql_url(tls_postgres: tuple[Postgres, Path], tmp_pa
         cli("db", "check", "--database-url", f"{base}?sslmode=disable")
     )
     # A certificate that does not chain to the given root is refused.
-    other_ca, _, _ = _certificates(tmp_path)
+    other_ca, _, _ = certificates(tmp_path)
     bad = f"{base}?sslmode=verify-full&sslrootcert={other_ca}"
     assert "certificate verify failed" in one_line_error(cli("db", "check", "--database-url", bad))
     assert "sslmode must be one of" in one_line_error(

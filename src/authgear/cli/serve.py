@@ -99,6 +99,21 @@ def _banner(settings: Settings, first_run: bool) -> None:
     from authgear.server.app import listeners
 
     config = settings.config
+    if config.log_format == "json":
+        # Every line of a JSON-logging server is a JSON object: the banner is one log record.
+        log.info(
+            "authgear serving %s",
+            config.issuer,
+            extra={
+                "issuer": config.issuer,
+                "database": settings.database_name,
+                "clients": [c.id for c in config.clients],
+                "listeners": [f"{x.kind} {x.host}:{x.port}" for x in listeners(config)],
+                "workers": config.workers,
+                "first_run": first_run,
+            },
+        )
+        return
     out = sys.stdout
     issuer = config.issuer
     if first_run:
