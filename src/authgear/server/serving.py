@@ -248,13 +248,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.idle_since = None
 
-    def on_url(self, url: bytes) -> None:
-        if not self.rejected:
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.rejected:
-            super().on_header(name, value)
+    # on_url and on_header are not guarded: after a refusal they only fill a dead request's
+    # head (bounded: the connection is closing), and guarding them costs every header a call.
 
     def on_headers_complete(self) -> None:
         if self.rejected:
