@@ -142,7 +142,9 @@ def main() -> None:
     wrk = ensure_wrk()
     rows = [measure(kind, wrk, args.seconds) for kind in KINDS]
     base = rows[0]["req_per_s"]
-    print("| protocol | 64 MiB header | bytes read before closing | peak RSS growth | req/s | ratio |")
+    print(
+        "| protocol | 64 MiB header | bytes read before closing | peak RSS growth | req/s | ratio |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         print(
