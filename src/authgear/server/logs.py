@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,7 +35,7 @@ def request_id(header: str | None) -> str:
     """The client's X-Request-ID when it is a plain token, else a new one."""
     if header and _REQUEST_ID_RE.match(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class _RequestIdFilter(logging.Filter):

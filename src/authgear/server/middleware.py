@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Iterable
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,6 +87,13 @@ class CORSMiddleware:
         await self.app(scope, receive, send_with_cors)
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def describe_exception(e: BaseException) -> str:
     """The type and where it was raised (our innermost frame), not the message: exception
     messages may quote request data, such as a password or a token."""
@@ -125,8 +132,7 @@ class OuterMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        rid = request_id(request.headers.get("x-request-id"))
+        rid = request_id(_header(scope, b"x-request-id"))
         token = REQUEST_ID.set(rid)
         status = 0
         disconnected = False
@@ -144,7 +150,7 @@ class OuterMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self._add_headers(MutableHeaders(scope=message), rid)
+                message["headers"] = self._add_headers(message.get("headers", ()), rid)
             await send(message)
 
         try:
@@ -164,19 +170,26 @@ class OuterMiddleware:
                     status = 500
                     await server_error_response()(scope, receive, tracking_send)
             status = self._final_status(scope, status, disconnected)
-            self._record(scope, request, status, time.perf_counter() - start)
+            self._record(scope, status, time.perf_counter() - start)
         finally:
             REQUEST_ID.reset(token)
 
-    def _add_headers(self, headers: MutableHeaders, rid: str) -> None:
-        headers["x-request-id"] = rid
-        if "x-content-type-options" not in headers:
-            headers["x-content-type-options"] = "nosniff"
-        if self.hsts and "strict-transport-security" not in headers:
-            headers["strict-transport-security"] = HSTS.decode()
+    def _add_headers(
+        self, headers: Iterable[tuple[bytes, bytes]], rid: str
+    ) -> list[tuple[bytes, bytes]]:
+        # On the raw list: this runs on every response (MutableHeaders costs several scans).
+        out = list(headers)
+        names = {name.lower() for name, _ in out}
+        out.append((b"x-request-id", rid.encode("latin-1")))
+        if b"x-content-type-options" not in names:
+            out.append((b"x-content-type-options", b"nosniff"))
+        if self.hsts and b"strict-transport-security" not in names:
+            out.append((b"strict-transport-security", HSTS))
         if DRAIN.draining:
             # Shutting down: each client reconnects (to another process) after this response.
-            headers["connection"] = "close"
+            out = [(k, v) for k, v in out if k.lower() != b"connection"]
+            out.append((b"connection", b"close"))
+        return out
 
     def _final_status(self, scope: Scope, status: int, disconnected: bool) -> int:
         override = scope.get(STATUS_OVERRIDE)
@@ -188,7 +201,7 @@ class OuterMiddleware:
             log.error("%s %s answered %d", scope["method"], metrics.route_label(scope), status)
         return status
 
-    def _record(self, scope: Scope, request: Request, status: int, elapsed: float) -> None:
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = metrics.route_label(scope)
         if self.metrics:
             metrics.observe(scope["method"], route, status, elapsed)
@@ -197,7 +210,7 @@ class OuterMiddleware:
                 metrics.TOKENS_ISSUED.labels(grant_type).inc()
         if not access_log.isEnabledFor(logging.INFO):
             return
-        ip = client_ip(request, self.trusted) or "-"
+        ip = client_ip(Request(scope), self.trusted) or "-"
         path = scope["path"][:200]
         access_log.info(
             '%s "%s %s" %d %.1fms',

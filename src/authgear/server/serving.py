@@ -112,6 +112,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.limit_concurrency = None  # ours: max_concurrent_requests, tasks only
         self.in_head = False  # part of a request head has arrived, not all of it
         self.began_here = False  # a request head began in the chunk being parsed
+        self.body_expected = False  # the current request's body has not all arrived
         self.head_bytes = 0
         self.rejected = False  # answered (431, 408, 503...) and closing: ignore the rest
         self.counted = False
@@ -222,11 +223,16 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.rejected:
             return
         fresh = self.is_idle()
-        if fresh:
-            self._arm_head_timer()
         self.began_here = False
         super().data_received(data)
-        if self.in_head and not self.rejected and not self.transport.is_closing():
+        if self.rejected or self.transport.is_closing():
+            return
+        # Timers only for what did not arrive whole in this chunk (most requests do).
+        if self.in_head:
+            self._arm_head_timer()
+        elif self.body_expected and self.body_timer is None:
+            self.body_timer = self.loop.call_later(self.limits.body_timeout, self._body_late)
+        if self.in_head:
             # The head is still incomplete: count what arrived. A chunk in which the head
             # began after the end of a pipelined request is not counted (its split is
             # unknown); the exact check runs when the head completes. So at most one read
@@ -258,7 +264,14 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        size = len(self.url)
+        body = False
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+            if name == b"transfer-encoding" or (
+                name == b"content-length" and value.strip() not in (b"", b"0")
+            ):
+                body = True
         if len(self.url) > self.limits.max_header_bytes:
             self._refuse(URL_TOO_LONG, "url_too_long")
             return
@@ -273,11 +286,8 @@ class GuardedProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.app = app
-        if any(
-            (n == b"content-length" and v.strip() not in (b"", b"0")) or n == b"transfer-encoding"
-            for n, v in self.headers
-        ):
-            self.body_timer = self.loop.call_later(self.limits.body_timeout, self._body_late)
+        # A body is coming; its deadline is armed if it does not arrive with the head.
+        self.body_expected = body
 
     def on_body(self, body: bytes) -> None:
         if not self.rejected:
@@ -286,6 +296,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self.rejected:
             return
+        self.body_expected = False
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
