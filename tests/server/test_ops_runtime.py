@@ -199,6 +199,35 @@ def test_postgresql_restart_gives_503s_each_logged_with_its_cause(tmp_path: Path
         assert any("database unavailable" in c["message"] for c in causes), causes
 
 
+def test_a_real_server_error_is_one_error_line_with_its_cause(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A damaged schema (a table dropped by hand) is no outage: a 500, and one ERROR line
+    naming the exception and where, without the SQL or the request's parameters."""
+    port = free_port()
+    url = postgres.create_database(f"err_{time.monotonic_ns()}")
+    config = server_config(port, database_url=url, log_format="json", log_level="info")
+    server = ServerProcess(tmp_path / "data", port, config)
+    server.start()
+    try:
+        server.query("DROP TABLE auth_flows")
+        flow = Flow.new()
+        r = httpx2.get(
+            server.url + "/oauth2/authorize",
+            params=flow.params(login_hint="secret-hint@example.com"),
+            headers={"X-Request-ID": "rid-broken-schema"},
+        )
+    finally:
+        server.stop()
+    assert r.status_code == 500 and r.json()["error"] == "server_error"
+    mine = [e for e in json_lines(server) if e.get("request_id") == "rid-broken-schema"]
+    errors = [e for e in mine if e["level"] == "error"]
+    assert len(errors) == 1, mine
+    assert re.search(r"ProgrammingError at authgear/server/\S+:\d+ in \w+", errors[0]["message"])
+    assert "auth_flows" not in server.log() and "secret-hint" not in server.log()
+    assert any(e["logger"] == "authgear.access" and e["status"] == 500 for e in mine)
+
+
 # -- 4 and 5. logs and metrics an operator can use -------------------------------------------
 
 
