@@ -63,11 +63,9 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"authgear {__version__}"
 
 
-def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
-    """`authgear keys list | head -0`: the reader is gone before the table is printed."""
-    for args in (["--help"], ["keys", "list", "--data-dir", str(tmp_path)]):
-        if args[0] == "keys":
-            ServerProcess(tmp_path, free_port(), {"port": 1}).write_config()
+def test_output_into_a_closed_pipe_exits_quietly() -> None:
+    """`authgear ... | head -0`: the reader is gone before anything is printed."""
+    for args in (["--help"], ["hash-secret"]):
         proc = subprocess.Popen([AUTHGEAR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.close()
