@@ -107,11 +107,19 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "authgear.yaml").write_text(yaml.safe_dump(self.config))
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        wrapper: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+    ) -> None:
+        """``wrapper``: a command to run the server under (``prlimit --nofile=256``);
+        ``args``: more `authgear serve` arguments."""
         self.write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [AUTHGEAR, "serve", "--data-dir", str(self.data_dir)],
+            [*wrapper, AUTHGEAR, "serve", "--data-dir", str(self.data_dir), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -131,9 +131,10 @@ class Redis:
         self.proc.wait(10)
 
 
-def start_redis(folder: Path) -> Redis:
+def start_redis(folder: Path, port: int | None = None) -> Redis:
+    """``port``: restart one on the port a stopped one used."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(folder)],

@@ -190,7 +190,7 @@ def test_cli_users_create(fresh_server: ServerProcess) -> None:
     bad = run_cli(
         "users", "create", "nope", "--password-stdin", "--data-dir", d, input=PASSWORD + "\n"
     )
-    assert bad.returncode == 1 and "not an email" in bad.stderr
+    assert bad.returncode == 1 and "not a valid email" in bad.stderr
     no_tty = run_cli("users", "create", "y@example.com", "--data-dir", d, input="")
     assert no_tty.returncode == 1 and "--password-stdin" in no_tty.stderr
     server.start()

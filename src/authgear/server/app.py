@@ -1,4 +1,9 @@
-"""The ASGI application: routes, CORS, error handling and start-up."""
+"""The ASGI application: each listener's routes, error handling, and the process lifespan.
+
+One app serves every listener of a process (the public port, and optionally the resolver,
+admin and metrics ports): a request is routed by the local port it arrived on, so the admin API
+or /metrics can be kept off the public port, with one or several worker processes alike.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
-import time
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import anyio.to_thread
 import sqlalchemy.exc
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from authgear.server import housekeeping, metrics, passwords
+from authgear.server import logs, metrics, passwords
 from authgear.server.admin import admin_routes
-from authgear.server.config import Settings, load_settings
+from authgear.server.config import ServerConfig, Settings, load_settings
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
@@ -31,150 +33,50 @@ from authgear.server.endpoints.resolver import resolve_endpoint
 from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
 from authgear.server.endpoints.userinfo import userinfo_endpoint
-from authgear.server.keys import load_or_create_keys, reload_keys
-from authgear.server.ratelimit import (
-    MemoryRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-    SQLRateLimiter,
+from authgear.server.health import (
+    CAUSE_LOGGED,
+    healthz,
+    metrics_endpoint,
+    metrics_with_token,
+    readyz,
 )
-from authgear.server.sessions import now_s
+from authgear.server.lifecycle import build_state, close_state, maintain_forever, sample_forever
+from authgear.server.middleware import (
+    DISCONNECTED,
+    CORSMiddleware,
+    OuterMiddleware,
+    describe_exception,
+    server_error_response,
+)
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import migrate
-from authgear.server.storage.sql import SQLRepository
 from authgear.server.ui import busy_page
 
 log = logging.getLogger("authgear.server")
-access_log = logging.getLogger("authgear.access")
 
 STATIC = Path(__file__).parent / "static"
-CORS_PATHS = frozenset(
-    {
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-        "/oauth2/token",
-        "/oauth2/userinfo",
-        "/oauth2/revoke",
-        "/oauth2/jwks",
-    }
-)
 
 
-class CORSMiddleware:
-    """CORS with credentials for the configured origins, on the endpoints a browser SDK calls."""
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A socket the server listens on, and which routes it serves."""
 
-    def __init__(self, app: ASGIApp, origins: frozenset[str]) -> None:
-        self.app = app
-        self.origins = origins
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in CORS_PATHS:
-            await self.app(scope, receive, send)
-            return
-        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
-        allowed = origin is not None and origin in self.origins
-        if scope["method"] == "OPTIONS" and origin is not None:
-            headers = {"Vary": "Origin"}
-            if allowed:
-                headers.update(
-                    {
-                        "Access-Control-Allow-Origin": origin,
-                        "Access-Control-Allow-Credentials": "true",
-                        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                        "Access-Control-Allow-Headers": (
-                            "Authorization, Content-Type, X-Authgear-Platform, "
-                            "X-Authgear-SDK-Version"
-                        ),
-                        "Access-Control-Max-Age": "600",
-                    }
-                )
-            await PlainTextResponse("", status_code=204 if allowed else 403, headers=headers)(
-                scope, receive, send
-            )
-            return
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"vary", b"Origin"))
-                if allowed and origin is not None:
-                    headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-                    headers.append((b"access-control-allow-credentials", b"true"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_cors)
+    kind: str  # "public", "resolver", "admin" or "metrics"
+    host: str
+    port: int
 
 
-class OuterMiddleware:
-    """The last line: one access-log line per request (path only: queries can hold tokens such
-    as an id_token_hint), and an unexpected exception becomes a bare 500 without detail."""
-
-    def __init__(self, app: ASGIApp, *, metrics: bool) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-        start = time.perf_counter()
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as e:
-            # The type only: exception messages may quote request data.
-            log.error(
-                "internal error on %s %s: %s",
-                scope["method"],
-                scope["path"],
-                type(e).__name__,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
-            if not status:
-                status = 500
-                await _server_error_response()(scope, receive, send)
-        elapsed = time.perf_counter() - start
-        if self.metrics:
-            metrics.observe(scope["method"], scope["path"], status, elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            client = scope.get("client")
-            access_log.info(
-                '%s "%s %s" %d %.1fms',
-                client[0] if client else "-",
-                scope["method"],
-                scope["path"][:200],
-                status,
-                elapsed * 1000,
-            )
+def listeners(config: ServerConfig) -> list[Listener]:
+    found = [Listener("public", config.host, config.port)]
+    if config.resolver_port is not None:
+        found.append(Listener("resolver", config.host, config.resolver_port))
+    if config.admin_enabled and config.admin_port is not None:
+        found.append(Listener("admin", config.admin_host or config.host, config.admin_port))
+    if config.metrics_enabled and config.metrics_port is not None:
+        found.append(Listener("metrics", config.metrics_host or config.host, config.metrics_port))
+    return found
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": "not_found"}, status_code=404)
-
-
-async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": "method_not_allowed"}, status_code=405)
-
-
-def _server_error_response() -> Response:
-    return JSONResponse(
-        {"error": "server_error", "error_description": "internal server error"},
-        status_code=500,
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    return _server_error_response()
-
+# -- errors -----------------------------------------------------------------------------------
 
 # The database is away (stopped, restarting, unreachable, pool exhausted): answer 503 at once
 # and let the pool reconnect when it is back, instead of hanging or answering 500.
@@ -186,19 +88,61 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes of a server that is away rather than a query that is wrong: connection
+# exception (08), insufficient resources (53, e.g. too many connections), operator
+# intervention (57: "the database system is shutting down / starting up").
+UNAVAILABLE_SQLSTATE = ("08", "53", "57")
 
 
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    away = isinstance(exc, UNAVAILABLE_ERRORS) or getattr(exc, "connection_invalidated", False)
-    if away:
+def unavailable_cause(exc: BaseException) -> str | None:
+    """Why the database counts as away, or None for a real error."""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(seen) < 8 and e not in seen:
+        seen.append(e)
+        if isinstance(e, UNAVAILABLE_ERRORS) or getattr(e, "connection_invalidated", False):
+            return type(e).__name__
+        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(code, str) and code[:2] in UNAVAILABLE_SQLSTATE:
+            return f"{type(e).__name__} (SQLSTATE {code})"
+        inner = getattr(e, "orig", None)
+        e = inner if isinstance(inner, BaseException) else (e.__cause__ or e.__context__)
+    return None
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "not_found"}, status_code=404)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "method_not_allowed"}, status_code=405)
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    """Every exception a handler let through: the database away is a 503 (logged as a
+    warning with its cause), anything else a 500 logged as one ERROR line with its cause."""
+    scope = request.scope
+    scope[CAUSE_LOGGED] = True
+    route = metrics.route_label(scope)
+    if scope.get(DISCONNECTED):
+        return server_error_response()  # nobody is listening; logged as 499
+    cause = unavailable_cause(exc)
+    if cause is not None:
         metrics.DB_UNAVAILABLE.inc()
-        log.warning("database unavailable: %s", type(exc).__name__)
+        log.warning("database unavailable on %s %s: %s", scope["method"], route, cause)
         return JSONResponse(
             {"error": "temporarily_unavailable", "error_description": "try again shortly"},
             status_code=503,
             headers={"Cache-Control": "no-store", "Retry-After": "1"},
         )
-    return _server_error_response()
+    log.error(
+        "internal error on %s %s: %s",
+        scope["method"],
+        route,
+        describe_exception(exc),
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
+    return server_error_response()
 
 
 async def _hashing_busy(request: Request, exc: Exception) -> Response:
@@ -206,147 +150,158 @@ async def _hashing_busy(request: Request, exc: Exception) -> Response:
     return busy_page(get_state(request), request, retry_after)
 
 
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers."""
-    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+# -- routes -----------------------------------------------------------------------------------
 
 
-async def readyz(request: Request) -> Response:
-    """Readiness: the database answers too."""
-    state = get_state(request)
-    try:
-        await state.repo.ping()
-    except Exception as e:
-        log.warning("not ready: %s", type(e).__name__)
-        return JSONResponse({"status": "unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+def _is_admin(route: BaseRoute) -> bool:
+    path = getattr(route, "path", "")
+    return isinstance(path, str) and (path.startswith(("/_api/admin", "/portal")))
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    body, content_type = metrics.render()
-    return Response(body, media_type=content_type)
+def _health() -> list[BaseRoute]:
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
 
 
-async def build_state(settings: Settings, *, migrate_first: bool = True) -> ServerState:
-    url = settings.database_url
-    hashing = settings.config.password_hashing
-    passwords.configure(hashing.max_concurrent, hashing.queue_timeout)
-    if migrate_first:
-        await anyio.to_thread.run_sync(migrate.upgrade, url)
-    repo = SQLRepository.open(url)
-    keys = await load_or_create_keys(repo)
-    rotation_key = await repo.get_or_create_secret(
-        "refresh_rotation_key", secrets.token_hex(32), now_s()
-    )
-    csrf_key = await repo.get_or_create_secret("csrf_key", secrets.token_hex(32), now_s())
-    return ServerState(
-        settings=settings,
-        repo=repo,
-        keys=keys,
-        limiter=make_limiter(settings, repo),
-        rotation_key=bytes.fromhex(rotation_key),
-        csrf_key=bytes.fromhex(csrf_key),
-    )
-
-
-def make_limiter(settings: Settings, repo: SQLRepository) -> RateLimiter:
-    """Memory for one process on SQLite; shared (Redis, else the database) otherwise."""
-    config = settings.config
-    enabled = config.rate_limits.enabled
-    if config.redis_url:
-        return RedisRateLimiter(config.redis_url, enabled)
-    if config.workers > 1 or not settings.is_sqlite:
-        dialect = "sqlite" if settings.is_sqlite else "postgresql"
-        return SQLRateLimiter(repo.engine, dialect, enabled)
-    return MemoryRateLimiter(enabled)
-
-
-async def maintain_forever(state: ServerState) -> None:
-    """Re-read signing keys every key_refresh_interval; purge expired rows every
-    purge_interval (10 minutes by default)."""
-    interval = state.config.key_refresh_interval
-    last_purge = time.monotonic()
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            state.keys = await reload_keys(state.repo, state.keys)
-            if time.monotonic() - last_purge >= state.config.purge_interval:
-                last_purge = time.monotonic()
-                await housekeeping.purge(state, now_s())
-        except Exception as e:
-            log.warning("maintenance failed: %s", type(e).__name__)
-
-
-def resolver_routes() -> list[BaseRoute]:
+def _resolver() -> list[BaseRoute]:
     return [
         Route("/_resolver/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
         Route("/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
     ]
 
 
-def create_app(
-    settings: Settings,
-    *,
-    state: ServerState | None = None,
-    resolver_only: bool = False,
-    migrate_first: bool = True,
-) -> ASGIApp:
-    """The server. Builds its own state at start-up unless given one (shared by the apps of
-    one process); ``resolver_only`` builds the app for the separate resolver port."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if state is not None:
-            app.state.authgear = state
-            yield
-            return
-        own = await build_state(settings, migrate_first=migrate_first)
-        app.state.authgear = own
-        purger = asyncio.create_task(maintain_forever(own))
-        try:
-            yield
-        finally:
-            purger.cancel()
-            await own.repo.close()
-
-    routes = [
-        *resolver_routes(),
-        Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+def _sign_in_pages() -> list[BaseRoute]:
+    return [
+        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/signup", signup_page, methods=["GET", "POST"]),
+        Route("/logout", logout_page, methods=["POST"]),
+        Route("/", home_page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    if settings.config.metrics_enabled:
-        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    if not resolver_only:
-        routes += [
-            Route("/.well-known/openid-configuration", discovery_endpoint, methods=["GET"]),
-            Route("/.well-known/oauth-authorization-server", discovery_endpoint, methods=["GET"]),
-            Route("/oauth2/authorize", authorize_endpoint, methods=["GET", "POST"]),
-            Route("/oauth2/token", token_endpoint, methods=["POST"]),
-            Route("/oauth2/userinfo", userinfo_endpoint, methods=["GET", "POST"]),
-            Route("/oauth2/revoke", revoke_endpoint, methods=["POST"]),
-            Route("/oauth2/jwks", jwks_endpoint, methods=["GET"]),
-            Route("/oauth2/end_session", end_session_endpoint, methods=["GET", "POST"]),
-            Route("/login", login_page, methods=["GET", "POST"]),
-            Route("/signup", signup_page, methods=["GET", "POST"]),
-            Route("/logout", logout_page, methods=["POST"]),
-            Route("/", home_page, methods=["GET"]),
-            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
-            *admin_routes(),
-        ]
+
+
+def _oidc() -> list[BaseRoute]:
+    return [
+        Route("/.well-known/openid-configuration", discovery_endpoint, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", discovery_endpoint, methods=["GET"]),
+        Route("/oauth2/authorize", authorize_endpoint, methods=["GET", "POST"]),
+        Route("/oauth2/token", token_endpoint, methods=["POST"]),
+        Route("/oauth2/userinfo", userinfo_endpoint, methods=["GET", "POST"]),
+        Route("/oauth2/revoke", revoke_endpoint, methods=["POST"]),
+        Route("/oauth2/jwks", jwks_endpoint, methods=["GET"]),
+        Route("/oauth2/end_session", end_session_endpoint, methods=["GET", "POST"]),
+    ]
+
+
+def routes_for(kind: str, config: ServerConfig) -> list[BaseRoute]:
+    """The routes a listener serves. The admin API and portal are on the public port unless
+    they have their own (or are off); /metrics only on its own port or behind its token."""
+    if kind == "metrics":
+        return [*_health(), Route("/metrics", metrics_endpoint, methods=["GET"])]
+    if kind == "resolver":
+        return [*_resolver(), *_health()]
+    admin = [r for r in admin_routes() if _is_admin(r)]
+    if kind == "admin":
+        # The portal signs its admins in through the same pages.
+        return [*_health(), *admin, *_sign_in_pages()]
+    routes = [*_resolver(), *_health(), *_oidc(), *_sign_in_pages()]
+    routes += [r for r in admin_routes() if not _is_admin(r)]  # a user's own sessions
+    if config.admin_enabled and config.admin_port is None:
+        routes += admin
+    if config.metrics_enabled and config.metrics_token:
+        routes.append(Route("/metrics", metrics_with_token, methods=["GET"]))
+    return routes
+
+
+def _listener_app(kind: str, settings: Settings) -> tuple[Starlette, ASGIApp]:
+    config = settings.config
     app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
+        routes=routes_for(kind, config),
         exception_handlers={
             404: _not_found,
             405: _method_not_allowed,
             passwords.HashingBusy: _hashing_busy,
-            **dict.fromkeys(UNAVAILABLE_ERRORS, _unavailable),
-            sqlalchemy.exc.DBAPIError: _unavailable,
-            Exception: _server_error,
+            **dict.fromkeys(UNAVAILABLE_ERRORS, _error),
+            sqlalchemy.exc.DBAPIError: _error,
+            Exception: _error,
         },
     )
-    origins = frozenset(o for c in settings.config.clients for o in c.allowed_origins)
-    return OuterMiddleware(CORSMiddleware(app, origins), metrics=settings.config.metrics_enabled)
+    origins = frozenset(o for c in config.clients for o in c.allowed_origins)
+    return app, OuterMiddleware(CORSMiddleware(app, origins), config)
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+class ServerApp:
+    """Every listener's app behind one ASGI callable, and the process lifespan: the shared
+    state is built at start-up (migrations first unless told not to), with the maintenance
+    and metrics-sampling tasks, and closed at shutdown."""
+
+    def __init__(self, settings: Settings, *, migrate_first: bool = True) -> None:
+        self.settings = settings
+        self.migrate_first = migrate_first
+        self.by_port: dict[int, ASGIApp] = {}
+        self.starlettes: list[Starlette] = []
+        default: ASGIApp | None = None
+        for listener in listeners(settings.config):
+            starlette, app = _listener_app(listener.kind, settings)
+            self.starlettes.append(starlette)
+            self.by_port[listener.port] = app
+            default = default or app
+        assert default is not None
+        self.default = default
+        self.state: ServerState | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        app = self.default
+        server = scope.get("server")
+        if server and len(self.by_port) > 1:
+            app = self.by_port.get(server[1], self.default)
+        await app(scope, receive, send)
+
+    async def startup(self) -> None:
+        state = await build_state(self.settings, migrate_first=self.migrate_first)
+        for app in self.starlettes:
+            app.state.authgear = state
+        self.state = state
+        self._tasks = [
+            asyncio.create_task(maintain_forever(state)),
+            asyncio.create_task(sample_forever(state)),
+        ]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.state is not None:
+            await close_state(self.state)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    log.error("start-up failed: %s", describe_exception(e))
+                    await send({"type": "lifespan.startup.failed", "message": type(e).__name__})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                with contextlib.suppress(Exception):
+                    await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings, *, migrate_first: bool = True) -> ServerApp:
+    return ServerApp(settings, migrate_first=migrate_first)
 
 
 def app_from_environment() -> ASGIApp:
@@ -357,8 +312,5 @@ def app_from_environment() -> ASGIApp:
     data_dir = Path(os.environ.get("AUTHGEAR_DATA_DIR") or ".authgear")
     config = os.environ.get("AUTHGEAR_CONFIG")
     settings = load_settings(data_dir, Path(config) if config else None)
-    logging.basicConfig(
-        level=settings.config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.config.log_level, settings.config.log_format)
     return create_app(settings, migrate_first=False)

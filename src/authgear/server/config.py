@@ -1,13 +1,24 @@
 """Server configuration: a YAML file in the data folder, overridable by environment variables.
 
 Environment variables are ``AUTHGEAR_<KEY>`` for top-level keys and ``AUTHGEAR_<KEY>__<SUBKEY>`` for
-nested ones, e.g. ``AUTHGEAR_PUBLIC_ORIGIN`` or ``AUTHGEAR_RATE_LIMITS__ENABLED=false``.
+nested ones, e.g. ``AUTHGEAR_PUBLIC_ORIGIN`` or ``AUTHGEAR_RATE_LIMITS__ENABLED=false``. Only
+names of settings are read; other ``AUTHGEAR_*`` variables (the SDK's ``AUTHGEAR_ENDPOINT``, a
+typo) are ignored and listed in :attr:`Settings.ignored_env`.
+
+Secret settings can come from a file instead (``database_url_file: /run/secrets/db``, or
+``AUTHGEAR_DATABASE_URL_FILE``), the container convention: see :data:`SECRET_SETTINGS`.
+An error names where the bad value came from: the config file, a variable, or a secret file.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import hmac
+import ipaddress
+import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -29,8 +40,43 @@ DEFAULT_REFRESH_TOKEN_LIFETIME = 31449600  # 52 weeks
 DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT = 2592000  # 30 days
 
 
+# Settings that may hold a secret: each can be read from a file named by ``<name>_file``.
+SECRET_SETTINGS = ("database_url", "redis_url", "key_encryption_key", "metrics_token")
+CLIENT_SECRET_SETTINGS = ("client_secret_hash",)
+# A list of secrets, each from a file: the key-encryption keys being rotated out.
+SECRET_FILE_LISTS = {"old_key_encryption_key_files": "old_key_encryption_keys"}
+# AUTHGEAR_* variables that are not server settings: the CLI's and the SDK's own.
+NOT_SETTINGS = frozenset(
+    {
+        "AUTHGEAR_DATA_DIR",
+        "AUTHGEAR_CONFIG",
+        "AUTHGEAR_ENDPOINT",
+        "AUTHGEAR_CLIENT_ID",
+        "AUTHGEAR_TOKEN_DIR",
+    }
+)
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message is one readable line."""
+
+
+def kek_bytes(value: str) -> bytes:
+    """A key-encryption key as given (base64, base64url or hex of 32 bytes) as its bytes."""
+    text = value.strip()
+    candidates = []
+    if len(text) == 64:
+        with contextlib.suppress(ValueError):
+            candidates.append(bytes.fromhex(text))
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            candidates.append(decode(text + "=" * (-len(text) % 4)))
+        except (binascii.Error, ValueError):
+            continue
+    for raw in candidates:
+        if len(raw) == 32:
+            return raw
+    raise ValueError("must be 32 random bytes in base64 or hex (make one: `authgear keys new-kek`)")
 
 
 class _Model(BaseModel):
@@ -197,6 +243,35 @@ class LockoutConfig(_Model):
     maximum_duration: int = Field(default=3600, ge=1)
 
 
+class HTTPConfig(_Model):
+    """What one connection may cost the server (issue: a 64 MiB header, slow sockets, idle
+    connections holding every file descriptor)."""
+
+    # Request line + headers: more is answered 431 (an over-long URL alone, 414).
+    max_header_bytes: int = Field(default=65536, ge=4096, le=1048576)
+    max_headers: int = Field(default=100, ge=10, le=1000)
+    # Seconds for a whole request head to arrive (and for a new connection's first request).
+    header_timeout: float = Field(default=10, gt=0, le=300)
+    # Seconds for a whole request body to arrive once its head has.
+    body_timeout: float = Field(default=30, gt=0, le=3600)
+    # Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout: int = Field(default=5, ge=1, le=300)
+    # Open connections per process; null: from the open-file limit (RLIMIT_NOFILE), leaving
+    # room for the database pool. At the cap, the longest-idle connection is closed first.
+    max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
+    # Requests being handled at once per process; more are answered 503 with Retry-After.
+    max_concurrent_requests: int = Field(default=1000, ge=1, le=1_000_000)
+
+
+class ShutdownConfig(_Model):
+    """SIGTERM: /readyz answers 503 for ``drain_seconds`` while everything else is still served
+    (a load balancer takes the process out), then the listeners close and requests in flight
+    get ``grace_seconds`` to finish."""
+
+    drain_seconds: float = Field(default=5, ge=0, le=600)
+    grace_seconds: float = Field(default=30, ge=0, le=3600)
+
+
 class ServerConfig(_Model):
     # None: http://<host>:<port>.
     public_origin: str | None = None
@@ -204,16 +279,35 @@ class ServerConfig(_Model):
     port: int = Field(default=3000, ge=0, le=65535)
     # Serve the resolver on its own port too (Authgear uses 3001). None: main port only.
     resolver_port: int | None = Field(default=None, ge=0, le=65535)
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False)
+    # Connections each process keeps to a server database (PostgreSQL), and how many more it
+    # may open under load.
+    database_pool_size: int = Field(default=10, ge=1, le=500)
+    database_max_overflow: int = Field(default=10, ge=0, le=500)
+    # Apply database migrations when `serve` starts (`serve --no-migrate`: false).
+    auto_migrate: bool = True
     # Redis for rate limits shared by every server process (optional; without it, several
     # processes share limits through the database).
-    redis_url: str | None = None
+    redis_url: str | None = Field(default=None, repr=False)
+    # Encrypts signing keys and the refresh-token key in the database (base64 of 32 bytes).
+    key_encryption_key: str | None = Field(default=None, repr=False)
+    # Earlier key-encryption keys, readable during a rotation.
+    old_key_encryption_keys: tuple[str, ...] = Field(default=(), repr=False)
     # Server processes on this host (`authgear serve --workers N`).
     workers: int = Field(default=1, ge=1, le=64)
     # How often each process re-reads the signing keys (a rotation activates after 2x this).
     key_refresh_interval: int = Field(default=30, ge=1, le=3600)
-    # /metrics in Prometheus text format.
+    # /metrics in Prometheus text format: on its own listener (metrics_port), or on the main
+    # port for requests bearing metrics_token. Neither: not served.
     metrics_enabled: bool = True
+    metrics_host: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_token: str | None = Field(default=None, repr=False, min_length=16)
+    # The admin API (/_api/admin) and portal (/portal): off entirely, or only on their own
+    # listener (admin_port) instead of the public one.
+    admin_enabled: bool = True
+    admin_host: str | None = None
+    admin_port: int | None = Field(default=None, ge=1, le=65535)
     app_name: str = "Authgear"
     # Seconds an authorization code stays exchangeable (single use in any case).
     authorization_code_lifetime: int = Field(default=300, ge=1, le=600)
@@ -229,6 +323,36 @@ class ServerConfig(_Model):
     # Trust X-Forwarded-For / X-Forwarded-Proto from these proxy addresses.
     trusted_proxies: tuple[str, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: one readable line per event; json: one JSON object per line (uvicorn's too).
+    log_format: Literal["text", "json"] = "text"
+    http: HTTPConfig = HTTPConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (like 10.0.0.0/24)"
+                ) from None
+        return v
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _check_kek(cls, v: str | None) -> str | None:
+        if v is not None:
+            kek_bytes(v)
+        return v
+
+    @field_validator("old_key_encryption_keys")
+    @classmethod
+    def _check_old_keks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for key in v:
+            kek_bytes(key)
+        return v
 
     @field_validator("public_origin")
     @classmethod
@@ -249,6 +373,19 @@ class ServerConfig(_Model):
             if c.id in seen:
                 raise ValueError(f"client id {c.id!r} appears twice")
             seen.add(c.id)
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServerConfig:
+        named = [("port", self.port), ("resolver_port", self.resolver_port)]
+        named += [("admin_port", self.admin_port), ("metrics_port", self.metrics_port)]
+        used: dict[int, str] = {}
+        for name, port in named:
+            if port is None:
+                continue
+            if port in used:
+                raise ValueError(f"{name} and {used[port]} are both {port}: use different ports")
+            used[port] = name
         return self
 
     def client(self, client_id: str) -> ClientConfig | None:
@@ -272,9 +409,19 @@ class ServerConfig(_Model):
 class Settings:
     """A loaded configuration plus where it came from."""
 
-    def __init__(self, config: ServerConfig, data_dir: Path) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        data_dir: Path,
+        *,
+        config_path: Path | None = None,
+        ignored_env: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.data_dir = data_dir
+        self.config_path = config_path
+        # AUTHGEAR_* variables that were set but are not settings (a typo, or the SDK's).
+        self.ignored_env = ignored_env
 
     @property
     def database_url(self) -> str:
@@ -285,6 +432,34 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def database_name(self) -> str:
+        """The database as an operator recognises it, without a password or options:
+        ``postgresql://authgear@db:5432/authgear``, or the SQLite file's absolute path."""
+        return database_name(self.database_url)
+
+
+def database_name(url: str) -> str:
+    from sqlalchemy.engine import URL, make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return "(an unreadable database URL)"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = parsed.database or ":memory:"
+        return f"sqlite:///{Path(path).resolve() if path != ':memory:' else path}"
+    # Rebuilt from its parts: no password, no options (URL.set cannot remove a password).
+    bare = URL.create(
+        backend,
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+    )
+    return bare.render_as_string(hide_password=False)
 
 
 def _coerce_env(value: str) -> Any:
@@ -307,13 +482,50 @@ def _coerce_env(value: str) -> Any:
     return value
 
 
-def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _env_names() -> dict[str, tuple[str, ...]]:
+    """Every variable that is a setting, and the key path it sets."""
+    names: dict[str, tuple[str, ...]] = {}
+    for field, info in ServerConfig.model_fields.items():
+        names[f"{ENV_PREFIX}{field.upper()}"] = (field,)
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            for sub in nested.model_fields:
+                names[f"{ENV_PREFIX}{field.upper()}__{sub.upper()}"] = (field, sub)
+    for field in (*SECRET_SETTINGS, *SECRET_FILE_LISTS):
+        key = field if field in SECRET_FILE_LISTS else f"{field}_file"
+        names[f"{ENV_PREFIX}{key.upper()}"] = (key,)
+    return names
+
+
+class _Sources:
+    """Where each key's value came from, to name it in an error."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self.by_path: dict[tuple[str, ...], str] = {}
+
+    def of(self, loc: tuple[Any, ...]) -> str:
+        path = tuple(str(p) for p in loc)
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.by_path:
+                return self.by_path[path[:n]]
+        return self.default
+
+
+def apply_env(
+    raw: dict[str, Any], environ: Mapping[str, str], sources: _Sources | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The config with the environment's settings on top, and the AUTHGEAR_* names ignored."""
     out = dict(raw)
-    skip = {"AUTHGEAR_DATA_DIR", "AUTHGEAR_CONFIG"}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in skip:
+    known = _env_names()
+    ignored = []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
+        path = known.get(name)
+        if path is None:
+            ignored.append(name)
+            continue
         target = out
         for key in path[:-1]:
             nested = target.get(key)
@@ -321,36 +533,84 @@ def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]
             target[key] = nested
             target = nested
         target[path[-1]] = _coerce_env(value)
+        if sources is not None:
+            sources.by_path[path] = f"environment {name}"
+    return out, tuple(ignored)
+
+
+def _read_secret(path_value: Any, where: str, key: str) -> tuple[str, str]:
+    if not isinstance(path_value, str) or not path_value:
+        raise ConfigError(f"{where}: {key}: must be the path of a file")
+    path = Path(path_value)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"{where}: {key}: cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {key}: {path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(f"{where}: {key}: {path} is empty")
+    return text, f"file {path} ({key})"
+
+
+def _resolve_secret(
+    target: dict[str, Any], name: str, sources: _Sources, prefix: tuple[str, ...] = ()
+) -> None:
+    file_key = f"{name}_file"
+    if target.get(file_key) is None:
+        target.pop(file_key, None)
+        return
+    where = sources.of((*prefix, file_key))
+    if target.get(name) is not None:
+        raise ConfigError(
+            f"{where}: {'.'.join((*prefix, file_key))}: {name} is set too "
+            f"({sources.of((*prefix, name))}); set one of them"
+        )
+    value, origin = _read_secret(target.pop(file_key), where, file_key)
+    target[name] = value
+    sources.by_path[(*prefix, name)] = origin
+
+
+def resolve_secret_files(raw: dict[str, Any], sources: _Sources) -> dict[str, Any]:
+    """``<name>_file`` settings replaced by the content of the file they name."""
+    out = dict(raw)
+    for name in SECRET_SETTINGS:
+        _resolve_secret(out, name, sources)
+    for file_key, name in SECRET_FILE_LISTS.items():
+        files = out.pop(file_key, None)
+        if files is None:
+            continue
+        where = sources.of((file_key,))
+        if not isinstance(files, list | tuple):
+            raise ConfigError(f"{where}: {file_key}: must be a list of file paths")
+        out[name] = [_read_secret(f, where, file_key)[0] for f in files]
+        sources.by_path[(name,)] = where
+    clients = out.get("clients")
+    if isinstance(clients, list):
+        out["clients"] = [dict(c) if isinstance(c, dict) else c for c in clients]
+        for i, client in enumerate(out["clients"]):
+            if isinstance(client, dict):
+                for name in CLIENT_SECRET_SETTINGS:
+                    _resolve_secret(client, name, sources, ("clients", str(i)))
     return out
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+def _format_validation_error(sources: _Sources, err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{path}: {where}: {first['msg']}{more}"
+    return f"{sources.of(first['loc'])}: {where}: {first['msg']}{more}"
 
 
-def load_settings(
-    data_dir: Path,
-    config_path: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    *,
-    missing_ok: bool = False,
-) -> Settings:
-    """The config file plus environment overrides. ``missing_ok``: no file means defaults
-    (for maintenance commands given a --database-url)."""
-    env = os.environ if environ is None else environ
-    path = config_path or data_dir / CONFIG_FILE
+def _read_config_file(path: Path, *, missing_ok: bool) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if missing_ok:
-            text = ""
-        else:
-            raise ConfigError(
-                f"{path}: config file not found (run `authgear serve` once to create it)"
-            ) from None
+            return {}
+        raise ConfigError(
+            f"{path}: config file not found (run `authgear serve` once to create it)"
+        ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
     try:
@@ -361,20 +621,50 @@ def load_settings(
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    raw = apply_env(raw, env)
+    return raw
+
+
+def load_settings(
+    data_dir: Path,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    missing_ok: bool = False,
+) -> Settings:
+    """The config file plus environment overrides and secret files. ``missing_ok``: no file
+    means defaults (for maintenance commands given a --database-url)."""
+    env = os.environ if environ is None else environ
+    path = config_path or data_dir / CONFIG_FILE
+    raw = _read_config_file(path, missing_ok=missing_ok)
+    sources = _Sources(str(path))
+    raw, ignored = apply_env(raw, env, sources)
+    raw = resolve_secret_files(raw, sources)
     try:
         config = ServerConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(path, e)) from None
-    return Settings(config, data_dir)
+        raise ConfigError(_format_validation_error(sources, e)) from None
+    return Settings(config, data_dir, config_path=path, ignored_env=ignored)
 
 
 def hash_client_secret(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def default_config_text(host: str, port: int) -> tuple[str, dict[str, str]]:
-    """The commented YAML written on first run, and the generated client ids."""
+def _yaml_value(value: Any) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+def default_config_text(
+    host: str,
+    port: int,
+    *,
+    public_origin: str | None = None,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    workers: int = 1,
+) -> tuple[str, dict[str, str]]:
+    """The commented YAML written on first run (with what `serve` was told on its command
+    line, so later commands in this folder use the same database), and the client ids."""
     native_id = "native-" + uuid.uuid4().hex[:12]
     web_id = "web-" + uuid.uuid4().hex[:12]
     # Example web app (examples/) runs on port 8000.
@@ -387,7 +677,7 @@ def default_config_text(host: str, port: int) -> tuple[str, dict[str, str]]:
 # The origin apps and browsers use to reach this server. It is the token issuer and the base of
 # every endpoint URL; set it to the public https origin when the server runs behind a proxy.
 # null: http://<host>:<port>.
-public_origin: null
+public_origin: {_yaml_value(public_origin)}
 
 # Where `authgear serve` listens.
 host: {host}
@@ -398,24 +688,45 @@ resolver_port: null
 
 # SQLAlchemy URL of the database. null: SQLite in this data folder (authgear.db).
 # For several servers sharing one database: postgresql://user:password@host:5432/authgear
-database_url: null
+# (add ?sslmode=verify-full&sslrootcert=/path/ca.pem for TLS). Keep the password out of this
+# file with database_url_file: /run/secrets/database_url (a file holding the URL), or the
+# AUTHGEAR_DATABASE_URL / AUTHGEAR_DATABASE_URL_FILE variables. The same goes for redis_url,
+# key_encryption_key and metrics_token (each also as <name>_file).
+database_url: {_yaml_value(database_url)}
+database_pool_size: 10      # connections per process (PostgreSQL), plus up to
+database_max_overflow: 10   # this many more under load
+auto_migrate: true          # apply migrations at start (false: run `authgear db upgrade`)
 
 # Optional Redis (redis://host:6379/0) for rate limits shared by every server process.
-redis_url: null
+# While Redis is away, the limits are counted in the database instead.
+redis_url: {_yaml_value(redis_url)}
+
+# Encrypts the signing keys and the refresh-token key in the database: 32 random bytes in
+# base64 (`authgear keys new-kek`). Better from a file (key_encryption_key_file) or the
+# AUTHGEAR_KEY_ENCRYPTION_KEY variable than here. null: stored unencrypted.
+key_encryption_key: null
 
 # Server processes on this machine (like `authgear serve --workers N`).
-workers: 1
+workers: {workers}
 
 # Seconds between re-reads of the signing keys by each process (see `authgear keys rotate`).
 key_refresh_interval: 30
 
-# Serve Prometheus metrics at /metrics.
+# Prometheus metrics at /metrics: on their own port (metrics_port, on metrics_host or host),
+# or on the main port for requests with "Authorization: Bearer <metrics_token>". Neither set:
+# /metrics is not served. Never expose it on the public port without the token.
 metrics_enabled: true
+metrics_port: null
+
+# The admin API (/_api/admin) and portal (/portal). admin_port: serve them only there
+# (on admin_host or host), not on the public port. admin_enabled: false turns them off.
+admin_enabled: true
+admin_port: null
 
 # Name shown on the login and sign-up pages.
 app_name: Authgear
 
-# Proxy addresses whose X-Forwarded-For / X-Forwarded-Proto headers are trusted.
+# Proxy addresses or networks (10.0.0.0/24) whose X-Forwarded-For is trusted.
 trusted_proxies: []
 
 # Redirect URIs match as exact strings (OAuth 2.1, RFC 9700 section 2.1). One exception
@@ -509,5 +820,22 @@ purge_interval: 600
 audit_log_retention_days: 90
 
 log_level: info
+log_format: text   # or json: one object per line, with the request id
+
+# Limits per connection and process (431 for oversized headers, 408 for slow clients).
+http:
+  max_header_bytes: 65536
+  max_headers: 100
+  header_timeout: 10
+  body_timeout: 30
+  keep_alive_timeout: 5
+  max_connections: null        # null: from the open-file limit
+  max_concurrent_requests: 1000
+
+# On SIGTERM: /readyz answers 503 for drain_seconds while requests are still served, then
+# requests in flight get grace_seconds to finish.
+shutdown:
+  drain_seconds: 5
+  grace_seconds: 30
 """
     return text, {"native": native_id, "web": web_id}

@@ -8,7 +8,6 @@ requests does not stall the requests being served.
 from __future__ import annotations
 
 from authgear.server import metrics
-from authgear.server.ratelimit import SQLRateLimiter
 from authgear.server.state import ServerState
 from authgear.server.storage import Purged
 
@@ -22,8 +21,7 @@ async def purge(state: ServerState, now: int) -> Purged:
     )
     if config.audit_log_retention_days is not None:
         await state.admin.purge_audit(now - config.audit_log_retention_days * DAY, purged)
-    if isinstance(state.limiter, SQLRateLimiter):
-        await state.limiter.purge(now, purged)
+    await state.limiter.purge(now, purged)
     await state.repo.delete_retired_keys(now)
     for table, count in purged.rows.items():
         if count:

@@ -1,12 +1,19 @@
-"""Prometheus metrics: requests by path and status, latency, database outages.
+"""Prometheus metrics: requests by route and status, latency, auth events, limits, the
+database pool, Redis, connections and the process itself.
 
 With several worker processes, `authgear serve` sets PROMETHEUS_MULTIPROC_DIR before they start,
-so any worker's /metrics reports the sum over all of them.
+so any worker's /metrics reports the sum over all of them (gauges: the sum of the live
+workers', process gauges one series per worker ``pid``).
+
+Requests are labelled by route template (``/portal/users/{user_id}``), never by raw path, so
+the number of series stays bounded whatever clients send.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,27 +25,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-
-# Paths with their own label; anything else is "other", so labels stay few.
-KNOWN_PATHS = frozenset(
-    {
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-        "/oauth2/authorize",
-        "/oauth2/token",
-        "/oauth2/userinfo",
-        "/oauth2/revoke",
-        "/oauth2/jwks",
-        "/oauth2/end_session",
-        "/_resolver/resolve",
-        "/resolve",
-        "/login",
-        "/signup",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    }
-)
+from prometheus_client.process_collector import ProcessCollector
+from starlette.routing import Mount
 
 REQUESTS = Counter(
     "authgear_http_requests_total", "HTTP requests answered", ["method", "path", "status"]
@@ -52,6 +40,65 @@ LATENCY = Histogram(
 DB_UNAVAILABLE = Counter(
     "authgear_database_unavailable_total", "Requests answered 503 because the database was away"
 )
+TOKENS_ISSUED = Counter(
+    "authgear_tokens_issued_total", "Token responses by grant type", ["grant_type"]
+)
+SIGN_INS = Counter(
+    "authgear_sign_ins_total", "Password sign-ins by result (success, failure)", ["result"]
+)
+LOCKOUTS = Counter(
+    "authgear_sign_in_lockouts_total", "Sign-ins refused because the account is locked out"
+)
+RATE_LIMITED = Counter(
+    "authgear_rate_limited_total", "Events refused by a rate limit, by limit", ["bucket"]
+)
+REFRESH_REUSE = Counter(
+    "authgear_refresh_token_reuse_total",
+    "Rotated refresh tokens used again (the grant was ended: possible theft)",
+)
+SESSIONS_REVOKED = Counter(
+    "authgear_sessions_revoked_total", "Sessions ended by revocation, by who", ["by"]
+)
+REDIS_ERRORS = Counter(
+    "authgear_redis_errors_total", "Redis commands that failed (limits fell back to the database)"
+)
+HTTP_REFUSED = Counter(
+    "authgear_http_refused_total",
+    "Requests or connections refused by the HTTP limits, by reason",
+    ["reason"],
+)
+HTTP_CONNECTIONS = Gauge(
+    "authgear_http_connections", "Open client connections", multiprocess_mode="livesum"
+)
+DB_POOL_IN_USE = Gauge(
+    "authgear_db_pool_connections_in_use",
+    "Database connections checked out",
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "authgear_db_pool_waiting",
+    "Requests waiting for a database connection",
+    multiprocess_mode="livesum",
+)
+DB_POOL_SIZE = Gauge(
+    "authgear_db_pool_size",
+    "Database connections a process may open (pool size + overflow)",
+    multiprocess_mode="livesum",
+)
+DRAINING = Gauge(
+    "authgear_draining", "1 while the process is shutting down", multiprocess_mode="livemax"
+)
+_PROCESS = {
+    name: Gauge(f"authgear_{name}", text, multiprocess_mode="liveall")
+    for name, text in (
+        ("process_resident_memory_bytes", "Resident memory of a server process"),
+        ("process_cpu_seconds_total", "CPU time used by a server process"),
+        ("process_open_fds", "Open file descriptors of a server process"),
+        ("process_max_fds", "File-descriptor limit of a server process"),
+        ("process_start_time_seconds", "Start time of a server process (Unix time)"),
+    )
+}
+_process_collector = ProcessCollector(registry=None)
 
 PURGED_ROWS = Counter(
     "authgear_purged_rows_total", "Expired rows deleted by the periodic purge", ["table"]
@@ -80,14 +127,37 @@ HASHING_REJECTED = Counter(
 )
 
 
-def path_label(path: str) -> str:
-    return path if path in KNOWN_PATHS else "other"
+def route_label(scope: MutableMapping[str, Any]) -> str:
+    """The route template the router matched (``/portal/users/{user_id}``); "other" when
+    nothing did (a 404), so a client cannot create series."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return "other"
+    if isinstance(route, Mount):
+        # A mount whose own routes matched nothing, or a static-files mount.
+        return path or "/"
+    return f"{scope.get('root_path', '')}{path}" or "/"
 
 
-def observe(method: str, path: str, status: int, seconds: float) -> None:
-    label = path_label(path)
-    REQUESTS.labels(method, label, str(status)).inc()
-    LATENCY.labels(label).observe(seconds)
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
+def sample(*, pool: Any = None, connections: int | None = None) -> None:
+    """Gauges read from live state: the pool's counters, open connections, the process."""
+    if pool is not None:
+        DB_POOL_IN_USE.set(pool.in_use)
+        DB_POOL_WAITING.set(pool.waiting)
+        DB_POOL_SIZE.set(pool.size)
+    if connections is not None:
+        HTTP_CONNECTIONS.set(connections)
+    for family in _process_collector.collect():
+        for s in family.samples:
+            gauge = _PROCESS.get(s.name)
+            if gauge is not None:
+                gauge.set(s.value)
 
 
 def render() -> tuple[bytes, str]:

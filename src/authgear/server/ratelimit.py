@@ -2,17 +2,22 @@
 
 One process on SQLite counts in memory. Once several processes serve (``--workers``, or a
 shared PostgreSQL), counts must be shared: in Redis when configured, else in the database.
+
+When Redis is away, the limits are counted in the database instead (never a 500, never
+unlimited): see :class:`RedisRateLimiter`. Every refusal is counted in the metrics.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from typing import Any, Protocol
 
 from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from authgear.server import metrics
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Database
 from authgear.server.storage.models import Purged
@@ -36,6 +41,9 @@ def ip_bucket(ip: str | None) -> str | None:
     return str(addr)
 
 
+log = logging.getLogger("authgear.ratelimit")
+
+
 class RateLimiter(Protocol):
     enabled: bool
 
@@ -51,6 +59,22 @@ class RateLimiter(Protocol):
         """Give back one event counted by hit() in the current window (a reservation taken
         before an expensive check that turned out not to count, e.g. a correct password)."""
         ...
+
+    async def purge(self, now: int, purged: Purged) -> None:
+        """Forget windows that have ended (run by the maintenance task), counting what went."""
+        ...
+
+    async def status(self) -> dict[str, str]:
+        """The limiter's own dependencies for /readyz, e.g. ``{"redis": "ok"}``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _allowed(bucket: str, ok: bool) -> bool:
+    if not ok:
+        metrics.RATE_LIMITED.labels(bucket).inc()
+    return ok
 
 
 class MemoryRateLimiter:
@@ -69,14 +93,23 @@ class MemoryRateLimiter:
             start, count = now, 0
         count += 1
         self._windows[(bucket, key)] = (start, count)
-        return count <= limit
+        return _allowed(bucket, count <= limit)
 
     async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
         now = time.monotonic()
         start, count = self._windows.get((bucket, key), (now, 0))
-        return now - start >= window or count < limit
+        return _allowed(bucket, now - start >= window or count < limit)
+
+    async def purge(self, now: int, purged: Purged) -> None:
+        self._sweep(time.monotonic())
+
+    async def status(self) -> dict[str, str]:
+        return {}
+
+    async def close(self) -> None:
+        return None
 
     async def refund(self, bucket: str, key: str | None, window: int) -> None:
         if not self.enabled or key is None:
@@ -107,41 +140,120 @@ return 0
 
 
 class RedisRateLimiter:
-    """INCR on a key per window, expiring with it: atomic across every process."""
+    """INCR on a key per window, expiring with it: atomic across every process.
 
-    def __init__(self, url: str, enabled: bool = True) -> None:
+    Redis away (stopped, restarting, unreachable): the event is counted by ``fallback`` (the
+    database limiter) instead, and Redis is left alone for ``RETRY_AFTER`` seconds so a dead
+    host does not cost every request a connect timeout. A pooled connection that died with the
+    old Redis is retried once on a fresh one, so its return costs no request either.
+    """
+
+    RETRY_AFTER = 5.0
+
+    def __init__(self, url: str, fallback: RateLimiter, enabled: bool = True) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.enabled = enabled
+        self.fallback = fallback
         self.redis: Any = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=2
+            url,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
         )
+        self._down_until = 0.0
+        self._down_since: float | None = None
+
+    def _use_redis(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, e: Exception) -> None:
+        metrics.REDIS_ERRORS.inc()
+        self._down_until = time.monotonic() + self.RETRY_AFTER
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "redis unavailable (%s): rate limits are counted in the database until it is back",
+                type(e).__name__,
+            )
+
+    def _worked(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "redis is back after %.0f s: rate limits are counted in redis again",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
 
     async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
-        name, _ = _window_key(bucket, key, window, int(time.time()))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
-            pipe.expire(name, window, nx=True)
-            count, _ = await pipe.execute()
-        return int(count) <= limit
+        if self._use_redis():
+            name, _ = _window_key(bucket, key, window, int(time.time()))
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.incr(name)
+                    pipe.expire(name, window, nx=True)
+                    count, _ = await pipe.execute()
+            except _redis_errors() as e:
+                self._failed(e)
+            else:
+                self._worked()
+                return _allowed(bucket, int(count) <= limit)
+        return await self.fallback.hit(bucket, key, limit, window)
 
     async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
-        name, _ = _window_key(bucket, key, window, int(time.time()))
-        count = await self.redis.get(name)
-        return count is None or int(count) < limit
+        if self._use_redis():
+            name, _ = _window_key(bucket, key, window, int(time.time()))
+            try:
+                count = await self.redis.get(name)
+            except _redis_errors() as e:
+                self._failed(e)
+            else:
+                self._worked()
+                return _allowed(bucket, count is None or int(count) < limit)
+        return await self.fallback.check(bucket, key, limit, window)
+
+    async def purge(self, now: int, purged: Purged) -> None:
+        await self.fallback.purge(now, purged)
+
+    async def status(self) -> dict[str, str]:
+        try:
+            await self.redis.ping()
+        except _redis_errors() as e:
+            self._failed(e)
+            return {"redis": "unavailable: rate limits counted in the database"}
+        self._worked()
+        self._down_until = 0.0
+        return {"redis": "ok"}
 
     async def refund(self, bucket: str, key: str | None, window: int) -> None:
         if not self.enabled or key is None:
             return
-        name, _ = _window_key(bucket, key, window, int(time.time()))
-        await self.redis.eval(_REDIS_REFUND, 1, name)
+        if self._use_redis():
+            name, _ = _window_key(bucket, key, window, int(time.time()))
+            try:
+                await self.redis.eval(_REDIS_REFUND, 1, name)
+            except _redis_errors() as e:
+                self._failed(e)
+            else:
+                self._worked()
+                return
+        await self.fallback.refund(bucket, key, window)
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _redis_errors() -> tuple[type[Exception], ...]:
+    import redis.exceptions
+
+    return (redis.exceptions.RedisError, OSError, TimeoutError)
 
 
 class SQLRateLimiter:
@@ -167,7 +279,7 @@ class SQLRateLimiter:
         ).returning(table.c.count)
         async with self.db.begin() as conn:
             count = (await conn.execute(stmt)).scalar_one()
-        return int(count) <= limit
+        return _allowed(bucket, int(count) <= limit)
 
     async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
@@ -177,7 +289,7 @@ class SQLRateLimiter:
         q = select(table.c.count).where(table.c.key == name, table.c.window_start == start)
         async with self.db.connect() as conn:
             count = (await conn.execute(q)).scalar_one_or_none()
-        return count is None or int(count) < limit
+        return _allowed(bucket, count is None or int(count) < limit)
 
     async def refund(self, bucket: str, key: str | None, window: int) -> None:
         if not self.enabled or key is None:
@@ -197,3 +309,9 @@ class SQLRateLimiter:
         await delete_in_batches(
             self.db, table.c.key, table.c.window_start < now - 3600, PURGE_BATCH, purged
         )
+
+    async def status(self) -> dict[str, str]:
+        return {}
+
+    async def close(self) -> None:
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from authgear.server import events
 from authgear.server.endpoints.login import normalize_email
 from authgear.server.passwords import hash_password, password_problem
 from authgear.server.storage import Repository, User
@@ -136,6 +137,7 @@ class AdminOps:
     ) -> SessionRecord | None:
         revoked = await self.store.revoke_session(session_id, user_id=user_id)
         if revoked is not None:
+            events.session_revoked(revoked.id, revoked.kind, revoked.user_id, actor.type)
             owner = await self.store.get_user(revoked.user_id)
             await self.store.audit(
                 actor,
@@ -158,6 +160,7 @@ class AdminOps:
         if user is None:
             return None
         count = await self.store.revoke_all_sessions(user_id)
+        events.session_revoked("*", "all", user_id, actor.type)
         await self.store.audit(
             actor,
             "session.revoke_all",

@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from authgear.server import events
 from authgear.server.endpoints.authorize import (
     AuthorizationRequest,
     complete,
@@ -181,11 +182,13 @@ async def login_page(request: Request) -> Response:
     ):
         # Locked: no password was checked, so this is no failure of this address.
         await state.limiter.refund("password", ip, 60)
+        events.locked_out(request)
         return _too_many(state, request, flow_id, email_raw, "Wait a while and try again.")
     user = await state.repo.get_user_by_email(email) if email else None
     ok = await verify_password(user.password_hash if user else None, password[:1024])
     if not ok or user is None or user.disabled:
         # The reserved attempt stays counted, in both limits.
+        events.sign_in_failed(request, user.id if user else None)
         return _page(
             state,
             request,
@@ -198,6 +201,7 @@ async def login_page(request: Request) -> Response:
     await state.limiter.refund("password", ip, 60)
     if lockout.enabled:
         await state.repo.clear_login_failures(lock_key)
+    events.sign_in(request, user.id)
     return await _finish(state, request, flow_id, flow, user)
 
 

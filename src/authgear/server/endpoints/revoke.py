@@ -7,6 +7,7 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authgear.server import events
 from authgear.server.endpoints.token import authenticate_client
 from authgear.server.http import NO_STORE, OAuthError, read_form
 from authgear.server.state import get_state
@@ -31,6 +32,7 @@ async def revoke_endpoint(request: Request) -> Response:
             hashes = [grant.refresh_hash, *(p.hash for p in grant.previous_hashes)]
             if any(hmac.compare_digest(presented, h) for h in hashes):
                 await state.repo.end_session(grant.id)
+                events.session_revoked(grant.id, "offline_grant", grant.user_id, "client")
                 return Response(status_code=200, headers=NO_STORE)
     # An access token: forget it, so userinfo and the resolver refuse it from now on.
     found = await state.repo.get_access_token(sha256_hex(token)) if len(token) <= 8192 else None

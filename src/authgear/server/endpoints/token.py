@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from authgear.server import events
 from authgear.server.config import ClientConfig, is_user_scope
 from authgear.server.http import (
     NO_STORE,
@@ -111,6 +112,7 @@ async def token_endpoint(request: Request) -> Response:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
+        events.token_request(request, grant_type)
         if grant_type == "authorization_code":
             return await _authorization_code(state, request, form)
         if grant_type == "refresh_token":
@@ -260,6 +262,7 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
         if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
             # RFC 9700 §4.14.2: a rotated token used again; assume theft, end the grant.
+            events.refresh_reuse(request, grant.id, user.id, client.id)
             await state.repo.end_session(grant.id)
             raise OAuthError("invalid_grant", "invalid refresh token")
     if grant.expires_at <= now:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from authgear.server.storage.db import PoolStats
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 class Repository(Protocol):
     async def close(self) -> None: ...
+    def pool_stats(self) -> PoolStats: ...
 
     async def create_user(
         self,
@@ -109,9 +111,11 @@ class Repository(Protocol):
     async def add_signing_key(self, key: SigningKey) -> None: ...
     async def rotate_signing_keys(self, new: SigningKey, retire_at: int) -> None: ...
     async def delete_retired_keys(self, now: int) -> None: ...
+    async def replace_signing_key_pem(self, kid: str, old: str, new: str) -> bool: ...
     async def ping(self) -> None: ...
 
     async def get_or_create_secret(self, name: str, value: str, now: int) -> str: ...
+    async def replace_secret(self, name: str, old: str, new: str) -> bool: ...
     async def add_access_token_and_touch(
         self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
     ) -> bool: ...
@@ -128,6 +132,7 @@ __all__ = [
     "IdpSession",
     "LoginFailure",
     "OfflineGrant",
+    "PoolStats",
     "PreviousHash",
     "Purged",
     "Repository",

@@ -9,11 +9,13 @@ Server databases (PostgreSQL) use SQLAlchemy's async engine.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
@@ -24,7 +26,18 @@ class Conn(Protocol):
     ) -> CursorResult[Any]: ...
 
 
+@dataclass
+class PoolStats:
+    """Connections of one process: checked out now, and callers waiting for one."""
+
+    size: int = 0
+    in_use: int = 0
+    waiting: int = 0
+
+
 class Database(Protocol):
+    stats: PoolStats
+
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``: which INSERT ... ON CONFLICT to build."""
@@ -34,6 +47,27 @@ class Database(Protocol):
     def connect(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
     async def run_sync(self, fn: Callable[[Connection], None]) -> None: ...
     async def dispose(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _counted(
+    stats: PoolStats, acquire: contextlib.AbstractAsyncContextManager[Any]
+) -> AsyncIterator[Any]:
+    """Count the caller as waiting until it has a connection, then as using one."""
+    stats.waiting += 1
+    acquired = False
+    try:
+        async with acquire as conn:
+            stats.waiting -= 1
+            acquired = True
+            stats.in_use += 1
+            try:
+                yield conn
+            finally:
+                stats.in_use -= 1
+    finally:
+        if not acquired:
+            stats.waiting -= 1
 
 
 class _InlineConn:
@@ -49,6 +83,8 @@ class _InlineConn:
 class InlineDatabase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Nothing awaits inside a transaction here: nobody ever waits for a connection.
+        self.stats = PoolStats(size=1)
 
     @property
     def dialect(self) -> str:
@@ -57,12 +93,20 @@ class InlineDatabase:
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:
         with self.engine.begin() as conn:
-            yield _InlineConn(conn)
+            self.stats.in_use += 1
+            try:
+                yield _InlineConn(conn)
+            finally:
+                self.stats.in_use -= 1
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[Conn]:
         with self.engine.connect() as conn:
-            yield _InlineConn(conn)
+            self.stats.in_use += 1
+            try:
+                yield _InlineConn(conn)
+            finally:
+                self.stats.in_use -= 1
 
     async def run_sync(self, fn: Callable[[Connection], None]) -> None:
         with self.engine.begin() as conn:
@@ -83,8 +127,9 @@ class _AsyncConn:
 
 
 class AsyncDatabase:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, size: int = 0) -> None:
         self.engine = engine
+        self.stats = PoolStats(size=size)
 
     @property
     def dialect(self) -> str:
@@ -92,12 +137,12 @@ class AsyncDatabase:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[Conn]:
-        async with self.engine.begin() as conn:
+        async with _counted(self.stats, self.engine.begin()) as conn:
             yield _AsyncConn(conn)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[Conn]:
-        async with self.engine.connect() as conn:
+        async with _counted(self.stats, self.engine.connect()) as conn:
             yield _AsyncConn(conn)
 
     async def run_sync(self, fn: Callable[[Connection], None]) -> None:
@@ -124,7 +169,42 @@ PG_COMMAND_TIMEOUT = 10.0
 PG_POOL_TIMEOUT = 5.0
 
 
-def open_database(url: str, *, pool_size: int = 10) -> Database:
+# libpq's TLS parameters, which asyncpg does not take from a SQLAlchemy URL: translated into
+# the ``ssl`` argument it wants, so a URL written for psql works here too.
+_LIBPQ_TLS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "ssl")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def tls_connect_args(url: URL) -> tuple[URL, dict[str, Any]]:
+    """``?sslmode=...&sslrootcert=...`` (libpq's names) as asyncpg's ``ssl`` argument: a
+    mode name, or an SSLContext when certificates are named. Returns the URL without them."""
+    query = dict(url.query)
+    given = {k: query.pop(k) for k in _LIBPQ_TLS if k in query}
+    if not given:
+        return url, {}
+    values = {k: v if isinstance(v, str) else v[-1] for k, v in given.items()}
+    mode = values.get("sslmode") or values.get("ssl") or "prefer"
+    if mode not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}, not {mode!r}")
+    stripped = url.set(query=query)
+    files = {k: values[k] for k in ("sslrootcert", "sslcert", "sslkey") if k in values}
+    if not files or mode in ("disable", "allow", "prefer"):
+        return stripped, {"ssl": mode}
+    context = ssl.create_default_context(cafile=files.get("sslrootcert"))
+    if mode in ("require", "verify-ca"):
+        # libpq: require checks nothing (unless a root cert is given: then as verify-ca);
+        # verify-ca checks the chain but not the host name.
+        context.check_hostname = False
+        if mode == "require" and "sslrootcert" not in files:
+            context.verify_mode = ssl.CERT_NONE
+    if "sslcert" in files:
+        context.load_cert_chain(
+            files["sslcert"], files.get("sslkey"), password=values.get("sslpassword")
+        )
+    return stripped, {"ssl": context}
+
+
+def open_database(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> Database:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -136,15 +216,16 @@ def open_database(url: str, *, pool_size: int = 10) -> Database:
             parsed = parsed.set(drivername="postgresql+asyncpg")
         connect_args: dict[str, Any] = {}
         if parsed.get_driver_name() == "asyncpg":
-            connect_args = {"timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT}
-        return AsyncDatabase(
-            create_async_engine(
-                parsed,
-                pool_pre_ping=True,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_timeout=PG_POOL_TIMEOUT,
-                connect_args=connect_args,
-            )
+            parsed, connect_args = tls_connect_args(parsed)
+            connect_args |= {"timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT}
+        overflow = pool_size if max_overflow is None else max_overflow
+        async_engine = create_async_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=overflow,
+            pool_timeout=PG_POOL_TIMEOUT,
+            connect_args=connect_args,
         )
+        return AsyncDatabase(async_engine, size=pool_size + overflow)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from authgear.server.security import lockout
 from authgear.server.storage import schema as t
-from authgear.server.storage.db import Conn, Database, open_database
+from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
@@ -115,11 +115,16 @@ class SQLRepository:
         self.engine = db
 
     @classmethod
-    def open(cls, url: str) -> SQLRepository:
-        return cls(open_database(url))
+    def open(cls, url: str, **pool: int) -> SQLRepository:
+        """``pool``: ``pool_size``, ``max_overflow`` (a server database's connections)."""
+        return cls(open_database(url, **pool))
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    def pool_stats(self) -> PoolStats:
+        """Connections in use and callers waiting for one (for the metrics)."""
+        return self.engine.stats
 
     # -- users --------------------------------------------------------------------------------
     async def create_user(
@@ -530,6 +535,17 @@ class SQLRepository:
         async with self.engine.begin() as conn:
             await conn.execute(delete(t.signing_keys).where(t.signing_keys.c.retire_at < now))
 
+    async def replace_signing_key_pem(self, kid: str, old: str, new: str) -> bool:
+        """Store a key's private half re-encrypted; False if another process did it first."""
+        table = t.signing_keys
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(table)
+                .where(table.c.kid == kid, table.c.private_pem == old)
+                .values(private_pem=new)
+            )
+        return bool(res.rowcount)
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
@@ -551,6 +567,15 @@ class SQLRepository:
             pass
         async with self.engine.connect() as conn:
             return str((await conn.execute(q)).scalar_one())
+
+    async def replace_secret(self, name: str, old: str, new: str) -> bool:
+        """Store a secret re-encrypted; False if another process did it first."""
+        table = t.server_secrets
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(table).where(table.c.name == name, table.c.value == old).values(value=new)
+            )
+        return bool(res.rowcount)
 
     async def add_access_token_and_touch(
         self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
