@@ -18,10 +18,13 @@ from authgear.backend import MissingCredentials, SimpleRequest, TrustedProxyHead
 FULL_ACCESS = "https://authgear.com/scopes/full-access"
 
 
-def app_process(app: str, mode: str, server: ServerProcess, tmp: Path) -> BackendProcess:
+def app_process(
+    app: str, mode: str, server: ServerProcess, tmp: Path, *extra: str
+) -> BackendProcess:
     argv = [sys.executable, str(HERE / "apps.py"), "--app", app, "--mode", mode]
-    argv += ["--endpoint", server.url]
-    return BackendProcess(argv, tmp / f"{app}-{mode}.log").start()
+    argv += ["--endpoint", server.url, *extra]
+    name = "-".join([app, mode, *(a.strip("-") for a in extra)])
+    return BackendProcess(argv, tmp / f"{name}.log").start()
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +209,11 @@ def test_sdk_fetch_through_adapters(
 
 
 def test_trusted_proxy_peer_check() -> None:
-    headers = {"x-authgear-session-valid": "true", "x-authgear-user-id": "u1"}
+    headers = {
+        "x-authgear-session-valid": "true",
+        "x-authgear-user-id": "u1",
+        "x-authgear-credential": "bearer",
+    }
     auth = TrustedProxyHeaders(trusted_proxies=["10.0.0.0/8"])
     assert auth.authenticate(SimpleRequest(headers, peer="10.1.2.3")).sub == "u1"
     with pytest.raises(MissingCredentials):
@@ -223,6 +230,7 @@ def test_proxy_headers_with_odd_values_are_not_errors() -> None:
             "x-authgear-session-valid": "true",
             "x-authgear-user-id": "u1",
             "x-authgear-session-authenticated-at": value,
+            "x-authgear-credential": "bearer",
         }
         user = auth.authenticate(SimpleRequest(headers, peer="127.0.0.1"))
         assert user.sub == "u1" and user.authenticated_at is None, value

@@ -3,10 +3,12 @@
     app.add_middleware(AuthgearMiddleware, authenticator=JWTVerifier(endpoint))
 
 Each HTTP or WebSocket request is authenticated once; the outcome is put in the scope
-(``scope["authgear"]``, an :class:`AuthResult`) and the user in ``request.state.authgear_user``
-and in :func:`authenticated_user` (``None`` without credentials). With ``required=True`` the
-middleware itself answers 401 (or 503) for requests without a valid user; otherwise it lets them
-through and the endpoint decides (``authgear.backend.fastapi``'s dependencies read the result).
+(``scope["authgear"]``, an :class:`AuthResult`), the user in ``request.state.authgear_user`` and
+in :func:`authenticated_user` (``None`` without credentials, and for a client's token), and
+whoever called in ``request.state.authgear_principal`` and :func:`authenticated_principal`.
+With ``required=True`` the middleware itself answers 401 (or 503) for requests without a valid
+user (``accept_clients=True``: or client); otherwise it lets them through and the endpoint
+decides (``authgear.backend.fastapi``'s dependencies read the result).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from authgear.backend._errors import BackendError
+from authgear.backend._request import FORWARDING_HEADERS, socket_peer
 from authgear.backend._types import (
     AuthenticatedUser,
     Authenticator,
-    AuthError,
-    BackendUnavailable,
+    Principal,
+    Wanted,
+    check,
 )
 
 Scope = MutableMapping[str, Any]
@@ -31,14 +36,21 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "authgear"
 _RESULT: ContextVar[AuthResult | None] = ContextVar("authgear_result", default=None)
+_FORWARDING = frozenset(h.encode() for h in FORWARDING_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
 class AuthResult:
-    """The middleware's outcome for one request: a user, or the reason there is none."""
+    """The middleware's outcome for one request: who called, or the reason nobody did."""
 
-    user: AuthenticatedUser | None
-    error: AuthError | BackendUnavailable | None
+    principal: Principal | None
+    error: BackendError | None
+
+    @property
+    def user(self) -> AuthenticatedUser | None:
+        """The user, or None (no credentials, an error, or a client)."""
+        principal = self.principal
+        return principal if type(principal) is AuthenticatedUser else None
 
 
 class ASGIRequest:
@@ -51,13 +63,13 @@ class ASGIRequest:
 
     def header(self, name: str) -> str | None:
         key = name.encode("latin-1")
-        for k, v in self._scope.get("headers", ()):
+        for k, v in self._scope["headers"]:
             if k == key:  # ASGI header names are lower case
                 return bytes(v).decode("latin-1")
         return None
 
     def cookie(self, name: str) -> str | None:
-        for k, v in self._scope.get("headers", ()):
+        for k, v in self._scope["headers"]:
             if k != b"cookie":
                 continue
             for part in bytes(v).decode("latin-1").split(";"):
@@ -68,21 +80,36 @@ class ASGIRequest:
 
     @property
     def peer(self) -> str | None:
+        """The socket peer, unless the server (uvicorn's default proxy-headers handling)
+        may have rewritten it from a forwarding header: then None."""
         client = self._scope.get("client")
-        return str(client[0]) if client else None
+        if not client:
+            return None
+        forwarded = [
+            bytes(v).decode("latin-1") for k, v in self._scope["headers"] if k in _FORWARDING
+        ]
+        return socket_peer(str(client[0]), forwarded)
+
+    @property
+    def method(self) -> str:
+        return str(self._scope.get("method", "GET")).upper()
 
 
 async def authenticate_scope(authenticator: Authenticator, scope: Scope) -> AuthResult:
     """Authenticate once per request; later calls (a dependency after the middleware) reuse it."""
     done = scope.get(SCOPE_KEY)
-    if isinstance(done, AuthResult):
+    if type(done) is AuthResult:
         return done
     try:
         result = AuthResult(await authenticator.authenticate_async(ASGIRequest(scope)), None)
-    except (AuthError, BackendUnavailable) as e:
+    except BackendError as e:
         result = AuthResult(None, e)
     scope[SCOPE_KEY] = result
-    scope.setdefault("state", {})["authgear_user"] = result.user
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state["authgear_user"] = result.user
+    state["authgear_principal"] = result.principal
     _RESULT.set(result)
     return result
 
@@ -92,15 +119,21 @@ def authenticated_user() -> AuthenticatedUser | None:
 
     Reads a context variable, so an endpoint needs no ``request`` parameter (FastAPI parses
     query parameters and more for every declared parameter); sync endpoints run in a copy of
-    the context and see it too.
+    the context and see it too. A client's token gives None here (see
+    :func:`authenticated_principal`).
     """
     result = _RESULT.get()
     return result.user if result is not None else None
 
 
-async def send_error(
-    send: Send, error: AuthError | BackendUnavailable, realm: str, scope: Scope
-) -> None:
+def authenticated_principal() -> Principal | None:
+    """Whoever the middleware authenticated (a user or, where allowed, a client), or None."""
+    result = _RESULT.get()
+    return result.principal if result is not None else None
+
+
+async def send_error(send: Send, error: BackendError, realm: str, scope: Scope) -> None:
+    """Answer with the error's own status, headers and JSON body."""
     if scope["type"] == "websocket":
         # 1008 policy violation; the handshake is refused before the app sees it.
         await send({"type": "websocket.close", "code": 1008})
@@ -109,12 +142,8 @@ async def send_error(
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
     ]
-    if isinstance(error, AuthError):
-        headers.append((b"www-authenticate", error.www_authenticate(realm).encode("latin-1")))
-    else:
-        headers.append((b"retry-after", b"5"))
+    headers += [(k.lower().encode(), v.encode("latin-1")) for k, v in error.headers(realm).items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -128,22 +157,31 @@ class AuthgearMiddleware:
         authenticator: Authenticator,
         *,
         required: bool = False,
+        accept_clients: bool = False,
         realm: str = "api",
         exclude_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.required = required
+        self.wanted: Wanted = "any" if accept_clients else "user"
         self.realm = realm
         self.exclude_paths = frozenset(exclude_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.exclude_paths:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exclude_paths:
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["authgear_realm"] = self.realm
         result = await authenticate_scope(self.authenticator, scope)
-        if self.required and result.error is not None:
-            await send_error(send, result.error, self.realm, scope)
-            return
+        scope["state"]["authgear_realm"] = self.realm
+        if self.required:
+            error, principal = result.error, result.principal
+            if principal is not None:
+                try:
+                    check(principal, self.wanted)
+                except BackendError as e:
+                    error = e
+            if error is not None:
+                await send_error(send, error, self.realm, scope)
+                return
         await self.app(scope, receive, send)
