@@ -14,8 +14,8 @@ Try it with the SDK's command line (docs/backend.md):
     authgear fetch http://127.0.0.1:8000/api/me
 
 Routes: GET /api/public (no login), /api/hello (login optional), /api/me (login required),
-/api/admin (role "admin"), /api/write (scope "https://authgear.com/scopes/full-access"), and,
-with ``--allow-clients``, /api/machine (a client's own client_credentials token; the user routes
+/api/admin (role "admin"), /api/write (scope "https://authgear.com/scopes/full-access"),
+POST /api/notes (login required; a state change), and, with ``--allow-clients``, /api/machine (a client's own client_credentials token; the user routes
 still refuse it).
 """
 
@@ -80,11 +80,13 @@ def create_app(
     ) -> dict[str, str]:
         return {"message": f"{user.sub} may write"}
 
-    @app.post("/api/write")
-    async def write_post(
-        user: Annotated[AuthenticatedUser, Depends(auth.require_user(scopes=[FULL_ACCESS]))],
+    @app.post("/api/notes")
+    async def add_note(
+        user: Annotated[AuthenticatedUser, Depends(auth.require_user())],
     ) -> dict[str, str]:
-        return {"message": f"{user.sub} wrote"}
+        # A state-changing request: with --cookies, a cookie-authenticated one must come from
+        # this API's own origin (a page elsewhere could make the browser send the cookie).
+        return {"saved_by": user.sub, "credential": user.credential}
 
     if allow_clients:
 

@@ -216,3 +216,78 @@ def mint(
     key: rsa.RSAPrivateKey, kid: str, claims: dict[str, Any], typ: str = "at+jwt", **headers: Any
 ) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, "typ": typ, **headers})
+
+
+# --- a stand-in Authgear on a real socket -------------------------------------------------
+
+
+class DocServer:
+    """A small HTTP server on a loopback port that serves canned answers by path, or
+    misbehaves on purpose, for what the real server never does (weak keys, a wrong issuer,
+    oversized or stalling documents).
+
+    ``routes[path]`` is ``("json", obj)``, ``("headers", {name: value})`` (an empty 200 with
+    those headers), ``("stall-after", (content_length or None, n_bytes))`` (send the headers and
+    ``n_bytes`` of body, then stall until the server stops)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import http.server
+        import threading
+
+        self.routes: dict[str, tuple[str, Any]] = {}
+        self.hits: dict[str, int] = {}
+        self.stopping = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                outer.hits[path] = outer.hits.get(path, 0) + 1
+                kind, value = outer.routes.get(path, ("missing", None))
+                if kind == "json":
+                    body = json.dumps(value).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                elif kind == "headers":
+                    self.send_response(200)
+                    for name, v in value.items():
+                        self.send_header(name, v)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif kind == "stall-after":
+                    length, n_bytes = value
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    if length is not None:
+                        self.send_header("content-length", str(length))
+                    self.end_headers()
+                    try:
+                        for _ in range(n_bytes // 65536):
+                            self.wfile.write(b" " * 65536)
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    outer.stopping.wait(60)
+                else:
+                    self.send_error(404)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

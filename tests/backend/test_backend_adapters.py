@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from backend_support import HERE, PASSWORD, BackendProcess, sdk_signed_in
 
-from agtest.server import Browser, ServerProcess, new_email, tokens_for
+from agtest.server import ServerProcess, new_email, tokens_for
 from authgear.backend import MissingCredentials, SimpleRequest, TrustedProxyHeaders
 
 FULL_ACCESS = "https://authgear.com/scopes/full-access"
@@ -172,29 +172,6 @@ def test_django(
         assert httpx2.get(p.url + "/api/admin", headers=bearer(admin_token)).status_code == 200
     finally:
         p.stop()
-
-
-def test_resolver_with_session_cookie(
-    fastapi_resolver: BackendProcess, authgear_server: ServerProcess, tmp_path: Path
-) -> None:
-    """A browser's IdP session cookie (same site as the backend) works in resolver mode."""
-    email = new_email()
-    authgear_server.create_user(email, PASSWORD)
-    browser = Browser(authgear_server.url)
-    try:
-        page = browser.http.get("/login")
-        assert page.status_code == 200
-        r = browser.submit("/login", email, PASSWORD)
-        assert r.status_code in (302, 303), r.text[:300]
-        session = browser.http.cookies.get("session")
-        assert session
-    finally:
-        browser.close()
-    r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": session})
-    assert r.status_code == 200, r.text
-    assert r.json()["amr"] == ["pwd"]
-    r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": "forged"})
-    assert r.status_code == 401
 
 
 def test_sdk_fetch_through_adapters(

@@ -102,8 +102,8 @@ class JWTVerifier:
 
     Keys are only fetched over https, or plain http to a loopback host
     (``allow_insecure_http=True`` lifts that, for a network path you trust). ``max_token_age``
-    (seconds, off by default) refuses tokens issued longer ago, or whose lifetime
-    (``exp - iat``) is longer. ``allow_clients=True`` accepts client_credentials tokens as
+    (seconds, off by default) refuses tokens whose lifetime (``exp - iat``) is longer, so no
+    token is accepted longer than that after it was issued, whatever ``exp`` it claims. ``allow_clients=True`` accepts client_credentials tokens as
     :class:`AuthenticatedClient` from :meth:`verify_principal` and ``authenticate``;
     :meth:`verify` only ever returns users.
 
@@ -352,7 +352,7 @@ class JWTVerifier:
             verified[token] = (principal, until)
 
     def _check_claims(self, claims: Mapping[str, Any]) -> float:
-        """Raise InvalidToken unless the claims are acceptable now; return until when."""
+        """Raise InvalidToken unless the claims are acceptable now; return their exp."""
         issuer = self._issuer
         if issuer is None or claims.get("iss") != issuer:
             raise InvalidToken("wrong issuer")
@@ -377,15 +377,11 @@ class JWTVerifier:
         sub = claims.get("sub")
         if type(sub) is not str or not sub:
             raise InvalidToken("the access token has no subject")
-        until: float = exp
         max_age = self.max_token_age
-        if max_age is not None:
-            if exp - iat > max_age + leeway:
-                raise InvalidToken("the access token's lifetime is longer than max_token_age")
-            if now - iat > max_age + leeway:
-                raise InvalidToken("the access token is older than max_token_age")
-            until = min(until, iat + max_age)
-        return until
+        if max_age is not None and exp - iat > max_age + leeway:
+            # With exp valid and iat not in the future, this also bounds the token's age.
+            raise InvalidToken("the access token's lifetime is longer than max_token_age")
+        return exp
 
     # --- keys --------------------------------------------------------------------------------
 
