@@ -15,8 +15,8 @@ Try it with the SDK's command line (docs/backend.md):
 
 Routes: GET /api/public (no login), /api/hello (login optional), /api/me (login required),
 /api/admin (role "admin"), /api/write (scope "https://authgear.com/scopes/full-access"),
-POST /api/notes (login required; a state change), and, with ``--allow-clients``, /api/machine (a client's own client_credentials token; the user routes
-still refuse it).
+POST /api/notes (login required; a state change), and, with ``--allow-clients``,
+/api/machine (a client's own client_credentials token; the user routes still refuse it).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the Depends(...) in the annotations.

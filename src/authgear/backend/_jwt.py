@@ -103,9 +103,9 @@ class JWTVerifier:
     Keys are only fetched over https, or plain http to a loopback host
     (``allow_insecure_http=True`` lifts that, for a network path you trust). ``max_token_age``
     (seconds, off by default) refuses tokens whose lifetime (``exp - iat``) is longer, so no
-    token is accepted longer than that after it was issued, whatever ``exp`` it claims. ``allow_clients=True`` accepts client_credentials tokens as
-    :class:`AuthenticatedClient` from :meth:`verify_principal` and ``authenticate``;
-    :meth:`verify` only ever returns users.
+    token is accepted longer than that after it was issued, whatever ``exp`` it claims.
+    ``allow_clients=True`` accepts client_credentials tokens as :class:`AuthenticatedClient`
+    from :meth:`verify_principal` and ``authenticate``; :meth:`verify` only returns users.
 
     ``verify``/``authenticate`` are synchronous; ``verify_async``/``authenticate_async`` never
     block the event loop on I/O (signature checks are CPU work of tens of microseconds, done

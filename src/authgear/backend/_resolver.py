@@ -357,6 +357,24 @@ class ResolverClient:
                 self._cache.popitem(last=False)
 
 
+class _Unplaceheld:
+    """A request whose ``x-authgear-*`` values that are a proxy's unreplaced placeholder read as
+    absent. Caddy before 2.7 sends ``{http.reverse_proxy.header.X-Authgear-User-Roles}``
+    literally for a header the resolver did not answer with (e.g. a user without roles); no
+    value the resolver sends starts with ``{``. Only ever makes a header absent."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: RequestLike) -> None:
+        self._request = request
+
+    def header(self, name: str) -> str | None:
+        value = self._request.header(name)
+        if value is not None and value.startswith("{") and value.endswith("}"):
+            return None
+        return value
+
+
 class TrustedProxyHeaders:
     """Read the ``x-authgear-*`` headers that nginx ``auth_request``, Traefik ForwardAuth or
     Caddy ``forward_auth`` set after asking the resolver, from requests that provably come
@@ -439,7 +457,7 @@ class TrustedProxyHeaders:
             raise self._refuse(request, "not a trusted proxy")
         authorization = request.header("authorization")
         fallback: Credential = "bearer" if authorization else "cookie"
-        principal = principal_from_headers(request.header, "proxy", fallback)
+        principal = principal_from_headers(_Unplaceheld(request).header, "proxy", fallback)
         admit(principal, self.allow_clients)
         if principal.credential == "cookie":
             if not self.allow_cookies:
