@@ -273,3 +273,32 @@ def test_header_cache_does_not_change_what_is_refused(docs: DocServer) -> None:
     body = good.split(".")[1]
     with pytest.raises(InvalidToken):
         verifier.verify(f"{b64json({'alg': 'none', 'kid': 'strong'})}.{body}.")
+
+
+def test_fast_user_constructor_builds_the_same_user() -> None:
+    """The verifier's hot path builds users with new_user(); it must be the dataclass's own."""
+    import dataclasses
+
+    from authgear.backend import AuthenticatedUser
+    from authgear.backend._types import new_user
+
+    values = dict(
+        sub="u1",
+        roles=("admin",),
+        is_verified=True,
+        is_anonymous=False,
+        can_reauthenticate=True,
+        client_id="c1",
+        scopes=frozenset({"openid"}),
+        authenticated_at=1,
+        expires_at=2,
+        amr=("pwd",),
+        source="jwt",
+        credential="bearer",
+        claims={"sub": "u1"},
+    )
+    assert [f.name for f in dataclasses.fields(AuthenticatedUser)] == list(values)
+    fast, slow = new_user(*values.values()), AuthenticatedUser(**values)  # type: ignore[arg-type]
+    assert fast == slow and fast.as_dict() == slow.as_dict() and fast.claims == slow.claims
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.sub = "someone else"  # type: ignore[misc]

@@ -3,6 +3,7 @@ the role and scope checks, and the authenticator protocol the adapters call."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -108,6 +109,48 @@ class AuthenticatedClient:
 
 #: Whoever is calling: a user, or (where allowed) a client.
 Principal = AuthenticatedUser | AuthenticatedClient
+
+_USER_SLOTS = tuple(
+    getattr(AuthenticatedUser, f.name).__set__ for f in dataclasses.fields(AuthenticatedUser)
+)
+_new_object = object.__new__
+
+
+def new_user(
+    sub: str,
+    roles: tuple[str, ...],
+    is_verified: bool,
+    is_anonymous: bool,
+    can_reauthenticate: bool,
+    client_id: str | None,
+    scopes: frozenset[str],
+    authenticated_at: int | None,
+    expires_at: int | None,
+    amr: tuple[str, ...],
+    source: Source,
+    credential: Credential,
+    claims: Mapping[str, Any],
+) -> AuthenticatedUser:
+    """``AuthenticatedUser(...)`` with every field given, in declaration order, at half the
+    cost: the frozen dataclass ``__init__`` goes through ``object.__setattr__`` once per field,
+    this sets the slots directly. For the JWT verifier's hot path (measured in
+    docs/benchmarks.md); the result is equal to the dataclass's own (tested)."""
+    user = _new_object(AuthenticatedUser)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = _USER_SLOTS
+    s0(user, sub)
+    s1(user, roles)
+    s2(user, is_verified)
+    s3(user, is_anonymous)
+    s4(user, can_reauthenticate)
+    s5(user, client_id)
+    s6(user, scopes)
+    s7(user, authenticated_at)
+    s8(user, expires_at)
+    s9(user, amr)
+    s10(user, source)
+    s11(user, credential)
+    s12(user, claims)
+    return user
 
 
 def admit(principal: Principal, allow_clients: bool) -> Principal:
