@@ -9,7 +9,9 @@ What it does (127.0.0.1 only, ports picked free, everything stopped at the end):
 2. Gets --tokens distinct fresh access tokens (one login, then one refresh grant per token), and
    measures per-token verification on them, single thread, each token verified ONCE per pass
    (so no verified-token cache can help; passes are timed, the cache reset between passes is
-   not), best of --rounds rounds of --seconds each, the contenders interleaved round by round:
+   not), in calls per second of the thread's CPU time (other processes on a shared machine do
+   not count), best of --rounds rounds of --seconds each, the contenders interleaved round by
+   round:
    - floor: `cryptography`'s RSA-PKCS1v15-SHA256 verify of the token's signature alone
      (the token split and decoded beforehand);
    - `JWTVerifier.verify`, cold: the default verifier (warm JWKS) seeing each token for the
@@ -18,13 +20,14 @@ What it does (127.0.0.1 only, ports picked free, everything stopped at the end):
      `cryptography` key objects built once, `jwt.decode(...)` with audience and issuer;
    - PyJWT + one shared PyJWKClient (its cache warm), as PyJWT's docs show it;
    - PyJWT + PyJWKClient as Authgear's Python docs use them (discovery and a new client per
-     request, so two HTTP calls per token);
+     request, so two HTTP calls per token; wall time, as it mostly waits);
    and, named as such, `JWTVerifier.verify` on the same token again and again (its
    verified-token cache: a dictionary hit plus an exp check).
 3. Starts benchmarks/bench_backend_app.py (FastAPI, one uvicorn process) and drives, with
    wrk, in turn, --http-rounds times: GET /open (no auth), GET /protected (JWTVerifier through
    the FastAPI dependency ``require_user``) and GET /protected-mw (through AuthgearMiddleware),
-   all with the same Bearer header and the same JSON body; compares the best req/s of each.
+   all with the same Bearer header and the same JSON body; compares the best req/s of each,
+   and the server process's CPU time per request (from /proc; robust to other load).
 4. Prints the table and the ratios against the goals; writes JSON to benchmarks/results/.
 
 Results: docs/benchmarks.md, "Backend integration".
@@ -65,6 +68,7 @@ from bench_server import (
     free_port,
     log,
     login,
+    process_tree_cpu_seconds,
     running,
     wait_for,
 )
@@ -96,20 +100,32 @@ def authgear_docs_verify(base: str, token: str) -> dict[str, Any]:
     return claims
 
 
-def wrk_rps(wrk: str, url: str, args: argparse.Namespace, token: str | None) -> dict[str, Any]:
+def wrk_rps(
+    wrk: str, url: str, args: argparse.Namespace, token: str | None, pid: int
+) -> dict[str, Any]:
+    """One wrk run: req/s, p50, and the server's CPU time per request (user + system of its
+    process, from /proc), which other load on a shared machine does not skew."""
     cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.wrk_duration}s", "--latency"]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
+    cpu_before = process_tree_cpu_seconds(pid)
     out = subprocess.run(
         [*cmd, url], capture_output=True, text=True, check=True, timeout=args.wrk_duration + 60
     ).stdout
+    cpu = process_tree_cpu_seconds(pid) - cpu_before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p50_ms = 0.0
     if p50:
         p50_ms = float(p50.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    return {"rps": rps, "p50_ms": p50_ms, "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": rps,
+        "p50_ms": p50_ms,
+        "cpu_us_per_request": cpu / max(requests, 1) * 1e6,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def main() -> int:
@@ -194,20 +210,24 @@ def fresh_tokens(
 
 
 def per_token(
-    fn: Callable[[Any], object], items: list[Any], reset: Callable[[], object] | None = None
+    fn: Callable[[Any], object],
+    items: list[Any],
+    reset: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.thread_time,
 ) -> Callable[[float], float]:
-    """A measurement: passes over ``items`` (each verified once per pass) for about ``seconds``;
-    ``reset`` runs between passes, outside the timed part. Returns items per second."""
+    """A measurement: passes over ``items`` (each verified once per pass) for about ``seconds``
+    of this thread's CPU time (so other processes on a shared machine do not count); ``reset``
+    runs between passes, outside the timed part. Returns items per CPU-second."""
 
     def run(seconds: float) -> float:
         timed, n = 0.0, 0
         while timed < seconds:
             if reset is not None:
                 reset()
-            start = time.perf_counter()
+            start = clock()
             for item in items:
                 fn(item)
-            timed += time.perf_counter() - start
+            timed += clock() - start
             n += len(items)
         return n / timed
 
@@ -255,7 +275,8 @@ def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict
         for name, run in contenders.items():
             figures[name] = max(figures[name], run(args.seconds))
     log("verification: PyJWT as in Authgear's docs (two HTTP calls per token)")
-    docs = per_token(lambda t: authgear_docs_verify(base, t), tokens[:50])
+    # Wall time here: most of its cost is waiting for the two HTTP answers.
+    docs = per_token(lambda t: authgear_docs_verify(base, t), tokens[:50], clock=time.perf_counter)
     figures["pyjwt_authgear_docs"] = docs(args.docs_seconds)
     cold.close()
     cached.close()
@@ -273,6 +294,7 @@ def bench_http(
     names = ("open", "protected", "protected_mw")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     urls: dict[str, str] = {}
+    pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         # One uvicorn process per app (one route each, so routing costs the same); only the
         # one under load is busy at a time.
@@ -283,6 +305,7 @@ def bench_http(
             cmd += ["--log-level", "warning"]
             log_path = workdir / f"backend-{name}.log"
             proc = stack.enter_context(running(cmd, log_path, env))
+            pids[name] = proc.pid
             urls[name] = f"http://127.0.0.1:{port}/me"
             wait_for(urls[name], proc, log_path, headers={"authorization": f"Bearer {token}"})
         auth = {"authorization": f"Bearer {token}"}
@@ -294,7 +317,7 @@ def bench_http(
             log(f"wrk round {i + 1}/{args.http_rounds}: open, protected, protected-mw")
             # The same request bytes for all three: the open endpoint gets the header too.
             for name in names:
-                runs[name].append(wrk_rps(wrk, urls[name], args, token))
+                runs[name].append(wrk_rps(wrk, urls[name], args, token, pids[name]))
     return runs
 
 
@@ -315,8 +338,15 @@ def report(results: dict[str, Any]) -> None:
         print("\nFastAPI, same body, same request bytes (wrk, req/s per round):")
         for name, rounds in h.items():
             print(f"  {name:13s}", ", ".join(f"{r['rps']:,.0f}" for r in rounds))
+        cpu = {name: min(r["cpu_us_per_request"] for r in rounds) for name, rounds in h.items()}
+        print("server CPU per request (µs, best round):")
+        for name in h:
+            print(f"  {name:13s} {cpu[name]:8.1f}")
         for name in ("protected", "protected_mw"):
-            print(f"  {name} / open (best of each): {best[name] / best['open']:.2f} (goal >= 0.9)")
+            print(
+                f"  {name} / open: req/s (best of each) {best[name] / best['open']:.2f}, "
+                f"by server CPU per request {cpu['open'] / cpu[name]:.2f} (goal >= 0.9)"
+            )
         bad = sum(r["non_2xx"] for rounds in h.values() for r in rounds)
         print(f"  non-2xx responses: {bad}")
 

@@ -467,3 +467,7 @@ class TrustedProxyHeaders:
 
     async def authenticate_async(self, request: RequestLike) -> Principal:
         return self.authenticate(request)
+
+    def authenticate_nowait(self, request: RequestLike) -> Principal:
+        """Never needs I/O: the same as :meth:`authenticate` (see the ASGI middleware)."""
+        return self.authenticate(request)

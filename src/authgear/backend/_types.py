@@ -219,7 +219,10 @@ def check(
 
 class Authenticator(Protocol):
     """What the adapters call: :class:`JWTVerifier`, :class:`ResolverClient`,
-    :class:`TrustedProxyHeaders`. They raise a :class:`~authgear.backend.BackendError`."""
+    :class:`TrustedProxyHeaders`. They raise a :class:`~authgear.backend.BackendError`.
+
+    An authenticator may also have ``authenticate_nowait(request) -> Principal | None``: the
+    answer when it needs no I/O, None when it would; the ASGI adapters try it first."""
 
     def authenticate(self, request: RequestLike) -> Principal: ...
 

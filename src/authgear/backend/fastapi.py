@@ -66,58 +66,58 @@ def http_exception(error: BackendError, realm: str = "api") -> HTTPException:
     return HTTPException(error.status_code, detail=error.body(), headers=error.headers(realm))
 
 
-def _principal(
-    result: AuthResult, realm: str, wanted: Wanted, *, optional: bool
-) -> Principal | None:
-    """The principal if it is the wanted kind; None without credentials when optional."""
-    error, principal = result.error, result.principal
-    if error is not None:
-        if optional and type(error) is MissingCredentials:
-            return None
-        raise http_exception(error, realm)
-    assert principal is not None
-    try:
-        return check(principal, wanted)
-    except BackendError as e:
-        raise http_exception(e, realm) from None
-
-
-def _checked(
-    result: AuthResult,
-    realm: str,
-    wanted: Wanted,
-    roles: tuple[str, ...],
-    scopes: tuple[str, ...],
-    any_role: bool,
-) -> Principal:
-    error, principal = result.error, result.principal
-    try:
-        if error is not None:
-            raise error
-        assert principal is not None
-        return check(principal, wanted, roles=roles, scopes=scopes, any_role=any_role)
-    except BackendError as e:
-        raise http_exception(e, realm) from None
-
-
 class _Factory:
-    """The dependencies, given how to get a request's result and realm."""
+    """The dependencies, given how to get a request's result (when neither the middleware nor
+    an earlier dependency has put it in the scope) and its realm (only read for an error)."""
 
     def __init__(self, results: _Results, realm: Callable[[Request], str]) -> None:
         self._results = results
         self._realm = realm
 
+    async def _result(self, request: Request) -> AuthResult:
+        done = request.scope.get(SCOPE_KEY)
+        if type(done) is AuthResult:
+            return done
+        return await self._results(request)
+
+    def _check(
+        self,
+        request: Request,
+        result: AuthResult,
+        wanted: Wanted,
+        roles: tuple[str, ...] = (),
+        scopes: tuple[str, ...] = (),
+        any_role: bool = False,
+    ) -> Principal:
+        """The principal if it is the wanted kind with the roles and scopes, else an
+        HTTPException built from the error."""
+        principal, error = result
+        if error is None and principal is not None:
+            # The hot path, no further calls: a user where users are wanted, no roles asked.
+            hot = type(principal) is AuthenticatedUser and wanted != "client" and not roles
+            if hot and (not scopes or principal.has_scopes(scopes)):
+                return principal
+            try:
+                return check(principal, wanted, roles=roles, scopes=scopes, any_role=any_role)
+            except BackendError as e:
+                error = e
+        raise http_exception(error or MissingCredentials(), self._realm(request)) from None
+
+    def _optional(self, request: Request, result: AuthResult, wanted: Wanted) -> Principal | None:
+        """Like _check, but None without credentials (invalid ones are still an error)."""
+        if type(result.error) is MissingCredentials:
+            return None
+        return self._check(request, result, wanted)
+
     async def current_user(self, request: Request) -> AuthenticatedUser | None:
         """The user, or None without credentials; invalid credentials (and a client's token)
         are still a 401."""
-        result = await self._results(request)
-        principal = _principal(result, self._realm(request), "user", optional=True)
+        principal = self._optional(request, await self._result(request), "user")
         return None if principal is None else as_user(principal)
 
     async def current_principal(self, request: Request) -> Principal | None:
         """Whoever called (a user, or a client where the authenticator allows clients)."""
-        result = await self._results(request)
-        return _principal(result, self._realm(request), "any", optional=True)
+        return self._optional(request, await self._result(request), "any")
 
     def require_user(
         self, *, roles: Iterable[str] = (), scopes: Iterable[str] = (), any_role: bool = False
@@ -127,9 +127,8 @@ class _Factory:
         roles_t, scopes_t = tuple(roles), tuple(scopes)
 
         async def authgear_user(request: Request) -> AuthenticatedUser:
-            result = await self._results(request)
-            realm = self._realm(request)
-            return as_user(_checked(result, realm, "user", roles_t, scopes_t, any_role))
+            result = await self._result(request)
+            return as_user(self._check(request, result, "user", roles_t, scopes_t, any_role))
 
         return authgear_user
 
@@ -139,9 +138,8 @@ class _Factory:
         scopes_t = tuple(scopes)
 
         async def authgear_client(request: Request) -> AuthenticatedClient:
-            result = await self._results(request)
-            realm = self._realm(request)
-            return as_client(_checked(result, realm, "client", (), scopes_t, False))
+            result = await self._result(request)
+            return as_client(self._check(request, result, "client", (), scopes_t))
 
         return authgear_client
 
@@ -150,8 +148,8 @@ class _Factory:
         scopes_t = tuple(scopes)
 
         async def authgear_principal(request: Request) -> Principal:
-            result = await self._results(request)
-            return _checked(result, self._realm(request), "any", (), scopes_t, False)
+            result = await self._result(request)
+            return self._check(request, result, "any", (), scopes_t)
 
         return authgear_principal
 
@@ -162,21 +160,17 @@ class AuthgearDependencies(_Factory):
     def __init__(self, authenticator: Authenticator, *, realm: str = "api") -> None:
         self.authenticator = authenticator
         self.realm = realm
-
-        async def results(request: Request) -> AuthResult:
-            return await authenticate_scope(authenticator, request.scope)
-
-        super().__init__(results, lambda _: realm)
+        super().__init__(
+            lambda request: authenticate_scope(authenticator, request.scope), lambda _: realm
+        )
 
 
 async def _middleware_result(request: Request) -> AuthResult:
-    result = request.scope.get(SCOPE_KEY)
-    if type(result) is not AuthResult:
-        raise RuntimeError(
-            "authgear.backend.fastapi.current_user needs AuthgearMiddleware on the app "
-            "(or use AuthgearDependencies(authenticator))"
-        )
-    return result
+    # Only reached when the middleware put no result in the scope.
+    raise RuntimeError(
+        "authgear.backend.fastapi.current_user needs AuthgearMiddleware on the app "
+        "(or use AuthgearDependencies(authenticator))"
+    )
 
 
 def _realm(request: Request) -> str:
