@@ -31,9 +31,10 @@ def create_app(
     allow_clients: bool = False,
 ) -> Flask:
     app = Flask(__name__)
-    authenticator = make_authenticator(
-        mode, endpoint, trusted_proxies=trusted_proxies, allow_clients=allow_clients
-    )
+    options: dict[str, object] = {"allow_clients": allow_clients}
+    if mode == "proxy":  # the secret nginx/Traefik/Caddy send (docs/backend.md)
+        options["proxy_secret"] = os.environ.get("AUTHGEAR_PROXY_SECRET") or None
+    authenticator = make_authenticator(mode, endpoint, trusted_proxies=trusted_proxies, **options)
     auth = AuthgearFlask(app, authenticator)
 
     @app.get("/api/public")

@@ -205,7 +205,8 @@ def test_valid_user_passes_with_headers_and_revocation_is_immediate(
 
     # Revocation through the proxy takes effect at once (the resolver checks every request).
     token = ag.access_token
-    record = ag.token_storage.load("default")
+    # The storage key is the SDK's own since issue 17.1 (was "default").
+    record = ag.token_storage.load(getattr(ag, "storage_key", "default"))
     assert record is not None
     httpx2.post(
         authgear_server.url + "/oauth2/revoke",

@@ -277,7 +277,7 @@ class JWTVerifier:
         but a handful of requests), else None: the ASGI middleware then awaits
         :meth:`authenticate_async`. Saves two coroutines per request on the hot path."""
         authorization = request.header("authorization")
-        if authorization is not None:
+        if authorization is not None and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
             # A token verified before is well-formed: look it up before parsing the header.
             hit = self._verified.get(authorization[7:])
             if hit is not None and authorization[:7] in _BEARER:
