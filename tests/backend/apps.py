@@ -3,9 +3,15 @@
     python apps.py --app APP --mode jwt|resolver --endpoint URL --port P
 
 - starlette: AuthgearMiddleware(required=True), /health excluded, a WebSocket route.
-- fastapi-mw: AuthgearMiddleware (optional) + the module-level current_user / require_user.
-- django-*: AuthgearMiddleware + @authgear_required (sync and async views), under Django's WSGI
-  handler (wsgiref, the sync path) or its ASGI handler (uvicorn, the async path).
+- fastapi-mw: AuthgearMiddleware (optional) + the module-level current_user / require_user,
+  require_client (/api/machine) and require_principal (/api/any).
+- django-*: AuthgearMiddleware + @authgear_required (sync and async views) and
+  @authgear_client_required (/api/machine), under Django's WSGI handler (wsgiref, the sync
+  path) or its ASGI handler (uvicorn, the async path).
+- flask-proxyfix: trusted-proxy mode (trusted_proxies 10.0.0.0/8) behind Werkzeug's ProxyFix,
+  which rewrites REMOTE_ADDR from X-Forwarded-For.
+
+``--allow-clients`` builds the authenticator with allow_clients=True.
 """
 
 import argparse
@@ -64,9 +70,14 @@ def starlette_app(authenticator: Any) -> Any:
 def fastapi_mw_app(authenticator: Any) -> Any:
     from fastapi import Depends, FastAPI
 
-    from authgear.backend import AuthenticatedUser
+    from authgear.backend import AuthenticatedClient, AuthenticatedUser, Principal
     from authgear.backend.asgi import AuthgearMiddleware
-    from authgear.backend.fastapi import current_user, require_user
+    from authgear.backend.fastapi import (
+        current_user,
+        require_client,
+        require_principal,
+        require_user,
+    )
 
     app = FastAPI()
     app.add_middleware(AuthgearMiddleware, authenticator=authenticator)
@@ -87,10 +98,41 @@ def fastapi_mw_app(authenticator: Any) -> Any:
     ) -> Any:
         return {"sub": user.sub}
 
+    @app.get("/api/machine")
+    async def machine(client: Annotated[AuthenticatedClient, Depends(require_client())]) -> Any:
+        return client.as_dict()
+
+    @app.get("/api/any")
+    async def anyone(principal: Annotated[Principal, Depends(require_principal())]) -> Any:
+        return principal.as_dict()
+
     return app
 
 
-def django_app(mode: str, endpoint: str, server: str) -> Any:
+def flask_proxyfix_app() -> Any:
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from authgear.backend import TrustedProxyHeaders
+    from authgear.backend.flask import AuthgearFlask
+
+    app = Flask(__name__)
+    auth = AuthgearFlask(app, TrustedProxyHeaders(trusted_proxies=["10.0.0.0/8"]))
+
+    @app.get("/api/public")
+    def public() -> Any:
+        return {"ok": True}
+
+    @app.get("/api/me")
+    @auth.require_user
+    def me() -> Any:
+        return auth.user().as_dict()
+
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    return app
+
+
+def django_app(mode: str, endpoint: str, server: str, allow_clients: bool) -> Any:
     import django
     from django.conf import settings
 
@@ -101,14 +143,19 @@ def django_app(mode: str, endpoint: str, server: str) -> Any:
         SECRET_KEY="test-only-not-secret",
         MIDDLEWARE=["authgear.backend.django.AuthgearMiddleware"],
         INSTALLED_APPS=[],
-        AUTHGEAR={"MODE": mode, "ENDPOINT": endpoint, "REALM": "django"},
+        AUTHGEAR={
+            "MODE": mode,
+            "ENDPOINT": endpoint,
+            "REALM": "django",
+            "OPTIONS": {"allow_clients": allow_clients},
+        },
     )
     django.setup()
     global urlpatterns
     from django.http import JsonResponse
     from django.urls import path
 
-    from authgear.backend.django import authgear_required
+    from authgear.backend.django import authgear_client_required, authgear_required
 
     def public(request: Any) -> Any:
         return JsonResponse({"ok": True})
@@ -121,10 +168,15 @@ def django_app(mode: str, endpoint: str, server: str) -> Any:
     async def admin(request: Any) -> Any:
         return JsonResponse({"sub": request.authgear_user.sub})
 
+    @authgear_client_required()
+    def machine(request: Any) -> Any:
+        return JsonResponse(request.authgear_principal.as_dict())
+
     urlpatterns = [
         path("api/public", public),
         path("api/me", me),
         path("api/admin", admin),
+        path("api/machine", machine),
     ]
     if server == "wsgi":
         from django.core.wsgi import get_wsgi_application
@@ -145,6 +197,7 @@ def main() -> None:
     parser.add_argument("--mode", default="jwt")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--allow-clients", action="store_true")
     args = parser.parse_args()
     from authgear.backend import make_authenticator
 
@@ -155,15 +208,20 @@ def main() -> None:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        app = django_app(args.mode, args.endpoint, "wsgi")
+        app = django_app(args.mode, args.endpoint, "wsgi", args.allow_clients)
         make_server("127.0.0.1", args.port, app, handler_class=Quiet).serve_forever()
+        return
+    if args.app == "flask-proxyfix":
+        flask_proxyfix_app().run(host="127.0.0.1", port=args.port)
         return
     import uvicorn
 
     if args.app == "django-asgi":
-        app = django_app(args.mode, args.endpoint, "asgi")
+        app = django_app(args.mode, args.endpoint, "asgi", args.allow_clients)
     else:
-        authenticator = make_authenticator(args.mode, args.endpoint)
+        authenticator = make_authenticator(
+            args.mode, args.endpoint, allow_clients=args.allow_clients
+        )
         factory = {"starlette": starlette_app, "fastapi-mw": fastapi_mw_app}[args.app]
         app = factory(authenticator)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -12,16 +12,19 @@ import httpx2
 import pytest
 from backend_support import HERE, PASSWORD, BackendProcess, sdk_signed_in
 
-from agtest.server import Browser, ServerProcess, new_email, tokens_for
+from agtest.server import ServerProcess, new_email, tokens_for
 from authgear.backend import MissingCredentials, SimpleRequest, TrustedProxyHeaders
 
 FULL_ACCESS = "https://authgear.com/scopes/full-access"
 
 
-def app_process(app: str, mode: str, server: ServerProcess, tmp: Path) -> BackendProcess:
+def app_process(
+    app: str, mode: str, server: ServerProcess, tmp: Path, *extra: str
+) -> BackendProcess:
     argv = [sys.executable, str(HERE / "apps.py"), "--app", app, "--mode", mode]
-    argv += ["--endpoint", server.url]
-    return BackendProcess(argv, tmp / f"{app}-{mode}.log").start()
+    argv += ["--endpoint", server.url, *extra]
+    name = "-".join([app, mode, *(a.strip("-") for a in extra)])
+    return BackendProcess(argv, tmp / f"{name}.log").start()
 
 
 @pytest.fixture(scope="module")
@@ -171,29 +174,6 @@ def test_django(
         p.stop()
 
 
-def test_resolver_with_session_cookie(
-    fastapi_resolver: BackendProcess, authgear_server: ServerProcess, tmp_path: Path
-) -> None:
-    """A browser's IdP session cookie (same site as the backend) works in resolver mode."""
-    email = new_email()
-    authgear_server.create_user(email, PASSWORD)
-    browser = Browser(authgear_server.url)
-    try:
-        page = browser.http.get("/login")
-        assert page.status_code == 200
-        r = browser.submit("/login", email, PASSWORD)
-        assert r.status_code in (302, 303), r.text[:300]
-        session = browser.http.cookies.get("session")
-        assert session
-    finally:
-        browser.close()
-    r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": session})
-    assert r.status_code == 200, r.text
-    assert r.json()["amr"] == ["pwd"]
-    r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": "forged"})
-    assert r.status_code == 401
-
-
 def test_sdk_fetch_through_adapters(
     fastapi_jwt: BackendProcess,
     flask_jwt: BackendProcess,
@@ -206,7 +186,11 @@ def test_sdk_fetch_through_adapters(
 
 
 def test_trusted_proxy_peer_check() -> None:
-    headers = {"x-authgear-session-valid": "true", "x-authgear-user-id": "u1"}
+    headers = {
+        "x-authgear-session-valid": "true",
+        "x-authgear-user-id": "u1",
+        "x-authgear-credential": "bearer",
+    }
     auth = TrustedProxyHeaders(trusted_proxies=["10.0.0.0/8"])
     assert auth.authenticate(SimpleRequest(headers, peer="10.1.2.3")).sub == "u1"
     with pytest.raises(MissingCredentials):
@@ -223,6 +207,7 @@ def test_proxy_headers_with_odd_values_are_not_errors() -> None:
             "x-authgear-session-valid": "true",
             "x-authgear-user-id": "u1",
             "x-authgear-session-authenticated-at": value,
+            "x-authgear-credential": "bearer",
         }
         user = auth.authenticate(SimpleRequest(headers, peer="127.0.0.1"))
         assert user.sub == "u1" and user.authenticated_at is None, value

@@ -179,11 +179,24 @@ def test_attack_corpus_over_http(
     assert not failures, failures
 
 
+@pytest.mark.parametrize("json_parser", ["orjson", "stdlib"])
 def test_attack_corpus_verifier_sync_and_async(
-    authgear_server: ServerProcess, attacks: dict[str, tuple[str, bool]], good_token: str
+    authgear_server: ServerProcess,
+    attacks: dict[str, tuple[str, bool]],
+    good_token: str,
+    json_parser: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both JSON parsers (orjson from the `speedups` extra, the standard library without it)
+    refuse the same corpus."""
     import asyncio
 
+    from authgear.backend import _jwt
+
+    if json_parser == "stdlib":
+        monkeypatch.setattr(_jwt, "_loads_json", _jwt._loads_stdlib)
+    else:
+        assert _jwt._loads_json is not _jwt._loads_stdlib  # the dev extra installs orjson
     verifier = JWTVerifier(authgear_server.url)
     assert verifier.verify(good_token).sub
     for name, (value, has_error) in attacks.items():

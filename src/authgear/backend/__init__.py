@@ -13,49 +13,69 @@ See docs/backend.md.
 
 from __future__ import annotations
 
-from authgear.backend._jwt import SUPPORTED_ALGORITHMS, JWTVerifier, parse_jwks, user_from_claims
-from authgear.backend._resolver import (
-    RESOLVER_HEADERS,
-    ResolverClient,
-    TrustedProxyHeaders,
-    user_from_headers,
-)
-from authgear.backend._types import (
-    AuthenticatedUser,
-    Authenticator,
+from authgear._errors import AuthgearError
+from authgear.backend._errors import (
     AuthError,
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    CrossOriginRequest,
     InsufficientScope,
     InvalidToken,
     MissingCredentials,
-    RequestLike,
-    SimpleRequest,
-    bearer_token,
+)
+from authgear.backend._jwks import SUPPORTED_ALGORITHMS, parse_jwks
+from authgear.backend._jwt import JWTVerifier, principal_from_claims, user_from_claims
+from authgear.backend._request import RequestLike, SimpleRequest, bearer_token
+from authgear.backend._resolver import (
+    PROXY_SECRET_HEADER,
+    RESOLVER_HEADERS,
+    ResolverClient,
+    TrustedProxyHeaders,
+    principal_from_headers,
+    user_from_headers,
+)
+from authgear.backend._types import (
+    AuthenticatedClient,
+    AuthenticatedUser,
+    Authenticator,
+    Credential,
+    Principal,
+    as_client,
+    as_user,
     require,
 )
 
 __all__ = [
+    "PROXY_SECRET_HEADER",
     "RESOLVER_HEADERS",
     "SUPPORTED_ALGORITHMS",
     "AuthError",
+    "AuthenticatedClient",
     "AuthenticatedUser",
     "Authenticator",
+    "AuthgearError",
     "BackendError",
     "BackendUnavailable",
     "ConfigurationError",
+    "Credential",
+    "CrossOriginRequest",
     "InsufficientScope",
     "InvalidToken",
     "JWTVerifier",
     "MissingCredentials",
+    "Principal",
     "RequestLike",
     "ResolverClient",
     "SimpleRequest",
     "TrustedProxyHeaders",
+    "as_client",
+    "as_user",
     "bearer_token",
     "make_authenticator",
     "parse_jwks",
+    "principal_from_claims",
+    "principal_from_headers",
     "require",
     "user_from_claims",
     "user_from_headers",
@@ -69,13 +89,14 @@ def make_authenticator(
     trusted_proxies: list[str] | None = None,
     **options: object,
 ) -> Authenticator:
-    """Build one authenticator by name: ``jwt``, ``resolver`` or ``proxy`` (for config files)."""
+    """Build one authenticator by name: ``jwt``, ``resolver`` or ``proxy`` (for config files).
+
+    ``options`` are the keyword arguments of the class (e.g. ``allow_clients=True``;
+    ``proxy_secret=...`` in proxy mode)."""
     if mode == "jwt":
         return JWTVerifier(endpoint, **options)  # type: ignore[arg-type]
     if mode == "resolver":
         return ResolverClient(endpoint, **options)  # type: ignore[arg-type]
     if mode == "proxy":
-        if not trusted_proxies:
-            raise ConfigurationError("proxy mode needs trusted_proxies")
-        return TrustedProxyHeaders(trusted_proxies=trusted_proxies)
+        return TrustedProxyHeaders(trusted_proxies=trusted_proxies, **options)  # type: ignore[arg-type]
     raise ConfigurationError(f"unknown mode {mode!r}: jwt, resolver or proxy")

@@ -1,16 +1,23 @@
-"""Local verification of Authgear's JWT access tokens against the server's JWKS.
+"""Local verification of Authgear's JWT access tokens (RFC 9068) against the server's JWKS.
 
 A token is checked in this order, and the first failure is the answer (``InvalidToken``):
 shape (three base64url segments, at most 8 KiB) → header (JSON object, ``alg`` in the allowlist,
 ``typ`` ``at+jwt``, ``kid``, no ``crit``) → key (by ``kid`` from the cached JWKS; its type and
-``alg`` must fit) → signature → claims (``iss``, ``aud``, ``exp``/``nbf``/``iat`` with a leeway,
-``sub``). Header parameters naming other keys (``jku``, ``x5u``, ``jwk``) are never used.
+``alg`` must fit; RSA under 2048 bits and curves below P-256 are never loaded) → signature →
+claims (``iss``, ``aud``, ``exp``/``nbf``/``iat`` with a leeway, the optional ``max_token_age``,
+``sub``) → who: a user, or a client's own token (``gty: client-credentials``), which only a
+verifier built with ``allow_clients=True`` hands out, as an :class:`AuthenticatedClient`.
+Header parameters naming other keys (``jku``, ``x5u``, ``jwk``) are never used.
 
-The JWKS cache: keys are parsed once into ``cryptography`` public key objects. They are
-refetched when older than ``jwks_ttl`` (the stale keys keep serving while and if that fails)
-and when a token names an unknown ``kid``, but never more often than once per
-``refetch_cooldown`` seconds, whatever the traffic: a flood of made-up ``kid`` values costs
-the server at most one JWKS request per cooldown. Concurrent callers share one fetch.
+The JWKS cache (``_jwks.py``): keys are parsed once into ``cryptography`` key objects, refetched
+when older than ``jwks_ttl`` (the stale keys keep serving while and if that fails) and when a
+token names an unknown ``kid``, but never more often than once per ``refetch_cooldown``
+seconds, whatever the traffic. Concurrent callers share one fetch.
+
+The hot path is written for speed (measured in benchmarks/bench_backend.py, steps recorded in
+docs/benchmarks.md): a verified token is remembered by its exact string; a header segment seen
+with a good signature is remembered parsed (Authgear signs every token of a key with the same
+header), so a new token costs one base64 + JSON decode (the claims) and the RSA verify.
 """
 
 from __future__ import annotations
@@ -25,182 +32,98 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import httpx2
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from authgear.backend._errors import ConfigurationError, InvalidToken
+from authgear.backend._jwks import (
+    SUPPORTED_ALGORITHMS,
+    Key,
+    KeyCache,
+    check_url,
+    get_document,
+    get_document_async,
+    parse_jwks,
+)
+from authgear.backend._request import MAX_AUTHORIZATION_LENGTH, RequestLike, bearer_token
 from authgear.backend._types import (
     CLAIM_CAN_REAUTHENTICATE,
+    CLAIM_GRANT_TYPE,
     CLAIM_IS_ANONYMOUS,
     CLAIM_IS_VERIFIED,
     CLAIM_ROLES,
-    MAX_AUTHORIZATION_LENGTH,
+    CLIENT_CREDENTIALS,
+    AuthenticatedClient,
     AuthenticatedUser,
-    BackendUnavailable,
-    ConfigurationError,
-    InvalidToken,
-    RequestLike,
-    bearer_token,
+    Principal,
+    as_user,
+    new_user,
 )
+
+__all__ = [
+    "SUPPORTED_ALGORITHMS",
+    "JWTVerifier",
+    "parse_jwks",
+    "principal_from_claims",
+    "user_from_claims",
+]
 
 log = logging.getLogger("authgear.backend")
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_MAX_DOCUMENT = 1 << 20  # discovery and JWKS documents larger than 1 MiB are refused
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]+")
+_decode_json = json.JSONDecoder().decode  # json.loads minus its type dispatch
 
-# Hash and padding objects hold no state: built once, shared by every verification.
-_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "256": hashes.SHA256(),
-    "384": hashes.SHA384(),
-    "512": hashes.SHA512(),
-}
-_PKCS1V15 = padding.PKCS1v15()
-_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
-SUPPORTED_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-)
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+def _loads_stdlib(data: bytes) -> Any:
+    return _decode_json(data.decode())
+
+
+_loads_json: Callable[[bytes], Any] = _loads_stdlib
+try:
+    # The `speedups` extra: orjson parses a token's claims in a fifth of json's time, which
+    # is a tenth of a whole cold verification (measured, docs/benchmarks.md). Both raise
+    # ValueError subclasses for what is not JSON.
+    from orjson import loads as _orjson_loads
+
+    _loads_json = _orjson_loads
+except ImportError:  # pragma: no cover - the dev extra installs orjson
+    pass
+
+
+_HEADER_CACHE_SIZE = 64
+#: "Bearer " as clients write it (RFC 6750 §2.1; the scheme is case-insensitive): for the
+#: cache lookup before the Authorization header is parsed.
+_BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
+_isfinite = math.isfinite
+
+
+def _not_b64url(segment: str) -> bool:
+    """True unless ``segment`` can be base64url without padding: not empty, none of the three
+    characters of plain base64 that _b64decode would let through. (Anything else outside the
+    alphabet, non-ASCII included, is refused by the strict decoder.)"""
+    return not segment or "+" in segment or "/" in segment or "=" in segment
 
 
 def _b64decode(segment: str) -> bytes:
-    # The token already matched _TOKEN_RE (base64url alphabet, no padding).
+    # Base64url without padding (checked by _not_b64url or _SEGMENT_RE first). Two replaces
+    # and the strict C decoder measured faster than str.translate or urlsafe_b64decode.
     data = segment.replace("-", "+").replace("_", "/") + "=" * (-len(segment) % 4)
     return binascii.a2b_base64(data, strict_mode=True)
 
 
+def _any_in(values: list[Any], wanted: frozenset[str]) -> bool:
+    """Whether a list (of anything, from a token) holds one of ``wanted``."""
+    try:
+        return not wanted.isdisjoint(values)
+    except TypeError:  # an unhashable element (a list, an object): not a string we want
+        return any(type(v) is str and v in wanted for v in values)
+
+
 def _number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kid: str
-    key: PublicKey
-    alg: str | None  # the JWK's "alg", when it names one
-
-    def verify(self, alg: str, signature: bytes, signing_input: bytes) -> None:
-        """Raise InvalidToken unless ``signature`` is this key's over ``signing_input``."""
-        if self.alg is not None and self.alg != alg:
-            raise InvalidToken("the key does not allow this algorithm")
-        digest = _HASHES[alg[2:]]
-        try:
-            if alg[0] == "R" and isinstance(self.key, rsa.RSAPublicKey):
-                self.key.verify(signature, signing_input, _PKCS1V15, digest)
-            elif alg[0] == "P" and isinstance(self.key, rsa.RSAPublicKey):
-                pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-                self.key.verify(signature, signing_input, pss, digest)
-            elif alg[0] == "E" and isinstance(self.key, ec.EllipticCurvePublicKey):
-                if not isinstance(self.key.curve, _CURVES[alg]):
-                    raise InvalidToken("the key does not allow this algorithm")
-                size = (self.key.curve.key_size + 7) // 8
-                if len(signature) != 2 * size:
-                    raise InvalidToken("signature verification failed")
-                r = int.from_bytes(signature[:size], "big")
-                s = int.from_bytes(signature[size:], "big")
-                self.key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-            else:
-                raise InvalidToken("the key does not allow this algorithm")
-        except InvalidSignature:
-            raise InvalidToken("signature verification failed") from None
-
-
-def parse_jwks(document: Any) -> dict[str, _Key]:
-    """The usable signing keys of a JWKS document, by ``kid``; others are skipped."""
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")
-    keys: dict[str, _Key] = {}
-    for jwk in document["keys"]:
-        if not isinstance(jwk, dict):
-            continue
-        kid, kty, use, alg = jwk.get("kid"), jwk.get("kty"), jwk.get("use"), jwk.get("alg")
-        if not isinstance(kid, str) or not kid or (use is not None and use != "sig"):
-            continue
-        if alg is not None and alg not in SUPPORTED_ALGORITHMS:
-            continue
-        public = {k: v for k, v in jwk.items() if k not in ("d", "p", "q", "dp", "dq", "qi")}
-        try:
-            if kty == "RSA":
-                key: Any = RSAAlgorithm.from_jwk(public)
-            elif kty == "EC":
-                key = ECAlgorithm.from_jwk(public)
-            else:
-                continue
-        except Exception:  # a malformed entry must not hide the good ones
-            log.warning("skipping a JWKS key that does not parse (kid %r)", kid[:64])
-            continue
-        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            keys[kid] = _Key(kid, key, alg)
-    return keys
-
-
-class _KeyCache:
-    """The JWKS in memory and the rules for refetching it (no I/O here)."""
-
-    def __init__(self, ttl: float, cooldown: float, clock: Callable[[], float]) -> None:
-        self.ttl = ttl
-        self.cooldown = cooldown
-        self.clock = clock
-        self.keys: dict[str, _Key] = {}
-        self.loaded_at = -math.inf
-        self.attempted_at = -math.inf
-        self.fetching = False
-        self.cond = threading.Condition(threading.Lock())
-        self.fetches = 0  # for tests and diagnostics
-        self.generation = 0  # bumped whenever a key leaves (or changes in) the set
-        self.last_error: str | None = None
-        self.on_change: Callable[[], None] = lambda: None
-
-    # All below run with self.cond held.
-    def may_fetch(self, now: float) -> bool:
-        return not self.fetching and now - self.attempted_at >= self.cooldown
-
-    def stale(self, now: float) -> bool:
-        return now - self.loaded_at >= self.ttl
-
-    def claim(self, now: float) -> None:
-        self.fetching = True
-        self.attempted_at = now
-        self.fetches += 1
-
-    def finish(self, keys: dict[str, _Key] | None, error: str | None) -> None:
-        self.fetching = False
-        if keys:
-            dropped = any(
-                k not in keys or keys[k].key.public_numbers() != old.key.public_numbers()
-                for k, old in self.keys.items()
-            )
-            if dropped:
-                # Before on_change: a verification begun with a dropped key is not remembered.
-                self.generation += 1
-            if dropped or set(keys) != set(self.keys):
-                self.on_change()
-            self.keys = keys
-            self.loaded_at = self.clock()
-            self.last_error = None
-        else:
-            self.last_error = error or "the JWKS has no usable signing key"
-            log.warning("JWKS fetch failed, keeping %d known keys: %s", len(self.keys), error)
-        self.cond.notify_all()
-
-    def missing(self, kid: str) -> InvalidToken | BackendUnavailable:
-        if not self.keys:
-            return BackendUnavailable(f"no signing keys: {self.last_error or 'not fetched'}")
-        return InvalidToken("unknown signing key")
-
-
-def _document(response: httpx2.Response, what: str) -> Any:
-    if response.status_code != 200:
-        raise ValueError(f"{what}: HTTP {response.status_code}")
-    if len(response.content) > _MAX_DOCUMENT:
-        raise ValueError(f"{what}: larger than 1 MiB")
-    return json.loads(response.content)
+    # `type() is`: a bool is not a timestamp.
+    t = type(value)
+    return t is int or (t is float and _isfinite(value))
 
 
 class JWTVerifier:
@@ -208,9 +131,18 @@ class JWTVerifier:
 
     ``endpoint`` is the Authgear origin the SDK uses; discovery gives the ``jwks_uri`` and the
     issuer (which must equal ``endpoint`` unless ``issuer`` says otherwise, e.g. when the
-    backend reaches Authgear by an internal address). ``audience`` defaults to the issuer,
-    which is what Authgear puts in ``aud``. A revoked session's tokens verify until they
-    expire; use :class:`ResolverClient` where revocation must take effect at once.
+    backend reaches Authgear by an internal address; a mismatch is a
+    :class:`ConfigurationError`, answered 500 and logged once, not a 503). ``audience``
+    defaults to the issuer, which is what Authgear puts in ``aud``. A revoked session's tokens
+    verify until they expire; use :class:`ResolverClient` where revocation must take effect
+    at once.
+
+    Keys are only fetched over https, or plain http to a loopback host
+    (``allow_insecure_http=True`` lifts that, for a network path you trust). ``max_token_age``
+    (seconds, off by default) refuses tokens whose lifetime (``exp - iat``) is longer, so no
+    token is accepted longer than that after it was issued, whatever ``exp`` it claims.
+    ``allow_clients=True`` accepts client_credentials tokens as :class:`AuthenticatedClient`
+    from :meth:`verify_principal` and ``authenticate``; :meth:`verify` only returns users.
 
     ``verify``/``authenticate`` are synchronous; ``verify_async``/``authenticate_async`` never
     block the event loop on I/O (signature checks are CPU work of tens of microseconds, done
@@ -226,7 +158,10 @@ class JWTVerifier:
         jwks_uri: str | None = None,
         algorithms: Iterable[str] = ("RS256",),
         leeway: float = 10.0,
+        max_token_age: float | None = None,
         require_at_jwt: bool = True,
+        allow_clients: bool = False,
+        allow_insecure_http: bool = False,
         jwks_ttl: float = 600.0,
         refetch_cooldown: float = 5.0,
         cache_size: int = 4096,
@@ -243,23 +178,36 @@ class JWTVerifier:
                 f"unsupported algorithms {sorted(bad)}: only asymmetric ones "
                 f"({', '.join(sorted(SUPPORTED_ALGORITHMS))}); never none or HMAC"
             )
+        if max_token_age is not None and not max_token_age > 0:
+            raise ConfigurationError("max_token_age must be a positive number of seconds")
+        self.allow_insecure_http = allow_insecure_http
+        if endpoint is not None:
+            check_url(endpoint, "endpoint", allow_insecure_http)
+        if jwks_uri is not None:
+            check_url(jwks_uri, "jwks_uri", allow_insecure_http)
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._issuer = issuer.rstrip("/") if issuer else None
         self._jwks_uri = jwks_uri
         if isinstance(audience, str):
             audience = (audience,)
         self._audience = frozenset(audience) if audience is not None else None
+        self._issuer_set = frozenset((self._issuer,)) if self._issuer else frozenset()
         self.leeway = leeway
+        self.max_token_age = max_token_age
         self.require_at_jwt = require_at_jwt
+        self.allow_clients = allow_clients
         self.timeout = timeout
         self._clock = clock
-        self._cache = _KeyCache(jwks_ttl, refetch_cooldown, clock)
-        self._cache.on_change = self.clear_cache
-        # Verified tokens: the exact token string → (user, exp). A hit skips the signature
-        # and claim checks, which passed for these very bytes; only exp is checked again.
+        self._cache = KeyCache(jwks_ttl, refetch_cooldown, clock)
+        self._cache.on_change = self._keys_changed
+        # Verified tokens: the exact token string → (principal, valid until). A hit skips the
+        # signature and claim checks, which passed for these very bytes; only the time is
+        # checked again.
         self.cache_size = cache_size
-        self._verified: dict[str, tuple[AuthenticatedUser, float]] = {}
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self._verified_lock = threading.Lock()
+        # Header segments that came with a good signature → (alg, kid).
+        self._headers: dict[str, tuple[str, str]] = {}
         self._http = http_client
         self._own_http = http_client is None
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
@@ -281,50 +229,99 @@ class JWTVerifier:
         return self._cache.fetches
 
     def verify(self, token: str) -> AuthenticatedUser:
-        """The user behind an access token; :class:`InvalidToken` when it is not acceptable,
-        :class:`BackendUnavailable` when no signing key could be loaded yet."""
+        """The user behind an access token; :class:`InvalidToken` when it is not acceptable
+        (a client's token included), :class:`BackendUnavailable` when no signing key could be
+        loaded yet, :class:`ConfigurationError` when the verifier's settings do not fit the
+        server (e.g. the issuer)."""
+        return as_user(self.verify_principal(token))
+
+    def verify_principal(self, token: str) -> Principal:
+        """Like :meth:`verify`, but a client's token gives an :class:`AuthenticatedClient`
+        when the verifier allows clients."""
         hit = self._verified.get(token)
         if hit is not None and self._fresh(hit[1]):
-            return hit[0]
-        parsed = self._parse(token)
-        generation = self._cache.generation
-        key = self._key_sync(parsed.kid)
-        return self._finish(token, parsed, key, generation)
+            principal = hit[0]
+        else:
+            alg, kid, head, body, sig = self._parse(token)
+            generation = self._cache.generation
+            key = self._key_sync(kid)
+            principal = self._finish(token, alg, kid, head, body, sig, key, generation)
+        if not self.allow_clients and type(principal) is AuthenticatedClient:
+            raise InvalidToken("a client's token (client_credentials) is not accepted here")
+        return principal
 
     async def verify_async(self, token: str) -> AuthenticatedUser:
+        return as_user(await self.verify_principal_async(token))
+
+    async def verify_principal_async(self, token: str) -> Principal:
         hit = self._verified.get(token)
         if hit is not None and self._fresh(hit[1]):
-            return hit[0]
-        parsed = self._parse(token)
-        generation = self._cache.generation
-        key = await self._key_async(parsed.kid)
-        return self._finish(token, parsed, key, generation)
+            principal = hit[0]
+        else:
+            alg, kid, head, body, sig = self._parse(token)
+            generation = self._cache.generation
+            key = await self._key_async(kid)
+            principal = self._finish(token, alg, kid, head, body, sig, key, generation)
+        if not self.allow_clients and type(principal) is AuthenticatedClient:
+            raise InvalidToken("a client's token (client_credentials) is not accepted here")
+        return principal
 
-    def _fresh(self, exp: float) -> bool:
-        """A cached verification still holds: not expired, and the JWKS is within its TTL
-        (past it, the full path runs and refreshes the keys, which may drop this token's)."""
-        now = self._clock()
+    def authenticate(self, request: RequestLike) -> Principal:
+        return self.verify_principal(bearer_token(request.header("authorization")))
+
+    async def authenticate_async(self, request: RequestLike) -> Principal:
+        return await self.verify_principal_async(bearer_token(request.header("authorization")))
+
+    def authenticate_nowait(self, request: RequestLike) -> Principal | None:
+        """:meth:`authenticate` when it needs no I/O (the key is known and fresh, as for all
+        but a handful of requests), else None: the ASGI middleware then awaits
+        :meth:`authenticate_async`. Saves two coroutines per request on the hot path."""
+        authorization = request.header("authorization")
+        if authorization is not None and len(authorization) <= MAX_AUTHORIZATION_LENGTH:
+            # A token verified before is well-formed: look it up before parsing the header.
+            hit = self._verified.get(authorization[7:])
+            if hit is not None and authorization[:7] in _BEARER:
+                now, cache = self._clock(), self._cache
+                if now - self.leeway < hit[1] and now - cache.loaded_at < cache.ttl:
+                    principal = hit[0]
+                    if self.allow_clients or type(principal) is not AuthenticatedClient:
+                        return principal
+        return self._nowait_slow(bearer_token(authorization))
+
+    def _nowait_slow(self, token: str) -> Principal | None:
+        hit = self._verified.get(token)
+        if hit is not None and self._fresh(hit[1]):
+            return self.verify_principal(token)  # e.g. "bearer" spelled otherwise
+        alg, kid, head, body, sig = self._parse(token)
         cache = self._cache
-        return now - self.leeway < exp and now - cache.loaded_at < cache.ttl
+        key = cache.keys.get(kid)
+        if key is None or self._clock() - cache.loaded_at >= cache.ttl:
+            return None  # needs a JWKS fetch: the caller awaits authenticate_async
+        principal = self._finish(token, alg, kid, head, body, sig, key, cache.generation)
+        if not self.allow_clients and type(principal) is AuthenticatedClient:
+            raise InvalidToken("a client's token (client_credentials) is not accepted here")
+        return principal
 
     def clear_cache(self) -> None:
         """Forget verified tokens (done by itself whenever the JWKS changes)."""
         with self._verified_lock:
             self._verified = {}
 
-    def authenticate(self, request: RequestLike) -> AuthenticatedUser:
-        return self.verify(bearer_token(request.header("authorization")))
-
-    async def authenticate_async(self, request: RequestLike) -> AuthenticatedUser:
-        return await self.verify_async(bearer_token(request.header("authorization")))
-
     def prefetch(self) -> None:
-        """Load discovery and the JWKS now (e.g. at startup) instead of on the first token."""
+        """Load discovery and the JWKS now (e.g. at startup) instead of on the first token.
+
+        Raises :class:`ConfigurationError` when the server does not fit the settings (issuer
+        mismatch, plain-http ``jwks_uri``); an unreachable server is only logged."""
         with self._cache.cond:
-            if self._cache.fetching or not self._cache.stale(self._clock()):
-                return
-            self._cache.claim(self._clock())
-        self._fetch_sync()
+            if not self._cache.fetching and self._cache.stale(self._clock()):
+                self._cache.claim(self._clock())
+                fetch = True
+            else:
+                fetch = False
+        if fetch:
+            self._fetch_sync()
+        if self._cache.config_error is not None:
+            raise self._cache.config_error
 
     def close(self) -> None:
         if self._own_http and self._http is not None:
@@ -333,48 +330,90 @@ class JWTVerifier:
 
     # --- parsing and checks -----------------------------------------------------------------
 
-    def _parse(self, token: str) -> _Parsed:
-        if not isinstance(token, str) or len(token) > MAX_AUTHORIZATION_LENGTH:
+    def _fresh(self, until: float) -> bool:
+        """A cached verification still holds: not expired, and the JWKS is within its TTL
+        (past it, the full path runs and refreshes the keys, which may drop this token's)."""
+        now = self._clock()
+        cache = self._cache
+        return now - self.leeway < until and now - cache.loaded_at < cache.ttl
+
+    def _keys_changed(self) -> None:
+        self._headers = {}
+        self.clear_cache()
+
+    def _parse(self, token: str) -> tuple[str, str, str, str, str]:
+        """(alg, kid, header, payload, signature segments) of a well-formed token.
+
+        The shape check is split up for speed: a header segment seen before with a good
+        signature is known well-formed; a new one must match the base64url alphabet; the
+        payload and signature are checked by the strict decoder (after _not_b64url)."""
+        if type(token) is not str or len(token) > MAX_AUTHORIZATION_LENGTH:
             raise InvalidToken("malformed token")
-        if not _TOKEN_RE.fullmatch(token):
+        parts = token.split(".")
+        if len(parts) != 3:
             raise InvalidToken("malformed token")
-        head, body, sig = token.split(".")
+        head, body, sig = parts
+        known = self._headers.get(head)
+        alg, kid = known if known is not None else self._parse_header(head)
+        if _not_b64url(body) or _not_b64url(sig):
+            raise InvalidToken("malformed token")
+        return alg, kid, head, body, sig
+
+    def _parse_header(self, head: str) -> tuple[str, str]:
+        if _SEGMENT_RE.fullmatch(head) is None:
+            raise InvalidToken("malformed token")
         try:
-            header = json.loads(_b64decode(head))
-            signature = _b64decode(sig)
+            header = _loads_json(_b64decode(head))
         except (ValueError, binascii.Error, RecursionError):  # RecursionError: deep nesting
             raise InvalidToken("malformed token") from None
-        if not isinstance(header, dict):
+        if type(header) is not dict:
             raise InvalidToken("malformed token")
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
+        if type(alg) is not str or alg not in self.algorithms:
             raise InvalidToken("algorithm not allowed")
         if "crit" in header:
             raise InvalidToken("unsupported critical header parameters")
         if self.require_at_jwt:
             typ = header.get("typ")
-            if not isinstance(typ, str) or typ.lower().removeprefix("application/") != "at+jwt":
+            if type(typ) is not str or typ.lower().removeprefix("application/") != "at+jwt":
                 raise InvalidToken("not an access token (typ is not at+jwt)")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or len(kid) > 256:
+        if type(kid) is not str or not kid or len(kid) > 256:
             raise InvalidToken("the token names no signing key")
-        return _Parsed(alg, kid, body, signature, token[: len(head) + 1 + len(body)].encode())
+        return alg, kid
 
-    def _finish(self, token: str, parsed: _Parsed, key: _Key, generation: int) -> AuthenticatedUser:
-        key.verify(parsed.alg, parsed.signature, parsed.signing_input)
+    def _finish(
+        self,
+        token: str,
+        alg: str,
+        kid: str,
+        head: str,
+        body: str,
+        sig: str,
+        key: Key,
+        generation: int,
+    ) -> Principal:
         try:
-            claims = json.loads(_b64decode(parsed.body))
+            signature = _b64decode(sig)
+        except binascii.Error:
+            raise InvalidToken("malformed token") from None
+        key.verify(alg, signature, token[: len(head) + len(body) + 1].encode())
+        headers = self._headers
+        if head not in headers and len(headers) < _HEADER_CACHE_SIZE:
+            headers[head] = (alg, kid)
+        try:
+            claims = _loads_json(_b64decode(body))
         except (ValueError, binascii.Error, RecursionError):
             raise InvalidToken("malformed token") from None
-        if not isinstance(claims, dict):
+        if type(claims) is not dict:
             raise InvalidToken("malformed token")
-        self._check_claims(claims)
-        user = user_from_claims(claims)
+        until = self._check_claims(claims)
+        principal = principal_from_claims(claims)
         if self.cache_size > 0:
-            self._remember(token, user, claims["exp"], generation)
-        return user
+            self._remember(token, principal, until, generation)
+        return principal
 
-    def _remember(self, token: str, user: AuthenticatedUser, exp: float, generation: int) -> None:
+    def _remember(self, token: str, principal: Principal, until: float, generation: int) -> None:
         with self._verified_lock:
             if generation != self._cache.generation:
                 # The JWKS changed while this token was being verified (its key may be gone):
@@ -387,37 +426,50 @@ class JWTVerifier:
                     del verified[t]
                 while len(verified) >= self.cache_size:  # still full: drop the oldest
                     del verified[next(iter(verified))]
-            verified[token] = (user, exp)
+            verified[token] = (principal, until)
 
-    def _check_claims(self, claims: Mapping[str, Any]) -> None:
-        now = self._clock()
+    def _check_claims(self, claims: Mapping[str, Any]) -> float:
+        """Raise InvalidToken unless the claims are acceptable now; return their exp."""
         issuer = self._issuer
-        if claims.get("iss") != issuer or issuer is None:
+        if issuer is None or claims.get("iss") != issuer:
             raise InvalidToken("wrong issuer")
         aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud
-        audience = self._audience if self._audience is not None else frozenset((issuer,))
-        if not isinstance(auds, list) or not any(
-            isinstance(a, str) and a in audience for a in auds
-        ):
+        audience = self._audience if self._audience is not None else self._issuer_set
+        if type(aud) is str:
+            if aud not in audience:
+                raise InvalidToken("wrong audience")
+        elif type(aud) is not list or not _any_in(aud, audience):
             raise InvalidToken("wrong audience")
-        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-        if not _number(exp) or not _number(iat):
+        exp, iat = claims.get("exp"), claims.get("iat")
+        # Inlined _number(): a bool is not a timestamp, nor is NaN or infinity.
+        if not (type(exp) is int or (type(exp) is float and _isfinite(exp))):
             raise InvalidToken("exp and iat are required")
-        if now - self.leeway >= exp:
+        if not (type(iat) is int or (type(iat) is float and _isfinite(iat))):
+            raise InvalidToken("exp and iat are required")
+        now, leeway = self._clock(), self.leeway
+        if now - leeway >= exp:
             raise InvalidToken("the access token expired")
-        if now + self.leeway < iat:
+        if now + leeway < iat:
             raise InvalidToken("the access token is not valid yet")
-        if nbf is not None and (not _number(nbf) or now + self.leeway < nbf):
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _number(nbf) or now + leeway < nbf):
             raise InvalidToken("the access token is not valid yet")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
+        if type(sub) is not str or not sub:
             raise InvalidToken("the access token has no subject")
+        max_age = self.max_token_age
+        if max_age is not None and exp - iat > max_age + leeway:
+            # With exp valid and iat not in the future, this also bounds the token's age.
+            raise InvalidToken("the access token's lifetime is longer than max_token_age")
+        return exp
 
     # --- keys --------------------------------------------------------------------------------
 
-    def _key_sync(self, kid: str) -> _Key:
+    def _key_sync(self, kid: str) -> Key:
         cache = self._cache
+        key = cache.keys.get(kid)  # the common case, lock-free: a known key, a fresh JWKS
+        if key is not None and self._clock() - cache.loaded_at < cache.ttl:
+            return key
         with cache.cond:
             now = self._clock()
             key = cache.keys.get(kid)
@@ -440,9 +492,11 @@ class JWTVerifier:
             raise cache.missing(kid)
         return key
 
-    async def _key_async(self, kid: str) -> _Key:
+    async def _key_async(self, kid: str) -> Key:
         cache = self._cache
         key = cache.keys.get(kid)
+        if key is not None and self._clock() - cache.loaded_at < cache.ttl:
+            return key
         if key is not None:
             with cache.cond:
                 now = self._clock()
@@ -486,87 +540,102 @@ class JWTVerifier:
         issuer, jwks_uri = document.get("issuer"), document.get("jwks_uri")
         if not isinstance(issuer, str) or not isinstance(jwks_uri, str):
             raise ValueError("discovery: no issuer or jwks_uri")
-        if self._issuer is None:
-            if issuer.rstrip("/") != self.endpoint:
-                raise ConfigurationError(
-                    f"discovery says the issuer is {issuer!r}, not the endpoint "
-                    f"{self.endpoint!r}: pass issuer= if that is expected"
-                )
-            self._issuer = issuer.rstrip("/")
+        if self._issuer is None and issuer.rstrip("/") != self.endpoint:
+            raise ConfigurationError(
+                f"discovery at {self.endpoint} says the issuer is {issuer!r}, not the "
+                f"endpoint: pass issuer={issuer!r} to JWTVerifier if that is expected"
+            )
         if self._jwks_uri is None:
-            self._jwks_uri = jwks_uri
+            check_url(jwks_uri, "the jwks_uri from discovery", self.allow_insecure_http)
+        if self._issuer is None:
+            self._issuer = issuer.rstrip("/")
+            self._issuer_set = frozenset((self._issuer,))
+        self._jwks_uri = self._jwks_uri or jwks_uri
 
     def _fetch_sync(self) -> None:
         """Fetch (discovery and) the JWKS; the caller has claimed the fetch."""
-        keys: dict[str, _Key] | None = None
+        keys: dict[str, Key] | None = None
+        refused: dict[str, str] = {}
         error: str | None = None
+        config_error: ConfigurationError | None = None
         try:
             if self._http is None:
                 self._http = httpx2.Client(timeout=self.timeout)
             if self._jwks_uri is None or self._issuer is None:
-                self._apply_discovery(_document(self._http.get(self._discovery_url()), "discovery"))
+                self._apply_discovery(get_document(self._http, self._discovery_url(), "discovery"))
             assert self._jwks_uri is not None
-            keys = parse_jwks(_document(self._http.get(self._jwks_uri), "JWKS"))
+            keys = parse_jwks(get_document(self._http, self._jwks_uri, "JWKS"), refused)
         except ConfigurationError as e:
-            error = str(e)
-            log.error("%s", e)
+            config_error = e
         except Exception as e:  # network, HTTP status, JSON: keep serving the keys we have
             error = f"{type(e).__name__}: {e}"
         finally:
             with self._cache.cond:
-                self._cache.finish(keys, error)
+                self._cache.finish(keys, error, refused, config_error)
 
     async def _fetch_async(self) -> None:
-        keys: dict[str, _Key] | None = None
+        keys: dict[str, Key] | None = None
+        refused: dict[str, str] = {}
         error: str | None = None
+        config_error: ConfigurationError | None = None
         try:
             # JWKS fetches are rare: a short-lived client is not tied to any one event loop.
             async with httpx2.AsyncClient(timeout=self.timeout) as http:
                 if self._jwks_uri is None or self._issuer is None:
-                    r = await http.get(self._discovery_url())
-                    self._apply_discovery(_document(r, "discovery"))
+                    document = await get_document_async(http, self._discovery_url(), "discovery")
+                    self._apply_discovery(document)
                 assert self._jwks_uri is not None
-                keys = parse_jwks(_document(await http.get(self._jwks_uri), "JWKS"))
+                document = await get_document_async(http, self._jwks_uri, "JWKS")
+                keys = parse_jwks(document, refused)
         except ConfigurationError as e:
-            error = str(e)
-            log.error("%s", e)
+            config_error = e
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
         finally:
             with self._cache.cond:
-                self._cache.finish(keys, error)
+                self._cache.finish(keys, error, refused, config_error)
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    alg: str
-    kid: str
-    body: str
-    signature: bytes
-    signing_input: bytes
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """Map verified access-token claims to who is calling.
 
-
-def _bool_claim(claims: Mapping[str, Any], name: str) -> bool:
-    return claims.get(name) is True
+    A client's own token (client_credentials) is recognised by ``gty: client-credentials``, or,
+    for tokens from servers that do not set ``gty``, by a ``sub`` equal to its ``client_id``
+    (a user's ``sub`` is a user id, never a client id)."""
+    sub = claims["sub"]
+    client_id = claims.get("client_id")
+    scope = claims.get("scope")
+    scopes = frozenset(scope.split()) if type(scope) is str else frozenset()
+    exp = claims.get("exp")
+    expires_at = int(exp) if _number(exp) else None
+    if claims.get(CLAIM_GRANT_TYPE) == CLIENT_CREDENTIALS or sub == client_id:
+        return AuthenticatedClient(
+            client_id=client_id if type(client_id) is str and client_id else str(sub),
+            scopes=scopes,
+            expires_at=expires_at,
+            source="jwt",
+            credential="bearer",
+            claims=claims,
+        )
+    roles = claims.get(CLAIM_ROLES)
+    auth_time = claims.get("auth_time")
+    return new_user(
+        str(sub),
+        tuple(r for r in roles if type(r) is str) if type(roles) is list and roles else (),
+        claims.get(CLAIM_IS_VERIFIED) is True,
+        claims.get(CLAIM_IS_ANONYMOUS) is True,
+        claims.get(CLAIM_CAN_REAUTHENTICATE) is True,
+        client_id if type(client_id) is str else None,
+        scopes,
+        int(auth_time) if _number(auth_time) else None,
+        expires_at,
+        (),  # amr: not in access tokens
+        "jwt",
+        "bearer",
+        claims,
+    )
 
 
 def user_from_claims(claims: Mapping[str, Any]) -> AuthenticatedUser:
-    """Map verified access-token claims to an :class:`AuthenticatedUser`."""
-    roles = claims.get(CLAIM_ROLES)
-    scope = claims.get("scope")
-    client_id = claims.get("client_id")
-    auth_time = claims.get("auth_time")
-    exp = claims.get("exp")
-    return AuthenticatedUser(
-        sub=str(claims["sub"]),
-        roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
-        is_verified=_bool_claim(claims, CLAIM_IS_VERIFIED),
-        is_anonymous=_bool_claim(claims, CLAIM_IS_ANONYMOUS),
-        can_reauthenticate=_bool_claim(claims, CLAIM_CAN_REAUTHENTICATE),
-        client_id=client_id if isinstance(client_id, str) else None,
-        scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
-        authenticated_at=int(auth_time) if _number(auth_time) else None,
-        expires_at=int(exp) if _number(exp) else None,
-        source="jwt",
-        claims=claims,
-    )
+    """Map verified access-token claims to a user; :class:`InvalidToken` for a client's token."""
+    return as_user(principal_from_claims(claims))

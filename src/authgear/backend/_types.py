@@ -1,26 +1,33 @@
-"""What every backend mode shares: the user, the errors (RFC 6750) and the request view."""
+"""What every backend mode shares: who is calling (a user, or a client acting for itself),
+the role and scope checks, and the authenticator protocol the adapters call."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+
+from authgear.backend._errors import InsufficientScope, InvalidToken
+from authgear.backend._request import RequestLike
 
 CLAIM_IS_ANONYMOUS = "https://authgear.com/claims/user/is_anonymous"
 CLAIM_IS_VERIFIED = "https://authgear.com/claims/user/is_verified"
 CLAIM_CAN_REAUTHENTICATE = "https://authgear.com/claims/user/can_reauthenticate"
 CLAIM_ROLES = "https://authgear.com/claims/user/roles"
-
-#: The longest ``Authorization`` header (and token) we look at; longer ones are refused unread.
-MAX_AUTHORIZATION_LENGTH = 8192
+#: The grant type claim (Auth0's convention) that marks a client_credentials access token.
+CLAIM_GRANT_TYPE = "gty"
+CLIENT_CREDENTIALS = "client-credentials"
 
 Source = Literal["jwt", "resolver", "proxy"]
+#: How the caller proved itself: an ``Authorization: Bearer`` token, or a browser's session
+#: cookie (resolver and proxy modes only, and only where the app allows cookies).
+Credential = Literal["bearer", "cookie"]
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedUser:
-    """Who is calling: the same shape from a verified JWT, the resolver, or proxy headers.
+    """A signed-in user: the same shape from a verified JWT, the resolver, or proxy headers.
 
     ``scopes`` and ``client_id`` come only from a JWT (the resolver's headers do not carry them);
     ``amr`` only from the resolver. ``claims`` holds the JWT's claims, or the resolver's headers.
@@ -37,7 +44,10 @@ class AuthenticatedUser:
     expires_at: int | None = None
     amr: tuple[str, ...] = ()
     source: Source = "jwt"
+    credential: Credential = "bearer"
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    kind: ClassVar[Literal["user"]] = "user"
 
     def has_roles(self, roles: Iterable[str], *, any_of: bool = False) -> bool:
         wanted = set(roles)
@@ -52,6 +62,7 @@ class AuthenticatedUser:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly, without the raw claims."""
         return {
+            "kind": "user",
             "sub": self.sub,
             "roles": list(self.roles),
             "is_verified": self.is_verified,
@@ -63,181 +74,156 @@ class AuthenticatedUser:
             "expires_at": self.expires_at,
             "amr": list(self.amr),
             "source": self.source,
+            "credential": self.credential,
         }
 
 
-# --- errors ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AuthenticatedClient:
+    """An application calling for itself (an OAuth ``client_credentials`` token): no user, no
+    roles. Only handed out by an authenticator built with ``allow_clients=True``, and only
+    accepted where the app asks for a client (``require_client``/``require_principal``)."""
+
+    client_id: str
+    scopes: frozenset[str] = frozenset()
+    expires_at: int | None = None
+    source: Source = "jwt"
+    credential: Credential = "bearer"
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    kind: ClassVar[Literal["client"]] = "client"
+
+    def has_scopes(self, scopes: Iterable[str]) -> bool:
+        return set(scopes) <= self.scopes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "client",
+            "client_id": self.client_id,
+            "scopes": sorted(self.scopes),
+            "expires_at": self.expires_at,
+            "source": self.source,
+            "credential": self.credential,
+        }
 
 
-def _quote(value: str) -> str:
-    # RFC 6750 §3: the attribute values use %x20-21 / %x23-5B / %x5D-7E.
-    cleaned = "".join(c for c in value if " " <= c <= "~" and c not in '"\\')
-    return f'"{cleaned}"'
+#: Whoever is calling: a user, or (where allowed) a client.
+Principal = AuthenticatedUser | AuthenticatedClient
+
+_USER_SLOTS = tuple(
+    getattr(AuthenticatedUser, f.name).__set__ for f in dataclasses.fields(AuthenticatedUser)
+)
+_new_object = object.__new__
 
 
-class BackendError(Exception):
-    """Base class of everything ``authgear.backend`` raises."""
+def new_user(
+    sub: str,
+    roles: tuple[str, ...],
+    is_verified: bool,
+    is_anonymous: bool,
+    can_reauthenticate: bool,
+    client_id: str | None,
+    scopes: frozenset[str],
+    authenticated_at: int | None,
+    expires_at: int | None,
+    amr: tuple[str, ...],
+    source: Source,
+    credential: Credential,
+    claims: Mapping[str, Any],
+) -> AuthenticatedUser:
+    """``AuthenticatedUser(...)`` with every field given, in declaration order, at half the
+    cost: the frozen dataclass ``__init__`` goes through ``object.__setattr__`` once per field,
+    this sets the slots directly. For the JWT verifier's hot path (measured in
+    docs/benchmarks.md); the result is equal to the dataclass's own (tested)."""
+    user = _new_object(AuthenticatedUser)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = _USER_SLOTS
+    s0(user, sub)
+    s1(user, roles)
+    s2(user, is_verified)
+    s3(user, is_anonymous)
+    s4(user, can_reauthenticate)
+    s5(user, client_id)
+    s6(user, scopes)
+    s7(user, authenticated_at)
+    s8(user, expires_at)
+    s9(user, amr)
+    s10(user, source)
+    s11(user, credential)
+    s12(user, claims)
+    return user
 
 
-class AuthError(BackendError):
-    """The request is not allowed: an HTTP status, an RFC 6750 challenge and a JSON body."""
-
-    status_code = 401
-    error: str | None = None
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-    def www_authenticate(self, realm: str = "api") -> str:
-        parts = [f"realm={_quote(realm)}"]
-        if self.error:
-            parts.append(f"error={_quote(self.error)}")
-            parts.append(f"error_description={_quote(self.description)}")
-        return "Bearer " + ", ".join(parts)
-
-    def headers(self, realm: str = "api") -> dict[str, str]:
-        return {"WWW-Authenticate": self.www_authenticate(realm), "Cache-Control": "no-store"}
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.error or "unauthorized", "error_description": self.description}
-
-    def body_bytes(self) -> bytes:
-        return json.dumps(self.body()).encode()
+def admit(principal: Principal, allow_clients: bool) -> Principal:
+    """``principal``, unless it is a client and clients are not allowed (:class:`InvalidToken`)."""
+    if not allow_clients and type(principal) is AuthenticatedClient:
+        raise InvalidToken("a client's token (client_credentials) is not accepted here")
+    return principal
 
 
-class MissingCredentials(AuthError):
-    """No credentials, or not Bearer ones: 401 with a bare ``Bearer realm=...`` challenge."""
-
-    def __init__(self, description: str = "authentication required") -> None:
-        super().__init__(description)
-
-
-class InvalidToken(AuthError):
-    """Malformed, expired, revoked, forged or otherwise unacceptable: 401 ``invalid_token``."""
-
-    error = "invalid_token"
-
-    def __init__(self, description: str = "invalid access token") -> None:
-        super().__init__(description)
+def as_user(principal: Principal) -> AuthenticatedUser:
+    """The user, or :class:`InvalidToken` for a client: where a user is required a client's
+    token is as good as none, whatever the authenticator allows."""
+    if type(principal) is not AuthenticatedUser:
+        raise InvalidToken("this needs a user's access token, not a client's")
+    return principal
 
 
-class InsufficientScope(AuthError):
-    """Authenticated but lacking a role or scope: 403 ``insufficient_scope``."""
-
-    status_code = 403
-    error = "insufficient_scope"
-
-    def __init__(self, description: str, scopes: Iterable[str] = ()) -> None:
-        super().__init__(description)
-        self.scopes = tuple(scopes)
-
-    def www_authenticate(self, realm: str = "api") -> str:
-        challenge = super().www_authenticate(realm)
-        if self.scopes:
-            challenge += f", scope={_quote(' '.join(self.scopes))}"
-        return challenge
-
-
-class BackendUnavailable(BackendError):
-    """Authgear could not be asked (no keys yet, resolver down): adapters answer 503."""
-
-    status_code = 503
-
-    def body_bytes(self) -> bytes:
-        return json.dumps(
-            {"error": "temporarily_unavailable", "error_description": "try again later"}
-        ).encode()
-
-
-class ConfigurationError(BackendError, ValueError):
-    """The verifier was set up wrongly (e.g. an HMAC algorithm, an issuer mismatch)."""
+def as_client(principal: Principal) -> AuthenticatedClient:
+    """The client, or :class:`InvalidToken` for a user."""
+    if type(principal) is not AuthenticatedClient:
+        raise InvalidToken("this needs a client's access token (client_credentials)")
+    return principal
 
 
 def require(
-    user: AuthenticatedUser,
+    principal: Principal,
     *,
     roles: Iterable[str] = (),
     scopes: Iterable[str] = (),
     any_role: bool = False,
-) -> AuthenticatedUser:
-    """Raise :class:`InsufficientScope` unless ``user`` has the roles (all, or any) and scopes."""
+) -> Principal:
+    """Raise :class:`InsufficientScope` unless ``principal`` has the scopes and (a user) the
+    roles (all, or any); a client has no roles, so requiring one refuses every client."""
     roles = tuple(roles)
     scopes = tuple(scopes)
-    if scopes and not user.has_scopes(scopes):
+    if scopes and not principal.has_scopes(scopes):
         raise InsufficientScope("the access token lacks a required scope", scopes)
-    if roles and not user.has_roles(roles, any_of=any_role):
-        raise InsufficientScope("the user lacks a required role")
-    return user
+    if roles:
+        if type(principal) is not AuthenticatedUser:
+            raise InsufficientScope("a client has no roles")
+        if not principal.has_roles(roles, any_of=any_role):
+            raise InsufficientScope("the user lacks a required role")
+    return principal
 
 
-# --- the request, as adapters present it -------------------------------------------------
+#: What an endpoint accepts: a user (the default everywhere), a client, or either.
+Wanted = Literal["user", "client", "any"]
 
 
-class RequestLike(Protocol):
-    """The little an authenticator reads from a request; each adapter wraps its own."""
-
-    def header(self, name: str) -> str | None:
-        """The value of a header (``name`` is lower case), or None."""
-        ...
-
-    def cookie(self, name: str) -> str | None: ...
-
-    @property
-    def peer(self) -> str | None:
-        """The address of the TCP peer (the proxy, when there is one)."""
-        ...
-
-
-class SimpleRequest:
-    """A :class:`RequestLike` from plain values: for tests, scripts and custom frameworks."""
-
-    __slots__ = ("_cookies", "_headers", "_peer")
-
-    def __init__(
-        self,
-        headers: Mapping[str, str] | None = None,
-        cookies: Mapping[str, str] | None = None,
-        peer: str | None = None,
-    ) -> None:
-        self._headers = {k.lower(): v for k, v in (headers or {}).items()}
-        self._cookies = dict(cookies or {})
-        self._peer = peer
-
-    def header(self, name: str) -> str | None:
-        return self._headers.get(name)
-
-    def cookie(self, name: str) -> str | None:
-        return self._cookies.get(name)
-
-    @property
-    def peer(self) -> str | None:
-        return self._peer
+def check(
+    principal: Principal,
+    wanted: Wanted = "user",
+    *,
+    roles: Iterable[str] = (),
+    scopes: Iterable[str] = (),
+    any_role: bool = False,
+) -> Principal:
+    """``principal`` if it is what the endpoint accepts and has the roles and scopes:
+    :class:`InvalidToken` (401) for the wrong kind, :class:`InsufficientScope` (403) else."""
+    if wanted == "user":
+        as_user(principal)
+    elif wanted == "client":
+        as_client(principal)
+    return require(principal, roles=roles, scopes=scopes, any_role=any_role)
 
 
 class Authenticator(Protocol):
     """What the adapters call: :class:`JWTVerifier`, :class:`ResolverClient`,
-    :class:`TrustedProxyHeaders`. Raise :class:`AuthError` (or :class:`BackendUnavailable`)."""
+    :class:`TrustedProxyHeaders`. They raise a :class:`~authgear.backend.BackendError`.
 
-    def authenticate(self, request: RequestLike) -> AuthenticatedUser: ...
+    An authenticator may also have ``authenticate_nowait(request) -> Principal | None``: the
+    answer when it needs no I/O, None when it would; the ASGI adapters try it first."""
 
-    async def authenticate_async(self, request: RequestLike) -> AuthenticatedUser: ...
+    def authenticate(self, request: RequestLike) -> Principal: ...
 
-
-def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer`` header.
-
-    No header or another scheme: :class:`MissingCredentials` (RFC 6750 §3.1: no error code).
-    An oversized header, an empty token or one with spaces: :class:`InvalidToken`.
-    """
-    if not authorization:
-        raise MissingCredentials()
-    if len(authorization) > MAX_AUTHORIZATION_LENGTH:
-        raise InvalidToken("the Authorization header is too long")
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        raise MissingCredentials("Bearer authentication required")
-    token = value.strip()
-    if not token or " " in token or "\t" in token:
-        raise InvalidToken("malformed Bearer token")
-    return token
+    async def authenticate_async(self, request: RequestLike) -> Principal: ...

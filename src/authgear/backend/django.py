@@ -1,4 +1,4 @@
-"""Django middleware and view decorator (sync and async).
+"""Django middleware and view decorators (sync and async).
 
 settings.py::
 
@@ -6,7 +6,8 @@ settings.py::
     AUTHGEAR = {
         "MODE": "jwt",                    # or "resolver", or "proxy" (+ "TRUSTED_PROXIES")
         "ENDPOINT": "https://myapp.authgear.cloud",
-        "OPTIONS": {},                    # keyword arguments of JWTVerifier / ResolverClient
+        "OPTIONS": {},                    # keyword arguments of JWTVerifier / ResolverClient /
+                                          # TrustedProxyHeaders (e.g. "allow_clients": True)
         "REALM": "api",
         "REQUIRED": False,                # True: 401 for every request without a valid user
         "EXEMPT_PATHS": [],               # passed through when REQUIRED
@@ -19,8 +20,12 @@ views.py::
     def me(request):
         return JsonResponse(request.authgear_user.as_dict())
 
-The middleware sets ``request.authgear_user`` (None without credentials) and
-``request.authgear_error``; the decorator turns them into RFC 6750 401/403 JSON responses.
+    @authgear_client_required(scopes=["sync"])   # a client's token (allow_clients=True)
+    def sync(request): ...
+
+The middleware sets ``request.authgear_user`` (None without credentials, and for a client),
+``request.authgear_principal`` (a user or a client) and ``request.authgear_error``; the
+decorators turn them into the error's own response (RFC 6750 401/403 JSON, 503).
 """
 
 from __future__ import annotations
@@ -35,16 +40,24 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from authgear.backend import make_authenticator
+from authgear.backend._errors import BackendError, MissingCredentials
+from authgear.backend._request import socket_peer
 from authgear.backend._types import (
     AuthenticatedUser,
     Authenticator,
-    AuthError,
-    BackendUnavailable,
-    MissingCredentials,
-    require,
+    Principal,
+    Wanted,
+    check,
 )
 
-__all__ = ["AuthgearMiddleware", "DjangoRequest", "authgear_required", "error_response"]
+__all__ = [
+    "AuthgearMiddleware",
+    "DjangoRequest",
+    "authgear_client_required",
+    "authgear_principal_required",
+    "authgear_required",
+    "error_response",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,25 +110,30 @@ class DjangoRequest:
 
     @property
     def peer(self) -> str | None:
-        addr = self._request.META.get("REMOTE_ADDR")
-        return str(addr) if addr else None
+        meta = self._request.META
+        addr = meta.get("REMOTE_ADDR")
+        forwarded = [
+            str(meta.get(k, ""))
+            for k in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+        ]
+        return socket_peer(str(addr), forwarded) if addr else None
+
+    @property
+    def method(self) -> str:
+        return str(self._request.method or "GET").upper()
 
 
-def error_response(error: AuthError | BackendUnavailable, realm: str = "api") -> HttpResponse:
-    if isinstance(error, AuthError):
-        response = JsonResponse(error.body(), status=error.status_code)
-        for name, value in error.headers(realm).items():
-            response[name] = value
-        return response
-    response = JsonResponse(
-        {"error": "temporarily_unavailable", "error_description": "try again later"}, status=503
-    )
-    response["Retry-After"] = "5"
+def error_response(error: BackendError, realm: str = "api") -> HttpResponse:
+    """The error's own status, headers and JSON body."""
+    response = JsonResponse(error.body(), status=error.status_code)
+    for name, value in error.headers(realm).items():
+        response[name] = value
     return response
 
 
-def _set(request: HttpRequest, user: AuthenticatedUser | None, error: Any) -> None:
-    request.authgear_user = user
+def _set(request: HttpRequest, principal: Principal | None, error: BackendError | None) -> None:
+    request.authgear_principal = principal
+    request.authgear_user = principal if type(principal) is AuthenticatedUser else None
     request.authgear_error = error
 
 
@@ -139,41 +157,74 @@ class AuthgearMiddleware:
             return self.__acall__(request)
         try:
             _set(request, self.authenticator.authenticate(DjangoRequest(request)), None)
-        except (AuthError, BackendUnavailable) as e:
+        except BackendError as e:
             _set(request, None, e)
         return self._reject(request) or self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         try:
-            user = await self.authenticator.authenticate_async(DjangoRequest(request))
-            _set(request, user, None)
-        except (AuthError, BackendUnavailable) as e:
+            principal = await self.authenticator.authenticate_async(DjangoRequest(request))
+            _set(request, principal, None)
+        except BackendError as e:
             _set(request, None, e)
         return self._reject(request) or await self.get_response(request)
 
     def _reject(self, request: HttpRequest) -> HttpResponse | None:
-        error = request.authgear_error
-        if self.required and error is not None and request.path not in self.exempt:
-            return error_response(error, self.realm)
-        return None
+        if not self.required or request.path in self.exempt:
+            return None
+        return _check(request, "user", (), (), False, self.realm)
 
 
 def _check(
-    request: HttpRequest, roles: tuple[str, ...], scopes: tuple[str, ...], any_role: bool
+    request: HttpRequest,
+    wanted: Wanted,
+    roles: tuple[str, ...],
+    scopes: tuple[str, ...],
+    any_role: bool,
+    realm: str | None = None,
 ) -> HttpResponse | None:
-    if not hasattr(request, "authgear_user"):
+    if not hasattr(request, "authgear_principal"):
         raise ImproperlyConfigured(
             "authgear_required needs authgear.backend.django.AuthgearMiddleware in MIDDLEWARE"
         )
-    error = request.authgear_error
-    user = request.authgear_user
-    if error is not None or user is None:
-        return error_response(error or MissingCredentials(), _realm())
+    error: BackendError | None = request.authgear_error
+    principal: Principal | None = request.authgear_principal
     try:
-        require(user, roles=roles, scopes=scopes, any_role=any_role)
-    except AuthError as e:
-        return error_response(e, _realm())
+        if error is not None:
+            raise error
+        if principal is None:
+            raise MissingCredentials()
+        check(principal, wanted, roles=roles, scopes=scopes, any_role=any_role)
+    except BackendError as e:
+        return error_response(e, realm or _realm())
     return None
+
+
+def _decorator(
+    wanted: Wanted, roles: Iterable[str], scopes: Iterable[str], any_role: bool
+) -> Callable[[F], F]:
+    roles_t, scopes_t = tuple(roles), tuple(scopes)
+
+    def decorate(f: F) -> F:
+        if iscoroutinefunction(f):
+
+            @functools.wraps(f)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                return _check(request, wanted, roles_t, scopes_t, any_role) or await f(
+                    request, *args, **kwargs
+                )
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(f)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return _check(request, wanted, roles_t, scopes_t, any_role) or f(
+                request, *args, **kwargs
+            )
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @overload
@@ -197,24 +248,17 @@ def authgear_required(
     scopes: Iterable[str] = (),
     any_role: bool = False,
 ) -> F | Callable[[F], F]:
-    """401 without a valid user, 403 without the roles (all, or any) and scopes."""
-    roles_t, scopes_t = tuple(roles), tuple(scopes)
-
-    def decorate(f: F) -> F:
-        if iscoroutinefunction(f):
-
-            @functools.wraps(f)
-            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                return _check(request, roles_t, scopes_t, any_role) or await f(
-                    request, *args, **kwargs
-                )
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(f)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return _check(request, roles_t, scopes_t, any_role) or f(request, *args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
+    """401 without a valid user (a client's token included), 403 without the roles (all, or
+    any) and scopes."""
+    decorate = _decorator("user", roles, scopes, any_role)
     return decorate(view) if view is not None else decorate
+
+
+def authgear_client_required(*, scopes: Iterable[str] = ()) -> Callable[[F], F]:
+    """A client's token (client_credentials; ``allow_clients`` in OPTIONS) with the scopes."""
+    return _decorator("client", (), scopes, False)
+
+
+def authgear_principal_required(*, scopes: Iterable[str] = ()) -> Callable[[F], F]:
+    """A user's or a client's token with the scopes (``request.authgear_principal``)."""
+    return _decorator("any", (), scopes, False)

@@ -27,6 +27,9 @@ from authgear.server.tokens import (
 
 # Activity is written at most this often per session (the idle timeout is days, not seconds).
 ACTIVITY_INTERVAL = 60
+# The claim (Auth0's convention) and value that mark a client_credentials access token.
+CLAIM_GRANT_TYPE = "gty"
+CLIENT_CREDENTIALS_GTY = "client-credentials"
 
 
 def now_s() -> int:
@@ -210,21 +213,26 @@ async def issue_tokens(
     jti = new_id()
     scope = " ".join(scopes)
     exp = now + client.access_token_lifetime
-    subject = user.id if user else client.id
     at_claims: dict[str, Any] | None = None
     if client.access_token_format == "jwt":
         at_claims = {
             "iss": state.issuer,
             "aud": [state.issuer],
-            "sub": subject,
+            "sub": user.id if user else client.id,
             "client_id": client.id,
             "scope": scope,
             "iat": now,
             "exp": exp,
             "jti": jti,
-            **({"auth_time": auth_time} if auth_time is not None else {}),
-            **_user_claims(user),
         }
+        if session_kind == "client":
+            # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
+            # that backends never take it for a user (no auth_time, no user claims).
+            at_claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
+        else:
+            if auth_time is not None:
+                at_claims["auth_time"] = auth_time
+            at_claims.update(_user_claims(user))
     id_claims: dict[str, Any] | None = None
     if with_id_token and user is not None and "openid" in scopes:
         id_claims = {
@@ -269,8 +277,19 @@ class ValidToken:
     user: User
 
 
-async def validate_access_token(state: ServerState, token: str) -> ValidToken | None:
-    """A token we issued, unexpired, whose session and user still exist and are enabled.
+@dataclass(frozen=True, slots=True)
+class ValidClientToken:
+    """A client_credentials token: the client itself, no user."""
+
+    record: AccessTokenRecord
+    client: ClientConfig
+
+
+async def resolve_access_token(
+    state: ServerState, token: str
+) -> ValidToken | ValidClientToken | None:
+    """A token we issued, unexpired, and still backed: a user's (session and user exist, the
+    user is enabled) or a client's own (the client is still a configured confidential one).
 
     The lookup is by SHA-256 of the whole token: only tokens we recorded match, so no
     signature check is needed here, and revocation (deleting the rows) takes effect at once.
@@ -281,9 +300,22 @@ async def validate_access_token(state: ServerState, token: str) -> ValidToken | 
     if found is None:
         return None
     record, user = found
-    if record.expires_at <= now_s() or user is None or user.disabled:
+    if record.expires_at <= now_s():
+        return None
+    if record.session_kind == "client":
+        client = state.config.client(record.client_id)
+        if client is None or client.is_public:
+            return None
+        return ValidClientToken(record, client)
+    if user is None or user.disabled:
         return None
     return ValidToken(record, user)
+
+
+async def validate_access_token(state: ServerState, token: str) -> ValidToken | None:
+    """A user's token (see :func:`resolve_access_token`); None for a client's own token."""
+    valid = await resolve_access_token(state, token)
+    return valid if isinstance(valid, ValidToken) else None
 
 
 def new_grant(
