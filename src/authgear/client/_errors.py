@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# One family for the whole distribution: ``except authgear.AuthgearError`` catches the SDK's
+# errors and the backend integration's alike.
+from authgear._errors import AuthgearError
+
 __all__ = [
     "AccessDeniedError",
     "AuthgearError",
@@ -20,10 +24,6 @@ __all__ = [
     "TokenStorageError",
     "TransientError",
 ]
-
-
-class AuthgearError(Exception):
-    """Base class of every error the SDK raises."""
 
 
 class NotConfiguredError(AuthgearError):
