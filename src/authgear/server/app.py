@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authgear.server import housekeeping, metrics, passwords
 from authgear.server.admin import admin_routes
 from authgear.server.config import Settings, load_settings
+from authgear.server.endpoints.account import account_routes
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
@@ -299,6 +300,7 @@ def create_app(
         if state is not None:
             app.state.authgear = state
             yield
+            await state.close_mail()
             return
         own = await build_state(settings, migrate_first=migrate_first)
         app.state.authgear = own
@@ -307,6 +309,7 @@ def create_app(
             yield
         finally:
             purger.cancel()
+            await own.close_mail()
             await own.repo.close()
 
     routes = [
@@ -330,6 +333,7 @@ def create_app(
             Route("/signup", signup_page, methods=["GET", "POST"]),
             Route("/logout", logout_page, methods=["POST"]),
             Route("/", home_page, methods=["GET"]),
+            *account_routes(),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
             *admin_routes(),
         ]

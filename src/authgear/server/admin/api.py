@@ -70,7 +70,7 @@ class CreateUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=1, max_length=320)
     password: str | None = Field(
-        default=None, max_length=1024, description="omit for an account without a password"
+        default=None, max_length=8192, description="omit for an account without a password"
     )
     email_verified: bool = False
     roles: list[Annotated[str, Field(pattern=ROLE)]] = Field(default_factory=list, max_length=50)
