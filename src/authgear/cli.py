@@ -414,7 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _register_client_commands(sub)
     _register_admin_commands(sub)
+    _register_outbox_command(sub)
     return parser
+
+
+def _register_outbox_command(sub: Any) -> None:
+    from authgear.server import outbox_cli
+
+    outbox_cli.register(sub)
 
 
 def _register_admin_commands(sub: Any) -> None:

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from authgear.server.config import ServerConfig
 from authgear.server.passwords import hash_password, run_bounded, verify_password
-from authgear.server.ratelimit import ip_bucket
+from authgear.server.ratelimit import RateLimiter, ip_bucket
 from authgear.server.security import codes, password_policy
 from authgear.server.security.lockout import LockoutPolicy
 from authgear.server.sessions import now_s
-from authgear.server.storage import User
+from authgear.server.storage import Repository, User
 from authgear.server.storage.accounts import AccountRepository, CodeRef, EmailCode, PasswordSet
+from authgear.server.storage.db import Database
 from authgear.server.storage.sql import EmailTaken
 
 if TYPE_CHECKING:
+    from authgear.server.mail import MailService
     from authgear.server.state import ServerState
 
 CODE_KEY_SECRET = "email_code_key"
@@ -81,8 +84,8 @@ class Sent:
     minutes: int
 
 
-def lockout_policy(state: ServerState) -> LockoutPolicy:
-    cfg = state.config.lockout
+def lockout_policy(config: ServerConfig) -> LockoutPolicy:
+    cfg = config.lockout
     return LockoutPolicy(
         max_attempts=cfg.max_attempts,
         history_duration=cfg.history_duration,
@@ -92,19 +95,38 @@ def lockout_policy(state: ServerState) -> LockoutPolicy:
 
 
 class AccountService:
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.store = AccountRepository(state.admin.db)
+    """Built from the parts it uses, so that the CLI (no server running) can build one too."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        repo: Repository,
+        db: Database,
+        limiter: RateLimiter,
+        mail: MailService,
+    ) -> None:
+        self.config = config
+        self.repo = repo
+        self.store = AccountRepository(db)
+        self.limiter = limiter
+        self.mail = mail
         self._key: bytes | None = None
 
-    @property
-    def config(self) -> Any:
-        return self.state.config
+    @classmethod
+    def of(cls, state: ServerState) -> AccountService:
+        return cls(
+            config=state.config,
+            repo=state.repo,
+            db=state.admin.db,
+            limiter=state.limiter,
+            mail=state.mail,
+        )
 
     async def key(self) -> bytes:
         """The HMAC key of stored codes, made once and shared by every process."""
         if self._key is None:
-            value = await self.state.repo.get_or_create_secret(
+            value = await self.repo.get_or_create_secret(
                 CODE_KEY_SECRET, secrets.token_hex(32), now_s()
             )
             self._key = bytes.fromhex(value)
@@ -113,7 +135,7 @@ class AccountService:
     # -- limits -------------------------------------------------------------------------------
     async def _count_send(self, ip: str | None, target: str) -> None:
         limits = self.config.rate_limits
-        limiter = self.state.limiter
+        limiter = self.limiter
         if not await limiter.hit(
             "code_send_ip", ip_bucket(ip), limits.code_sends_per_ip_per_hour, 3600
         ):
@@ -169,7 +191,7 @@ class AccountService:
         raises CodeInvalid or TooMany. Counted per IP (given back when right) and per code."""
         limits = self.config.rate_limits
         bucket = ip_bucket(ip)
-        if not await self.state.limiter.hit(
+        if not await self.limiter.hit(
             "code_check", bucket, limits.code_checks_per_ip_per_minute, 60
         ):
             raise TooMany("Too many codes were tried from your network. Wait a minute.")
@@ -183,7 +205,7 @@ class AccountService:
         )
         if found is None:
             raise CodeInvalid()
-        await self.state.limiter.refund("code_check", bucket, 60)
+        await self.limiter.refund("code_check", bucket, 60)
         return CodeRef(purpose, subject=subject, code_hash=hashed), found
 
     async def link_ref(self, purpose: str, token: str) -> tuple[CodeRef, EmailCode] | None:
@@ -199,7 +221,7 @@ class AccountService:
 
     def _link(self, path: str, token: str) -> str:
         # Always the configured public origin, never the request's Host header.
-        return self.state.url(f"{path}?code={token}")
+        return f"{self.config.issuer}{path}?code={token}"
 
     # -- passwords ----------------------------------------------------------------------------
     async def policy_problems(
@@ -263,7 +285,7 @@ class AccountService:
         )
         if result is None:
             raise CodeInvalid()
-        self.state.mail.submit(
+        self.mail.submit(
             "password_changed", result.user.email, how=how, sessions_ended=result.ended_sessions > 0
         )
         return result
@@ -272,22 +294,22 @@ class AccountService:
         """The user's current password, counted like a sign-in: the per-IP failure limit and
         the account lockout are reserved before argon2 runs and given back when it is right."""
         limits = self.config.rate_limits
-        if not await self.state.limiter.hit(
+        if not await self.limiter.hit(
             "password", ip, limits.password_failures_per_ip_per_minute, 60
         ):
             raise TooMany("Too many attempts. Wait a minute and try again.")
         lock_key = f"email:{user.email.strip().lower()[:320]}"
         lockout = self.config.lockout
-        if lockout.enabled and not await self.state.repo.reserve_login_attempt(
-            lock_key, now_s(), lockout_policy(self.state)
+        if lockout.enabled and not await self.repo.reserve_login_attempt(
+            lock_key, now_s(), lockout_policy(self.config)
         ):
-            await self.state.limiter.refund("password", ip, 60)
+            await self.limiter.refund("password", ip, 60)
             raise TooMany("Too many attempts. Wait a while and try again.")
         if not await verify_password(user.password_hash, password[:8192]):
             raise WrongPassword()
-        await self.state.limiter.refund("password", ip, 60)
+        await self.limiter.refund("password", ip, 60)
         if lockout.enabled:
-            await self.state.repo.clear_login_failures(lock_key)
+            await self.repo.clear_login_failures(lock_key)
 
     async def change_password(
         self, user: User, current: str, new: str, *, ip: str | None, keep_session: str | None
@@ -318,7 +340,7 @@ class AccountService:
         the same work either way. Raises TooMany."""
         lifetime = self.config.forgot_password.lifetime
         await self._count_send(ip, email)
-        user = await self.state.repo.get_user_by_email(email)
+        user = await self.repo.get_user_by_email(email)
         if user is not None and user.disabled:
             user = None
         target = user.email if user is not None else email
@@ -336,7 +358,7 @@ class AccountService:
         return Sent(target, lifetime // 60)
 
     def _mail_reset(self, to: str, code: str, token: str, lifetime: int) -> None:
-        self.state.mail.submit(
+        self.mail.submit(
             "reset_password",
             to,
             code=code,
@@ -375,7 +397,7 @@ class AccountService:
                 raise CodeInvalid("Enter your email address.")
             ref, row = await self._check(codes.PURPOSE_RESET, email.lower(), code or "", ip)
         user_id = row.user_id
-        user = await self.state.repo.get_user(user_id) if user_id else None
+        user = await self.repo.get_user(user_id) if user_id else None
         if user is None or user.disabled:
             raise CodeInvalid()
         return ref, user
@@ -396,7 +418,7 @@ class AccountService:
         result = await self._store_password(
             user, password, keep_session=None, spend=ref, how="reset"
         )
-        await self.state.repo.clear_login_failures(f"email:{user.email.lower()[:320]}")
+        await self.repo.clear_login_failures(f"email:{user.email.lower()[:320]}")
         return result
 
     # -- verification -------------------------------------------------------------------------
@@ -414,7 +436,7 @@ class AccountService:
             cooldown=self._cooldown() if limited else None,
         )
         assert token is not None
-        self.state.mail.submit(
+        self.mail.submit(
             "verify_email",
             user.email,
             code=code,
@@ -448,7 +470,7 @@ class AccountService:
         await self.check_current_password(user, password, ip)
         await self._count_send(ip, new_email)
         lifetime = self.config.verification_code_lifetime
-        taken = await self.state.repo.get_user_by_email(new_email) is not None
+        taken = await self.repo.get_user_by_email(new_email) is not None
         code, _ = await self._issue(
             codes.PURPOSE_CHANGE_EMAIL,
             user.id,
@@ -459,7 +481,7 @@ class AccountService:
             cooldown=self._cooldown(),
         )
         if not taken:
-            self.state.mail.submit("change_email", new_email, code=code, minutes=lifetime // 60)
+            self.mail.submit("change_email", new_email, code=code, minutes=lifetime // 60)
         return Sent(new_email, lifetime // 60)
 
     async def confirm_email_change(self, user: User, code: str, ip: str | None) -> User:
@@ -471,7 +493,7 @@ class AccountService:
         if changed is None:
             raise CodeInvalid()
         new_user, old_email = changed
-        self.state.mail.submit("email_changed", old_email, new_email=new_user.email)
+        self.mail.submit("email_changed", old_email, new_email=new_user.email)
         return new_user
 
     async def pending_email_change(self, user: User) -> str | None:

@@ -317,6 +317,9 @@ def register(subparsers: Any) -> None:
     p = _add(us, _common, "set-roles", "replace a user's roles", users_set_roles)
     p.add_argument("user", help="user id or email")
     p.add_argument("roles", nargs="*", help="the roles (none: remove all)")
+    from authgear.server.accounts_cli import register_user_actions
+
+    register_user_actions(us, _common, _add)
 
     sessions = groups.add_parser("sessions", help="list and revoke a user's sessions")
     ss = sessions.add_subparsers(dest="admin_sessions_command", metavar="ACTION")

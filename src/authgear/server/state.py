@@ -67,7 +67,7 @@ class ServerState:
         """Verification, password reset and change, change of email (accounts.py)."""
         from authgear.server.accounts import AccountService
 
-        return AccountService(self)
+        return AccountService.of(self)
 
     async def close_mail(self, grace: float = 10.0) -> None:
         """Send what is queued (bounded), at shutdown; nothing to do if no mail was sent."""
