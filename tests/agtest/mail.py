@@ -131,7 +131,9 @@ class SMTPSink:
             self._controller.stop()
             self._controller = None
 
-    def wait(self, to: str, kind: str | None = None, *, count: int = 1, timeout: float = 60) -> EmailMessage:
+    def wait(
+        self, to: str, kind: str | None = None, *, count: int = 1, timeout: float = 60
+    ) -> EmailMessage:
         """The ``count``-th message to ``to`` (of ``kind``: X-Authgear-Message), waiting for it."""
         deadline = time.monotonic() + timeout
         with self._cond:
