@@ -282,3 +282,23 @@ def test_mail_templates_are_overridden_from_the_data_folder(
     assert text_of(message).startswith("Your code:")
     # The HTML part was not overridden: the packaged one is still sent.
     assert "Reset your password" in html_of(message)
+
+
+def test_an_address_that_would_be_two_recipients_in_a_header_gets_no_mail(
+    sqlite_server: ServerProcess,
+) -> None:
+    """The sign-up form accepts "attacker,victim@example.com" (no spaces or control
+    characters); in a To header it would be two recipients. No mail is composed for it."""
+    server = sqlite_server
+    server.config["log_level"] = "info"
+    server.start()
+    victim = new_email()
+    pages = Pages(server.url)
+    assert pages.signup(f"attacker,{victim}", PASSWORD).status_code == 303
+    r = pages.post("/settings/account/verify", {}, page="/settings/account")
+    assert r.status_code == 303
+    pages.close()
+    _wait_log(
+        server, r"mail verify_email to a\*\*\*@example\.com dropped: it could not be composed"
+    )
+    assert outbox_messages(server.data_dir) == []

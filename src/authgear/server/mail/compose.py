@@ -58,7 +58,14 @@ def build_message(
 ) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = to
+    # One RFC 5322 address, or nothing: an address the sign-up form let through but that is no
+    # addr-spec ("a,b@x.com" would be two recipients in a To header) is refused here.
+    try:
+        message["To"] = Address(addr_spec=to)
+    except Exception as e:
+        raise ValueError("not a deliverable address") from e
+    if len(message["To"].addresses) != 1:
+        raise ValueError("not a deliverable address")
     message["Subject"] = subject
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     _, sender_addr = email.utils.parseaddr(sender)

@@ -115,7 +115,7 @@ class MailQueue:
         except Exception as e:
             self.failed += 1
             log.error(
-                "mail %s to %s dropped: its template failed (%s)",
+                "mail %s to %s dropped: it could not be composed (%s)",
                 item.kind,
                 mask(item.to),
                 type(e).__name__,
