@@ -1,7 +1,7 @@
 """The ``authgear`` command: one module per command family.
 
-Server side: ``serve``, ``users``, ``keys``, ``db``, ``admin``, ``hash-secret``. The SDK's
-commands (``login``, ``whoami``, ``fetch``, ``token``, ``logout``) come from
+Server side: ``serve``, ``users``, ``keys``, ``db``, ``admin``, ``hash-secret``, ``outbox``.
+The SDK's commands (``login``, ``whoami``, ``fetch``, ``token``, ``logout``) come from
 :mod:`authgear.client.cli`. Whatever goes wrong, a command prints one line on standard error
 and exits non-zero; never a traceback (``--traceback`` shows one for unexpected errors).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from authgear._version import __version__
-from authgear.cli import admin, clients, db, keys, serve, users
+from authgear.cli import admin, clients, db, keys, outbox, serve, users
 from authgear.cli._common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on an unexpected error, show the Python traceback (for bug reports)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for family in (serve, users, keys, db, clients, admin):
+    for family in (serve, users, keys, db, clients, admin, outbox):
         family.register(sub)
     _register_client_commands(sub)
     return parser

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from authgear.server.accounts import AccountService
     from authgear.server.admin.ops import AdminOps
     from authgear.server.config import Settings
     from authgear.server.storage.admin import Actor, AdminRepository
@@ -278,7 +279,10 @@ class Stores:
     """The repositories of one command, its audit actor and the admin operations."""
 
     def __init__(self, settings: Settings) -> None:
+        from authgear.server.accounts import AccountService
         from authgear.server.admin.ops import AdminOps
+        from authgear.server.mail import MailService
+        from authgear.server.ratelimit import MemoryRateLimiter
         from authgear.server.storage.admin import AdminRepository
         from authgear.server.storage.sql import SQLRepository
 
@@ -287,7 +291,16 @@ class Stores:
             settings.database_url, pool_size=2, max_overflow=0
         )
         self.admin: AdminRepository = AdminRepository(self.repo.engine)
-        self.ops: AdminOps = AdminOps(self.repo, self.admin)
+        # Account recovery (mail, password policy) for send-reset and set-password; building
+        # it does no I/O (mail goes out only when a command submits one).
+        self.accounts: AccountService = AccountService(
+            config=settings.config,
+            repo=self.repo,
+            db=self.repo.engine,
+            limiter=MemoryRateLimiter(False),
+            mail=MailService(settings),
+        )
+        self.ops: AdminOps = AdminOps(self.repo, self.admin, self.accounts)
         self.actor: Actor = cli_actor()
 
     async def close(self) -> None:

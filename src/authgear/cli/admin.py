@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from authgear.cli import accounts
 from authgear.cli._common import (
     CLIError,
     Stores,
@@ -261,6 +262,7 @@ def register(subparsers: Any) -> None:
     p = _add(us, "set-roles", "replace a user's roles", users_set_roles)
     p.add_argument("user", help="user id or email")
     p.add_argument("roles", nargs="*", metavar="ROLE", help="the roles (none: remove all)")
+    accounts.register_user_actions(us, _add)
 
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from authgear.server import logs, metrics, passwords
 from authgear.server.admin import admin_routes
 from authgear.server.config import ServerConfig, Settings, load_settings
+from authgear.server.endpoints.account import account_routes
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
@@ -178,6 +179,7 @@ def _sign_in_pages() -> list[BaseRoute]:
         Route("/signup", signup_page, methods=["GET", "POST"]),
         Route("/logout", logout_page, methods=["POST"]),
         Route("/", home_page, methods=["GET"]),
+        *account_routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
 

@@ -41,7 +41,13 @@ DEFAULT_REFRESH_TOKEN_IDLE_TIMEOUT = 2592000  # 30 days
 
 
 # Settings that may hold a secret: each can be read from a file named by ``<name>_file``.
-SECRET_SETTINGS = ("database_url", "redis_url", "key_encryption_key", "metrics_token")
+SECRET_SETTINGS = (
+    "database_url",
+    "redis_url",
+    "key_encryption_key",
+    "metrics_token",
+    "smtp_url",
+)
 CLIENT_SECRET_SETTINGS = ("client_secret_hash",)
 # A list of secrets, each from a file: the key-encryption keys being rotated out.
 SECRET_FILE_LISTS = {"old_key_encryption_key_files": "old_key_encryption_keys"}
@@ -231,6 +237,14 @@ class RateLimitConfig(_Model):
     signup_per_ip_per_hour: int = Field(default=60, ge=1)
     # Unfinished sign-ins (login flows, kept an hour) from one IPv4 address or IPv6 /64.
     login_flows_per_ip: int = Field(default=300, ge=1)
+    # Emailed codes (verification, password reset, change of email): at most one per address
+    # per cooldown (Authgear's trigger_cooldown), and per hour per address and per IP.
+    code_resend_cooldown: int = Field(default=60, ge=1, le=3600)
+    code_sends_per_email_per_hour: int = Field(default=10, ge=1)
+    code_sends_per_ip_per_hour: int = Field(default=100, ge=1)
+    # Code checks per minute from one IP (Authgear's validate_per_ip: 60/1m); right ones are
+    # given back.
+    code_checks_per_ip_per_minute: int = Field(default=60, ge=1)
 
 
 class LockoutConfig(_Model):
@@ -270,6 +284,41 @@ class ShutdownConfig(_Model):
 
     drain_seconds: float = Field(default=5, ge=0, le=600)
     grace_seconds: float = Field(default=30, ge=0, le=3600)
+
+
+class PasswordPolicyConfig(_Model):
+    """Authgear's password policy (authenticator.password.policy); see security/password_policy."""
+
+    # Counted in Unicode code points.
+    min_length: int = Field(default=8, ge=1, le=1024)
+    # ASCII classes; a "symbol" is any character that is not an ASCII letter or digit.
+    uppercase_required: bool = False
+    lowercase_required: bool = False
+    alphabet_required: bool = False
+    digit_required: bool = False
+    symbol_required: bool = False
+    # zxcvbn: level = score + 1 (1..5); 0 turns the check off.
+    minimum_guessable_level: int = Field(default=0, ge=0, le=5)
+    # Refused as case-insensitive substrings (the account's email is always refused).
+    excluded_keywords: tuple[str, ...] = Field(default=(), max_length=200)
+    # A new password may not be one of the last history_size passwords, nor one used within
+    # history_days days (both 0: no history is kept).
+    history_size: int = Field(default=0, ge=0, le=12)
+    history_days: int = Field(default=0, ge=0, le=3650)
+
+    @field_validator("excluded_keywords")
+    @classmethod
+    def _check_keywords(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not k.strip() or len(k) > 100 for k in v):
+            raise ValueError("each keyword is 1 to 100 characters")
+        return v
+
+
+class ForgotPasswordConfig(_Model):
+    enabled: bool = True
+    # Seconds the emailed code and link stay valid (single use in any case). Authgear uses 20
+    # minutes for a link and 5 for a code; one mail here carries both, valid 15 minutes.
+    lifetime: int = Field(default=900, ge=60, le=3600)
 
 
 class ServerConfig(_Model):
@@ -316,6 +365,27 @@ class ServerConfig(_Model):
     rate_limits: RateLimitConfig = RateLimitConfig()
     lockout: LockoutConfig = LockoutConfig()
     password_hashing: PasswordHashingConfig = PasswordHashingConfig()
+    # Outgoing mail: smtp://user:password@host:25, smtps://host:465 (TLS), smtp+starttls://host:587
+    # or smtp://host:587?starttls=true. None: messages are written to DATA_DIR/outbox/ as .eml
+    # files (see `authgear outbox`).
+    smtp_url: str | None = Field(default=None, repr=False)
+    # The From header. None: "<app_name> <no-reply@<issuer host>>".
+    email_from: str | None = Field(default=None, max_length=320)
+    # Tries per message (the first included), waiting mail_retry_delay seconds, doubling.
+    mail_send_attempts: int = Field(default=5, ge=1, le=20)
+    mail_retry_delay: float = Field(default=2.0, gt=0, le=600)
+    # Email verification: off, optional (users may verify from their settings) or required
+    # (signing up and signing in continue only once the address is verified).
+    verification: Literal["off", "optional", "required"] = "optional"
+    # Seconds a verification code or link stays valid (Authgear: 5 minutes).
+    verification_code_lifetime: int = Field(default=300, ge=60, le=3600)
+    # Wrong tries before an emailed code is revoked (a new one must be sent).
+    code_max_failed_attempts: int = Field(default=5, ge=1, le=100)
+    password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
+    forgot_password: ForgotPasswordConfig = ForgotPasswordConfig()
+    # A password reset ends all of the user's sessions, a change in settings all but the
+    # current one (beyond Authgear, which keeps them).
+    password_change_ends_sessions: bool = True
     # Seconds between purges of expired rows (sessions, tokens, codes, login flows, lockouts).
     purge_interval: int = Field(default=600, ge=1, le=86400)
     # Days the audit log keeps an entry. None: forever.
@@ -365,6 +435,23 @@ class ServerConfig(_Model):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be an origin without a path")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from authgear.server.mail.transport import parse_smtp_url
+
+        parse_smtp_url(v)  # ValueError with a message that never repeats the password
+        return v
+
+    @field_validator("email_from")
+    @classmethod
+    def _check_email_from(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c in v for c in "\r\n\x00")):
+            raise ValueError("must be one line, e.g. 'Example <no-reply@example.com>'")
+        return v
 
     @model_validator(mode="after")
     def _unique_clients(self) -> ServerConfig:
@@ -798,6 +885,10 @@ rate_limits:
   authorize_per_ip_per_minute: 600
   signup_per_ip_per_hour: 60
   login_flows_per_ip: 300   # unfinished sign-ins (kept an hour) per IPv4 address or IPv6 /64
+  code_resend_cooldown: 60          # seconds between two emailed codes to one address
+  code_sends_per_email_per_hour: 10
+  code_sends_per_ip_per_hour: 100
+  code_checks_per_ip_per_minute: 60
 
 # Too many wrong passwords for one account lock it for a while (doubling up to maximum_duration).
 lockout:
@@ -806,6 +897,43 @@ lockout:
   history_duration: 300
   minimum_duration: 60
   maximum_duration: 3600
+
+# Outgoing mail (verification codes, password resets, notices). null: every message is written
+# to the data folder's outbox/ as an .eml file instead; read them with `authgear outbox list` and
+# `authgear outbox show latest`. Examples: smtp://user:password@smtp.example.com:587?starttls=true,
+# smtps://user:password@smtp.example.com (TLS on port 465), smtp+starttls://host:587.
+# Mail is sent in the background by the process that handled the request, with retries.
+smtp_url: null
+email_from: null          # null: "<app_name> <no-reply@<public host>>"
+mail_send_attempts: 5
+mail_retry_delay: 2       # seconds before the first retry, doubling
+
+# Email verification: off | optional (a banner and a "verify" action in settings) | required
+# (sign-up and sign-in continue only once the address is verified by an emailed code or link).
+verification: optional
+verification_code_lifetime: 300   # seconds (6-digit code or link)
+code_max_failed_attempts: 5       # wrong tries before an emailed code is revoked
+
+# Password rules for sign-up and password changes (Authgear's policy).
+password_policy:
+  min_length: 8                 # Unicode code points
+  uppercase_required: false
+  lowercase_required: false
+  alphabet_required: false
+  digit_required: false
+  symbol_required: false
+  minimum_guessable_level: 0    # 1-5: zxcvbn score + 1 at least; 0: off
+  excluded_keywords: []         # refused as substrings (the user's email always is)
+  history_size: 0               # refuse the last N passwords
+  history_days: 0               # refuse passwords used within N days
+
+# "Forgot password?" on the login page: an emailed code and link, single use.
+forgot_password:
+  enabled: true
+  lifetime: 900                 # seconds (15 minutes)
+
+# A password reset ends all of the user's sessions, a change in settings all other ones.
+password_change_ends_sessions: true
 
 # Argon2 password checks at once per server process (null: twice the cores); a check that
 # finds no free slot within queue_timeout seconds is answered 503 with Retry-After.

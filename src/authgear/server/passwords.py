@@ -27,7 +27,10 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _DUMMY_HASH = _hasher.hash("authgear-dummy-password")
 
 MIN_LENGTH = 8
-MAX_LENGTH = 1024
+# Authgear's limit (pkg/util/password/constants.go) is 8192 bytes; a password is never longer
+# in characters than in bytes, so cutting input at this many characters keeps every valid one.
+MAX_BYTES = 8192
+MAX_LENGTH = MAX_BYTES
 # Requests waiting for a turn, per allowed concurrent hash: past that, refuse at once.
 QUEUE_PER_SLOT = 16
 
@@ -110,8 +113,8 @@ def configure(limit: int | None, timeout: float) -> None:
 def password_problem(password: str) -> str | None:
     if len(password) < MIN_LENGTH:
         return f"Use at least {MIN_LENGTH} characters."
-    if len(password) > MAX_LENGTH:
-        return f"Use at most {MAX_LENGTH} characters."
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        return f"Use at most {MAX_BYTES} bytes."
     return None
 
 
@@ -134,3 +137,9 @@ def _verify(stored: str | None, password: str) -> bool:
 async def verify_password(stored: str | None, password: str) -> bool:
     """Raises HashingBusy when no slot frees up in time."""
     return await _gate.run(_verify, stored, password)
+
+
+async def run_bounded(fn: Callable[..., T], *args: object) -> T:
+    """Other CPU-heavy password work (zxcvbn's guessability score) under the same bound as
+    hashing, off the event loop. Raises HashingBusy when no slot frees up in time."""
+    return await _gate.run(fn, *args)

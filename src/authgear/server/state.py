@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
@@ -15,6 +15,10 @@ from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
 from authgear.server.storage import Repository
 from authgear.server.storage.admin import AdminRepository
+
+if TYPE_CHECKING:
+    from authgear.server.accounts import AccountService
+    from authgear.server.mail import MailService
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -50,6 +54,25 @@ class ServerState:
     def admin(self) -> AdminRepository:
         """Session-management storage (admin API, portal), on the repository's database."""
         return AdminRepository(cast(Any, self.repo).engine)
+
+    @functools.cached_property
+    def mail(self) -> MailService:
+        """Outgoing mail of this process (SMTP or the outbox), sent off the request path."""
+        from authgear.server.mail import MailService
+
+        return MailService(self.settings)
+
+    @functools.cached_property
+    def accounts(self) -> AccountService:
+        """Verification, password reset and change, change of email (accounts.py)."""
+        from authgear.server.accounts import AccountService
+
+        return AccountService.of(self)
+
+    async def close_mail(self, grace: float = 10.0) -> None:
+        """Send what is queued (bounded), at shutdown; nothing to do if no mail was sent."""
+        if "mail" in self.__dict__:
+            await self.mail.aclose(grace)
 
 
 def get_state(request: Request) -> ServerState:

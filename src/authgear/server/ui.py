@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authgear.server.security import csrf
+from authgear.server.security import csrf, password_policy
 from authgear.server.state import ServerState
 
 PAGE_HEADERS = {
@@ -68,6 +68,10 @@ def render(
     ctx = {
         "app_name": state.config.app_name,
         "csrf_token": csrf_token(state, request),
+        # For the sign-up, settings and home pages (accounts: policy hints, verification).
+        "verification": state.config.verification,
+        "forgot_password": state.config.forgot_password.enabled,
+        "password_rules": password_policy.hints(state.config.password_policy),
         **context,
     }
     response = state.templates.TemplateResponse(

@@ -70,7 +70,7 @@ class CreateUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(min_length=1, max_length=320)
     password: str | None = Field(
-        default=None, max_length=1024, description="omit for an account without a password"
+        default=None, max_length=8192, description="omit for an account without a password"
     )
     email_verified: bool = False
     roles: list[Annotated[str, Field(pattern=ROLE)]] = Field(default_factory=list, max_length=50)
@@ -79,6 +79,21 @@ class CreateUser(BaseModel):
 class SetRoles(BaseModel):
     model_config = ConfigDict(extra="forbid")
     roles: list[Annotated[str, Field(pattern=ROLE)]] = Field(max_length=50)
+
+
+class SetPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=1, max_length=8192)
+    end_sessions: bool | None = Field(
+        default=None,
+        description="end all of the user's sessions; null: the server's "
+        "password_change_ends_sessions (default true)",
+    )
+
+
+class PasswordSetOut(BaseModel):
+    user: UserOut
+    sessions_ended: int
 
 
 class LastAccess(BaseModel):
@@ -180,7 +195,7 @@ UserId = Annotated[str, ID_PATH]
 
 def _ops(request: Request) -> AdminOps:
     state = _state(request)
-    return AdminOps(state.repo, state.admin)
+    return AdminOps(state.repo, state.admin, state.accounts)
 
 
 def _user_or_404(user: Any) -> UserOut:
@@ -321,6 +336,66 @@ def build_api() -> FastAPI:
         except InvalidInput as e:
             raise ApiError(400, "invalid_request", str(e)) from None
         return _user_or_404(user)
+
+    @api.post(
+        "/users/{user_id}/send-reset",
+        response_model=UserOut,
+        status_code=202,
+        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "the user is disabled"}},
+        tags=["users"],
+    )
+    async def send_reset(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        """Email the user a password reset code and link (single use, `forgot_password.lifetime`
+        seconds). Queued: the mail is sent in the background, with retries."""
+        try:
+            return _user_or_404(await _ops(request).send_reset(actor, now_s(), user_id))
+        except InvalidInput as e:
+            raise ApiError(400, "invalid_request", str(e)) from None
+
+    @api.post(
+        "/users/{user_id}/mark-verified",
+        response_model=UserOut,
+        responses=NOT_FOUND,
+        tags=["users"],
+    )
+    async def mark_verified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        """Mark the user's email address verified (`email_verified`, `is_verified`)."""
+        return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, True))
+
+    @api.post(
+        "/users/{user_id}/mark-unverified",
+        response_model=UserOut,
+        responses=NOT_FOUND,
+        tags=["users"],
+    )
+    async def mark_unverified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+        return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, False))
+
+    @api.put(
+        "/users/{user_id}/password",
+        response_model=PasswordSetOut,
+        responses={
+            **NOT_FOUND,
+            400: {"model": ErrorOut, "description": "the password breaks the password policy"},
+        },
+        tags=["users"],
+    )
+    async def set_password(
+        request: Request, actor: ActorDep, user_id: UserId, body: SetPassword
+    ) -> PasswordSetOut:
+        """Set the user's password (under the password policy). The user gets a notice mail;
+        their sessions end unless `end_sessions` is false. Never logged or audited in clear."""
+        try:
+            result = await _ops(request).set_password(
+                actor, now_s(), user_id, body.password, end_sessions=body.end_sessions
+            )
+        except InvalidInput as e:
+            raise ApiError(400, "invalid_request", str(e)) from None
+        if result is None:
+            raise ApiError(404, "not_found", "no such user")
+        return PasswordSetOut(
+            user=UserOut(**user_json(result.user)), sessions_ended=result.ended_sessions
+        )
 
     @api.get(
         "/users/{user_id}/sessions",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from authgear.server import events
 from authgear.server.endpoints.login import normalize_email
@@ -20,6 +21,10 @@ from authgear.server.storage.admin import (
     SessionRecord,
 )
 from authgear.server.tokens import new_id
+
+if TYPE_CHECKING:
+    from authgear.server.accounts import AccountService
+    from authgear.server.storage.accounts import PasswordSet
 
 ROLE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_ROLES = 50
@@ -42,9 +47,19 @@ def check_roles(roles: Sequence[str]) -> list[str]:
 
 
 class AdminOps:
-    def __init__(self, repo: Repository, store: AdminRepository) -> None:
+    def __init__(
+        self, repo: Repository, store: AdminRepository, accounts: AccountService | None = None
+    ) -> None:
         self.repo = repo
         self.store = store
+        # Account recovery (send a reset, set a password): needs the mail and the policy.
+        self._accounts = accounts
+
+    @property
+    def accounts(self) -> AccountService:
+        if self._accounts is None:
+            raise RuntimeError("AdminOps was built without an AccountService")
+        return self._accounts
 
     async def create_user(
         self,
@@ -195,3 +210,70 @@ class AdminOps:
                 details={"name": key.name},
             )
         return key
+
+    # -- account recovery -------------------------------------------------------------------
+    async def send_reset(self, actor: Actor, now: int, user_id: str) -> User | None:
+        """Mail the user a password reset code and link (no limits: an administrator asks)."""
+        user = await self.store.get_user(user_id)
+        if user is None:
+            return None
+        if user.disabled:
+            raise InvalidInput("the user is disabled; enable them first")
+        await self.accounts.admin_send_reset(user)
+        await self.store.audit(
+            actor,
+            "user.send_reset",
+            now,
+            target_type="user",
+            target_id=user.id,
+            details={"email": user.email},
+        )
+        return user
+
+    async def mark_verified(
+        self, actor: Actor, now: int, user_id: str, verified: bool = True
+    ) -> User | None:
+        user = await self.accounts.store.mark_verified(user_id, now, verified)
+        if user is not None:
+            await self.store.audit(
+                actor,
+                "user.mark_verified" if verified else "user.mark_unverified",
+                now,
+                target_type="user",
+                target_id=user.id,
+                details={"email": user.email},
+            )
+        return user
+
+    async def set_password(
+        self,
+        actor: Actor,
+        now: int,
+        user_id: str,
+        password: str,
+        *,
+        end_sessions: bool | None = None,
+    ) -> PasswordSet | None:
+        """A new password under the password policy; the user gets a notice, and their
+        sessions end when asked (default: ``password_change_ends_sessions``). Raises
+        InvalidInput naming every rule the password breaks."""
+        from authgear.server.accounts import PolicyViolated
+
+        user = await self.store.get_user(user_id)
+        if user is None:
+            return None
+        try:
+            result = await self.accounts.admin_set_password(
+                user, password, end_sessions=end_sessions
+            )
+        except PolicyViolated as e:
+            raise InvalidInput(f"password not accepted: {e.message}") from None
+        await self.store.audit(
+            actor,
+            "user.set_password",
+            now,
+            target_type="user",
+            target_id=user.id,
+            details={"email": user.email, "sessions_ended": result.ended_sessions},
+        )
+        return result

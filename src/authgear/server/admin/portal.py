@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from authgear.server.admin import present
-from authgear.server.admin.ops import AdminOps
+from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.sessions import clear_session_cookie, now_s, session_from_cookie
 from authgear.server.state import ServerState, get_state
@@ -35,6 +35,9 @@ DONE_MESSAGES = {
     "enabled": "The user is enabled again.",
     "deleted": "The user and all their sessions were deleted.",
     "signed-out": "That session is signed out.",
+    "reset-sent": "A password reset code and link were emailed to the user.",
+    "verified": "The email address is marked verified.",
+    "password-set": "The password was set; the user was emailed a notice.",
 }
 
 
@@ -97,12 +100,13 @@ def _id(request: Request, name: str) -> str | None:
     return value if 0 < len(value) <= MAX_ID else None
 
 
-async def _checked_form(request: Request) -> bool:
+async def _checked_form(request: Request) -> dict[str, str] | None:
+    """The POSTed form if its CSRF token is good, else None."""
     try:
         form = await read_form(request)
     except OAuthError:
-        return False
-    return csrf_ok(get_state(request), request, form.get("csrf_token"))
+        return None
+    return form if csrf_ok(get_state(request), request, form.get("csrf_token")) else None
 
 
 def _expired(state: ServerState, request: Request) -> Response:
@@ -231,6 +235,9 @@ _ACTIONS = {
     "enable": ("Enable this user?", "Enable user", "enabled"),
     "delete": ("Delete this user?", "Delete user", "deleted"),
     "revoke-all": ("Revoke all sessions of this user?", "Revoke all sessions", "revoked-all"),
+    "send-reset": ("Send a password reset?", "Send reset email", "reset-sent"),
+    "mark-verified": ("Mark the email address verified?", "Mark verified", "verified"),
+    "set-password": ("Set a new password?", "Set password", "password-set"),
 }
 _EXPLAIN = {
     "disable": "They are signed out of every app and browser at once and cannot sign in until "
@@ -241,6 +248,12 @@ _EXPLAIN = {
     "revoke-all": "Every browser and app session of this user ends now: refresh tokens fail "
     "with invalid_grant, access tokens are refused by userinfo and the resolver, and browser "
     "cookies no longer sign them in.",
+    "send-reset": "The user gets an email with a code and a link to choose a new password "
+    "(single use, valid for a limited time). Their current password keeps working until then.",
+    "mark-verified": "Apps see the address as verified (email_verified, is_verified) from "
+    "their next token or userinfo request.",
+    "set-password": "The password must meet the password policy. The user is emailed a notice, "
+    "and their sessions end if you tick the box.",
 }
 
 
@@ -274,12 +287,16 @@ async def user_action(request: Request) -> Response:
                 "cancel": f"/portal/users/{user.id}",
                 "user": user,
                 "session": None,
+                "password": action == "set-password",
             },
         )
-    if not await _checked_form(request):
+    form = await _checked_form(request)
+    if form is None:
         return _expired(state, request)
-    ops = AdminOps(state.repo, state.admin)
+    ops = AdminOps(state.repo, state.admin, state.accounts)
     now = now_s()
+    if action in _RECOVERY:
+        return await _recovery_action(state, request, ops, actor, me, user, action, form)
     if action == "delete":
         await ops.delete_user(actor, now, user.id)
         return RedirectResponse("/portal/users?done=deleted", status_code=303)
@@ -288,6 +305,55 @@ async def user_action(request: Request) -> Response:
     else:
         await ops.set_disabled(actor, now, user.id, action == "disable")
     return _back(user.id, done)
+
+
+_RECOVERY = frozenset({"send-reset", "mark-verified", "set-password"})
+
+
+async def _recovery_action(
+    state: ServerState,
+    request: Request,
+    ops: AdminOps,
+    actor: Actor,
+    me: User,
+    user: User,
+    action: str,
+    form: dict[str, str],
+) -> Response:
+    """Send a reset, mark verified, set a password; a refused password shows the form again."""
+    now = now_s()
+    try:
+        if action == "send-reset":
+            await ops.send_reset(actor, now, user.id)
+        elif action == "mark-verified":
+            await ops.mark_verified(actor, now, user.id)
+        else:
+            await ops.set_password(
+                actor, now, user.id, form.get("password", ""), end_sessions="end_sessions" in form
+            )
+    except InvalidInput as e:
+        heading, button, _ = _ACTIONS[action]
+        return _page(
+            state,
+            request,
+            "portal/confirm.html",
+            {
+                "me": me,
+                "section": "users",
+                "heading": heading,
+                "explain": _EXPLAIN[action],
+                "button": button,
+                "danger": True,
+                "action": f"/portal/users/{user.id}/{action}",
+                "cancel": f"/portal/users/{user.id}",
+                "user": user,
+                "session": None,
+                "password": action == "set-password",
+                "error": str(e),
+            },
+            400,
+        )
+    return _back(user.id, _ACTIONS[action][2])
 
 
 async def revoke_session_action(request: Request) -> Response:
@@ -321,7 +387,7 @@ async def revoke_session_action(request: Request) -> Response:
                 "session": session,
             },
         )
-    if not await _checked_form(request):
+    if await _checked_form(request) is None:
         return _expired(state, request)
     await AdminOps(state.repo, state.admin).revoke_session(
         actor, now_s(), session.id, user_id=user.id
@@ -360,7 +426,7 @@ async def my_session_revoke(request: Request) -> Response:
     if found is None:
         return _login_redirect(request)
     current, me = found
-    if not await _checked_form(request):
+    if await _checked_form(request) is None:
         return _expired(state, request)
     session_id = _id(request, "session_id")
     actor = Actor("self", me.id, me.email, client_ip(request, state.config.trusted_proxies))

@@ -15,8 +15,10 @@ from authgear.server.endpoints.authorize import (
     complete,
     redirect_uri_allowed,
 )
+from authgear.server.endpoints.verify import verification_gate
 from authgear.server.http import OAuthError, client_ip, read_form
-from authgear.server.passwords import hash_password, password_problem, verify_password
+from authgear.server.passwords import MAX_LENGTH, hash_password, verify_password
+from authgear.server.security import password_policy
 from authgear.server.security.lockout import LockoutPolicy
 from authgear.server.sessions import (
     clear_session_cookie,
@@ -123,6 +125,11 @@ async def _finish(
     flow: AuthorizationRequest | None,
     user: User,
 ) -> Response:
+    # verification: required holds an unverified user here until the address is verified.
+    next_url = None if flow else safe_next(request.query_params.get("next"))
+    held = await verification_gate(state, request, flow_id, user, next_url)
+    if held is not None:
+        return held
     session, cookie = await create_idp_session(state, request, user, ["pwd"])
     await state.repo.set_last_login(user.id, now_s())
     if flow is not None and flow_id is not None:
@@ -185,7 +192,7 @@ async def login_page(request: Request) -> Response:
         events.locked_out(request)
         return _too_many(state, request, flow_id, email_raw, "Wait a while and try again.")
     user = await state.repo.get_user_by_email(email) if email else None
-    ok = await verify_password(user.password_hash if user else None, password[:1024])
+    ok = await verify_password(user.password_hash if user else None, password[:MAX_LENGTH])
     if not ok or user is None or user.disabled:
         # The reserved attempt stays counted, in both limits.
         events.sign_in_failed(request, user.id if user else None)
@@ -247,9 +254,6 @@ async def signup_page(request: Request) -> Response:
             error="Enter a valid email address.",
             status=400,
         )
-    problem = password_problem(password)
-    if problem:
-        return _page(state, request, "signup", flow_id, email=email, error=problem, status=400)
     ip = client_ip(request, state.config.trusted_proxies)
     if not await state.limiter.hit(
         "signup", ip, state.config.rate_limits.signup_per_ip_per_hour, 3600
@@ -263,6 +267,11 @@ async def signup_page(request: Request) -> Response:
             error="Too many sign-ups from your network. Try again later.",
             status=429,
         )
+    # The password policy (accounts.py), after the limit: its zxcvbn score costs CPU.
+    problems = await state.accounts.policy_problems(password, email)
+    if problems:
+        error = password_policy.summary(problems)
+        return _page(state, request, "signup", flow_id, email=email, error=error, status=400)
     password_hash = await hash_password(password)
     try:
         user = await state.repo.create_user(

@@ -174,6 +174,42 @@ server_secrets = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+# -- account recovery and verification -------------------------------------------------------
+
+# The live emailed code (and link) per purpose and subject: a lower-cased email for a password
+# reset (also for addresses without an account, so answers and limits do not tell them apart),
+# a user id for verification and change of email. A new code replaces the previous one. Only
+# keyed hashes are stored (security/codes.py).
+email_codes = Table(
+    "email_codes",
+    metadata,
+    Column("purpose", String(32), primary_key=True),
+    Column("subject", String(330), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    # The address the code was sent to (for a change of email: the new address).
+    Column("target", String(320), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("link_hash", String(64), nullable=True, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    # Wrong tries so far, counted before each comparison; the code goes at the maximum.
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    Index("ix_email_codes_expires_at", "expires_at"),
+    Index("ix_email_codes_user_id", "user_id"),
+)
+
+# Hashes of a user's previous passwords (password_policy.history_size / history_days); a row is
+# written when a password is replaced, with the time it stopped being used.
+password_history = Table(
+    "password_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_password_history_user_id", "user_id"),
+)
+
 # -- session management (admin API, portal) --------------------------------------------------
 
 # Admin API keys: the key is `agk_<id>.<secret>`; only the SHA-256 of the secret is kept.
