@@ -216,7 +216,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
-    from authgear.server.endpoints.login import normalize_email
+    from authgear.server.accounts import normalize_email
     from authgear.server.passwords import hash_password_sync
     from authgear.server.storage import migrate
     from authgear.server.storage.sql import EmailTaken, SQLRepository

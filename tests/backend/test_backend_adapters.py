@@ -189,7 +189,7 @@ def test_resolver_with_session_cookie(
         browser.close()
     r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": session})
     assert r.status_code == 200, r.text
-    assert r.json()["amr"] == ["pwd"]
+    assert r.json()["amr"] == ["pwd", "x_primary_password"]
     r = httpx2.get(fastapi_resolver.url + "/api/me", cookies={"session": "forged"})
     assert r.status_code == 401
 

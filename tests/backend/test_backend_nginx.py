@@ -98,7 +98,7 @@ def test_valid_user_passes_with_headers(
     assert r.status_code == 200, r.text
     me = r.json()
     assert me["sub"] == sub and me["source"] == "proxy"
-    assert me["amr"] == ["pwd"] and me["authenticated_at"]
+    assert me["amr"] == ["pwd", "x_primary_password"] and me["authenticated_at"]
     assert ag.fetch("GET", nginx + "/api/admin").status_code == 403
 
     # Revocation through nginx takes effect at once (the resolver checks every request).

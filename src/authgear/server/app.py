@@ -26,7 +26,7 @@ from authgear.server.config import Settings, load_settings
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
-from authgear.server.endpoints.login import home_page, login_page, logout_page, signup_page
+from authgear.server.endpoints.login import home_page, logout_page
 from authgear.server.endpoints.resolver import resolve_endpoint
 from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
@@ -39,6 +39,7 @@ from authgear.server.ratelimit import (
     SQLRateLimiter,
 )
 from authgear.server.sessions import now_s
+from authgear.server.signin.routes import signin_routes
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import migrate
 from authgear.server.storage.sql import SQLRepository
@@ -326,8 +327,7 @@ def create_app(
             Route("/oauth2/revoke", revoke_endpoint, methods=["POST"]),
             Route("/oauth2/jwks", jwks_endpoint, methods=["GET"]),
             Route("/oauth2/end_session", end_session_endpoint, methods=["GET", "POST"]),
-            Route("/login", login_page, methods=["GET", "POST"]),
-            Route("/signup", signup_page, methods=["GET", "POST"]),
+            *signin_routes(),
             Route("/logout", logout_page, methods=["POST"]),
             Route("/", home_page, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

@@ -186,7 +186,7 @@ def _user_claims(user: User | None) -> dict[str, Any]:
     return user_claims(
         is_anonymous=False,
         is_verified=user.email_verified,
-        can_reauthenticate=user.password_hash is not None,
+        can_reauthenticate=user.can_reauthenticate,
         roles=list(user.roles),
     )
 
@@ -204,8 +204,14 @@ async def issue_tokens(
     amr: list[str],
     nonce: str | None = None,
     with_id_token: bool = True,
+    acr: str | None = None,
 ) -> Issued:
-    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token."""
+    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. ``amr`` is
+    left out when empty (Authgear); ``acr`` only when a requested acr was satisfied."""
+    auth_claims: dict[str, Any] = {
+        **({"amr": amr} if amr else {}),
+        **({"acr": acr} if acr else {}),
+    }
     now = now_s()
     jti = new_id()
     scope = " ".join(scopes)
@@ -223,6 +229,7 @@ async def issue_tokens(
             "exp": exp,
             "jti": jti,
             **({"auth_time": auth_time} if auth_time is not None else {}),
+            **(auth_claims if user is not None else {}),
             **_user_claims(user),
         }
     id_claims: dict[str, Any] | None = None
@@ -234,7 +241,7 @@ async def issue_tokens(
             "iat": now,
             "exp": now + ID_TOKEN_LIFETIME,
             "auth_time": auth_time,
-            "amr": amr,
+            **auth_claims,
             **({"sid": sid} if sid else {}),
             **({"nonce": nonce} if nonce else {}),
             **_user_claims(user),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from authgear.server.endpoints.login import normalize_email
+from authgear.server.accounts import normalize_email
 from authgear.server.passwords import hash_password, password_problem
 from authgear.server.storage import Repository, User
 from authgear.server.storage.admin import (

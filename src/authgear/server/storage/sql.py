@@ -18,6 +18,7 @@ from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
     EndedSession,
+    FlowRow,
     IdpSession,
     LoginFailure,
     OfflineGrant,
@@ -145,6 +146,7 @@ class SQLRepository:
             "created_at": now,
             "updated_at": now,
             "last_login_at": None,
+            "authenticator_count": 0,
         }
         try:
             async with self.engine.begin() as conn:
@@ -267,6 +269,24 @@ class SQLRepository:
                 )
             )
 
+    async def reauthenticate_session(
+        self, session_id: str, user_id: str, now: int, amr: list[str]
+    ) -> bool:
+        """A fresh sign-in in a live browser session: ``authenticated_at`` becomes now and its
+        amr is replaced (Authgear's ``Provider.Reauthenticate``). False: the session is gone."""
+        sessions = t.idp_sessions
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.id == session_id,
+                    sessions.c.user_id == user_id,
+                    sessions.c.expires_at > now,
+                )
+                .values(authenticated_at=now, amr=amr)
+            )
+        return bool(res.rowcount)
+
     async def end_session(
         self, session_id: str, *, user_id: str | None = None
     ) -> EndedSession | None:
@@ -368,6 +388,8 @@ class SQLRepository:
                     used_at=None,
                     issued_grant_id=None,
                     issued_token_hash=None,
+                    acr=c.acr,
+                    reauth_grant_id=c.reauth_grant_id,
                 )
             )
 
@@ -393,10 +415,14 @@ class SQLRepository:
         *,
         grant: OfflineGrant | None,
         token: AccessTokenRecord,
+        reauth: tuple[str, str, int] | None = None,
     ) -> bool:
         """Store what a code exchange issued, in one transaction, if the code is still there
         (ending its browser session deletes it). The code's row is written first: it orders
-        this transaction with a concurrent :func:`end_session`, which deletes codes first."""
+        this transaction with a concurrent :func:`end_session`, which deletes codes first.
+
+        ``reauth`` = (grant id, user id, auth_time): a reauthentication of that app session,
+        whose ``authenticated_at`` moves forward only (Authgear keeps the grant's amr)."""
         async with self.engine.begin() as conn:
             res = await conn.execute(
                 update(t.auth_codes)
@@ -414,6 +440,17 @@ class SQLRepository:
             if grant is not None:
                 await _insert_grant(conn, grant)
             await _insert_access_token(conn, token)
+            if reauth is not None:
+                grants = t.offline_grants
+                await conn.execute(
+                    update(grants)
+                    .where(
+                        grants.c.id == reauth[0],
+                        grants.c.user_id == reauth[1],
+                        grants.c.authenticated_at < reauth[2],
+                    )
+                    .values(authenticated_at=reauth[2])
+                )
         return True
 
     async def revoke_code_issue(self, code_hash: str) -> None:
@@ -442,6 +479,7 @@ class SQLRepository:
         *,
         ip_key: str | None = None,
         max_live: int | None = None,
+        binding: str | None = None,
     ) -> bool:
         """Store a login flow; with ``max_live``, only while ``ip_key`` has fewer live flows.
         False: over that cap. Count and insert are one step for every process: the transaction
@@ -454,6 +492,8 @@ class SQLRepository:
             "created_at": now,
             "expires_at": expires_at,
             "ip_key": ip_key,
+            "binding": binding,
+            "rev": 0,
         }
         async with self.engine.begin() as conn:
             if ip_key is not None and max_live is not None:
@@ -486,6 +526,35 @@ class SQLRepository:
     async def delete_flow(self, flow_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(t.auth_flows).where(t.auth_flows.c.id == flow_id))
+
+    async def get_flow_row(self, flow_id: str, now: int) -> FlowRow | None:
+        flows = t.auth_flows
+        async with self.engine.connect() as conn:
+            q = select(flows.c.data, flows.c.rev, flows.c.binding).where(
+                flows.c.id == flow_id, flows.c.expires_at > now
+            )
+            r = (await conn.execute(q)).mappings().first()
+        return FlowRow(dict(r["data"]), int(r["rev"]), r["binding"]) if r else None
+
+    async def update_flow(self, flow_id: str, rev: int, data: dict[str, Any]) -> bool:
+        """Write a flow's data if it is still at revision ``rev`` (compare-and-set): a
+        concurrent writer that got there first makes this one fail instead of being lost."""
+        flows = t.auth_flows
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(flows)
+                .where(flows.c.id == flow_id, flows.c.rev == rev)
+                .values(data=data, rev=rev + 1)
+            )
+        return bool(res.rowcount)
+
+    async def take_flow(self, flow_id: str, rev: int) -> bool:
+        """Delete a flow that is finishing, if still at ``rev``: of two concurrent finishes of
+        one flow, exactly one gets True."""
+        flows = t.auth_flows
+        async with self.engine.begin() as conn:
+            res = await conn.execute(delete(flows).where(flows.c.id == flow_id, flows.c.rev == rev))
+        return bool(res.rowcount)
 
     # -- signing keys -------------------------------------------------------------------------
     async def list_signing_keys(self) -> list[SigningKey]:
@@ -595,6 +664,7 @@ class SQLRepository:
                 t.access_tokens.c.session_id,
             ),
             (t.idp_sessions.c.id, t.idp_sessions.c.expires_at < now, None),
+            (t.mfa_device_tokens.c.token_hash, t.mfa_device_tokens.c.expires_at < now, None),
             (
                 failures.c.key,
                 and_(
