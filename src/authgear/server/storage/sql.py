@@ -189,13 +189,17 @@ class SQLRepository:
             postgresql.insert if self.engine.dialect == "postgresql" else sqlite.insert
         )(table)
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert_new.values(
-                    key=key, count=0, first_at=now, locked_until=None
-                ).on_conflict_do_nothing(index_elements=[table.c.key])
-            )
-            q = select(table).where(table.c.key == key).with_for_update()
-            row = (await conn.execute(q)).mappings().one()
+            row = None
+            # A concurrent success may delete the row between our insert and our lock
+            # (clear_login_failures): insert again until the row is there to lock.
+            while row is None:
+                await conn.execute(
+                    insert_new.values(
+                        key=key, count=0, first_at=now, locked_until=None
+                    ).on_conflict_do_nothing(index_elements=[table.c.key])
+                )
+                q = select(table).where(table.c.key == key).with_for_update()
+                row = (await conn.execute(q)).mappings().first()
             reserved = lockout.reserve(LoginFailure(**row), key, now, policy)
             if reserved is None:
                 return False
