@@ -270,8 +270,10 @@ async def _decide(
         return await _start(state, request, req, flow, visitor)
     if "none" in req.prompt:
         return _error(req, state, "login_required", "login is required")
-    flow = _login_flow(req, now, hint, hint_sub, hinted_idp or hinted_grant, found)
-    flow.reauth_grant = hinted_grant if flow.intent == REAUTH else None
+    hinted_sid = hinted_idp or hinted_grant
+    flow = _login_flow(req, now, hint, hint_sub, hinted_sid, found)
+    # The app session the hint names gets the new authenticated_at at the code exchange.
+    flow.reauth_grant = hinted_sid if flow.intent == REAUTH else None
     flow.require_mfa = mfa_asked
     return await _start(state, request, req, flow, visitor)
 

@@ -218,7 +218,11 @@ async def _authorization_code(
         nonce=record.nonce,
         acr=record.acr,
     )
-    reauth = (record.reauth_grant_id, user.id, record.auth_time) if record.reauth_grant_id else None
+    reauth = (
+        (record.reauth_grant_id, user.id, client.id, record.auth_time)
+        if record.reauth_grant_id
+        else None
+    )
     # False when the browser session ended since the code was issued: ending a session deletes
     # its codes, and this checks (in the same transaction) that the code is still there.
     if not await state.repo.exchange_code(

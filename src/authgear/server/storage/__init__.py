@@ -98,7 +98,7 @@ class Repository(Protocol):
         *,
         grant: OfflineGrant | None,
         token: AccessTokenRecord,
-        reauth: tuple[str, str, int] | None = None,
+        reauth: tuple[str, str, str, int] | None = None,
     ) -> bool: ...
     async def revoke_code_issue(self, code_hash: str) -> None: ...
 

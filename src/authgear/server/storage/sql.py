@@ -419,14 +419,16 @@ class SQLRepository:
         *,
         grant: OfflineGrant | None,
         token: AccessTokenRecord,
-        reauth: tuple[str, str, int] | None = None,
+        reauth: tuple[str, str, str, int] | None = None,
     ) -> bool:
         """Store what a code exchange issued, in one transaction, if the code is still there
         (ending its browser session deletes it). The code's row is written first: it orders
         this transaction with a concurrent :func:`end_session`, which deletes codes first.
 
-        ``reauth`` = (grant id, user id, auth_time): a reauthentication of that app session,
-        whose ``authenticated_at`` moves forward only (Authgear keeps the grant's amr)."""
+        ``reauth`` = (sid, user id, client id, auth_time): a reauthentication of the app session
+        the ID token hint's ``sid`` named (the grant of that id, or this client's grants made
+        from that browser session, which is what our ID tokens' ``sid`` names); their
+        ``authenticated_at`` moves forward only (Authgear keeps the grant's amr)."""
         async with self.engine.begin() as conn:
             res = await conn.execute(
                 update(t.auth_codes)
@@ -445,15 +447,19 @@ class SQLRepository:
                 await _insert_grant(conn, grant)
             await _insert_access_token(conn, token)
             if reauth is not None:
+                sid, user_id, client_id, at = reauth
                 grants = t.offline_grants
                 await conn.execute(
                     update(grants)
                     .where(
-                        grants.c.id == reauth[0],
-                        grants.c.user_id == reauth[1],
-                        grants.c.authenticated_at < reauth[2],
+                        grants.c.user_id == user_id,
+                        or_(
+                            grants.c.id == sid,
+                            and_(grants.c.idp_session_id == sid, grants.c.client_id == client_id),
+                        ),
+                        grants.c.authenticated_at < at,
                     )
-                    .values(authenticated_at=reauth[2])
+                    .values(authenticated_at=at)
                 )
         return True
 
