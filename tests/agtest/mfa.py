@@ -16,6 +16,7 @@ import jwt
 import pyotp
 
 from agtest.server import CSRF_RE, Browser, Flow, ServerProcess, callback_params, exchange
+from agtest.softauthn import SoftAuthenticator
 
 SECRET_RE = re.compile(r'<code class="secret" id="totp-secret">([A-Z2-7 ]+)</code>')
 CODES_RE = re.compile(r"<li><code>([0-9A-Z]{5}-[0-9A-Z]{5})</code></li>")
@@ -154,3 +155,31 @@ def stored_flow(server: ServerProcess, fid: str) -> dict[str, Any]:
     assert len(rows) == 1
     data: dict[str, Any] = json.loads(rows[0][0])
     return data
+
+
+def options(browser: Browser, url: str, token: str, **extra: str) -> dict[str, Any]:
+    r = browser.http.post(url, data={"csrf_token": token, **extra})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def register_passkey(browser: Browser, soft: SoftAuthenticator) -> httpx2.Response:
+    """Add a passkey from /settings/security (fresh session) with ``soft``."""
+    page = browser.http.get("/settings/security")
+    started = browser.http.post(
+        "/settings/security/passkeys/add", data={"csrf_token": csrf_of(page)}
+    )
+    assert step_of(started) == "create_passkey"
+    step = browser.http.get(location(started))
+    assert 'data-passkey="create"' in step.text
+    opts = options(browser, location(started).replace("?", "/options?"), csrf_of(step))
+    created = soft.create(opts["publicKey"])
+    return browser.http.post(
+        opts["action"],
+        data={
+            "csrf_token": opts["csrf_token"],
+            "credential": json.dumps(created),
+            "label": "Test key",
+        },
+    )

@@ -21,8 +21,9 @@ from agtest.mfa import (
     enrol_totp,
     finish_login,
     location,
+    options,
+    register_passkey,
     signed_in_browser,
-    step_of,
 )
 from agtest.server import Browser, Flow, ServerProcess, free_port, new_email, server_config
 from agtest.softauthn import SoftAuthenticator, b64url
@@ -52,40 +53,12 @@ def origin(server: ServerProcess) -> str:
     return f"http://localhost:{server.port}"
 
 
-def options(browser: Browser, url: str, token: str, **extra: str) -> dict[str, Any]:
-    r = browser.http.post(url, data={"csrf_token": token, **extra})
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def register(server: ServerProcess, browser: Browser, soft: SoftAuthenticator) -> httpx2.Response:
-    """Add a passkey from /settings/security (fresh session) with ``soft``."""
-    page = browser.http.get("/settings/security")
-    started = browser.http.post(
-        "/settings/security/passkeys/add", data={"csrf_token": csrf_of(page)}
-    )
-    assert step_of(started) == "create_passkey"
-    step = browser.http.get(location(started))
-    assert 'data-passkey="create"' in step.text
-    opts = options(browser, location(started).replace("?", "/options?"), csrf_of(step))
-    created = soft.create(opts["publicKey"])
-    return browser.http.post(
-        opts["action"],
-        data={
-            "csrf_token": opts["csrf_token"],
-            "credential": json.dumps(created),
-            "label": "Test key",
-        },
-    )
-
-
 def user_with_passkey(server: ServerProcess) -> tuple[str, str, SoftAuthenticator]:
     email = new_email()
     user_id = server.create_user(email, PASSWORD)
     browser = signed_in_browser(server, email, PASSWORD)
     soft = SoftAuthenticator(origin(server))
-    assert location(register(server, browser, soft)) == "/settings/security?done=add_passkey"
+    assert location(register_passkey(browser, soft)) == "/settings/security?done=add_passkey"
     browser.close()
     return email, user_id, soft
 

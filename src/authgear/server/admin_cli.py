@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from authgear.server import admin_cli_authenticators
+
 if TYPE_CHECKING:
     from authgear.server.storage.admin import Actor
 
@@ -317,6 +319,7 @@ def register(subparsers: Any) -> None:
     p = _add(us, _common, "set-roles", "replace a user's roles", users_set_roles)
     p.add_argument("user", help="user id or email")
     p.add_argument("roles", nargs="*", help="the roles (none: remove all)")
+    admin_cli_authenticators.register(lambda n, h, fn, _w: _add(us, _common, n, h, fn))
 
     sessions = groups.add_parser("sessions", help="list and revoke a user's sessions")
     ss = sessions.add_subparsers(dest="admin_sessions_command", metavar="ACTION")
