@@ -388,3 +388,34 @@ def test_totp_core_rules() -> None:
     assert otp.normalise_recovery_code("ABCDEFGHJKU") is None
     assert otp.normalise_recovery_code("ABCDE-FGHJU") is None  # U is not Crockford
     assert otp.device_token_hash("a" * 64) is None
+
+
+def test_a_settings_flow_is_dead_once_its_user_signed_out_of_the_browser(
+    authgear_server: ServerProcess,
+) -> None:
+    """Alice starts setting up an authenticator app and signs out; Bob signs in on the same
+    browser and opens her page: it must not add an app to either account."""
+    server = authgear_server
+    alice, bob = new_email(), new_email()
+    alice_id = server.create_user(alice, PASSWORD)
+    bob_id = server.create_user(bob, PASSWORD)
+    browser = signed_in_browser(server, alice, PASSWORD)
+    page = browser.http.get("/settings/security")
+    started = browser.http.post("/settings/security/totp/add", data={"csrf_token": csrf_of(page)})
+    enrol_url = location(started)
+    enrol = browser.http.get(enrol_url)
+    secret = re.search(r'id="totp-secret">([A-Z2-7 ]+)<', enrol.text)
+    assert secret
+    home = browser.http.get("/")
+    browser.http.post("/logout", data={"csrf_token": csrf_of(home)})
+    assert location(browser.submit("/login?next=/", bob, PASSWORD)) == "/"
+    assert browser.http.get(enrol_url).status_code == 400
+    settle_totp_step()
+    late = browser.http.post(
+        enrol_url,
+        data={"csrf_token": csrf_of(home), "code": code(secret.group(1).replace(" ", ""))},
+    )
+    assert late.status_code == 400
+    assert authenticator_rows(server, alice_id) == []
+    assert authenticator_rows(server, bob_id) == []
+    browser.close()

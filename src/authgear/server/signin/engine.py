@@ -16,11 +16,12 @@ from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.ratelimit import ip_bucket
 from authgear.server.security.otp import device_token_hash
 from authgear.server.security.passkeys import relying_party
-from authgear.server.sessions import now_s
+from authgear.server.sessions import now_s, session_from_cookie
 from authgear.server.signin import finish as finishing
 from authgear.server.signin.flow import (
     FLOW_LIFETIME,
     LOGIN,
+    SETTINGS,
     SIGNUP,
     LoginFlow,
     StepDone,
@@ -214,6 +215,12 @@ async def step_page(request: Request) -> Response:
 
 
 async def _step(state: ServerState, request: Request, flow: LoginFlow, name: str) -> Response:
+    if flow.intent == SETTINGS:
+        # A settings change is for the account signed in here, still: not for whoever signs
+        # in to this browser after the one who started it signed out.
+        found = await session_from_cookie(state, request)
+        if found is None or found[1].id != flow.user_id:
+            return error_page(state, request, EXPIRED_FLOW, 400)
     ctx = await context(state, request, flow)
     allowed = next_step(flow, ctx.facts)
     if allowed.step is None:
