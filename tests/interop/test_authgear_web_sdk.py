@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 import jwt
+import pyotp
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -34,6 +36,7 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from agtest.mfa import settle_totp_step
 from agtest.server import ServerProcess, new_email
 
 pytestmark = [pytest.mark.interop, pytest.mark.browser]
@@ -471,4 +474,56 @@ def test_web_sdk_login_of_an_existing_user(web_app: WebApp, app_page: tuple[Page
     assert finished["userInfo"]["sub"] == user_id
     backend = _call(page, trace, "app.callBackend()")
     assert backend == {"status": 200, "body": {"user_id": finished["userInfo"]["sub"]}}
+    assert not trace.lines, f"unexpected browser errors:\n{trace}"
+
+
+@pytest.fixture
+def mfa_required(fresh_server: ServerProcess) -> None:
+    fresh_server.config["authentication"] = {"secondary_authentication_mode": "required"}
+
+
+def test_web_sdk_sign_in_with_a_required_second_factor(
+    mfa_required: None, web_app: WebApp, app_page: tuple[Page, Trace]
+) -> None:
+    """secondary_authentication_mode: required. A user without a second factor enrols an
+    authenticator app during the SDK's sign-in (QR code and key on our page, a pyotp code), sees
+    the recovery codes once, and lands back in the app with mfa in the token's amr; the next
+    sign-in asks for the code."""
+    web, server = web_app, web_app.server
+    page, trace = app_page
+    email = new_email()
+    server.create_user(email, PASSWORD)
+
+    _open_app(web, page, trace)
+    _sign_in_click(page, trace, server, "Sign in")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/flow/enroll_totp\?flow="))
+    assert page.locator("figure.qr svg").count() == 1
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    settle_totp_step()
+    page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).at(time.time() - 30))
+    page.get_by_role("button", name="Turn on two-factor authentication").click()
+    page.wait_for_url(re.compile(r".*/flow/recovery_codes\?flow="))
+    assert page.locator("#recovery-codes li").count() == 10
+    page.get_by_role("button", name="I have saved my codes").click()
+    finished = _back_in_app(web, page, trace)
+    assert finished["userInfo"]["email"] == email
+    claims = _verify_access_token(server, page.evaluate("app.accessToken()"))
+    assert claims["amr"] == ["mfa", "otp", "pwd", "x_primary_password", "x_secondary_totp"]
+
+    # Signed out of the app and of the browser session: the next sign-in asks for the code.
+    _call(page, trace, "app.logout()")
+    page.context.clear_cookies()
+    _open_app(web, page, trace)
+    _sign_in_click(page, trace, server, "Sign in")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/flow/totp\?flow="))
+    page.get_by_label("Code").fill(pyotp.TOTP(secret).at(time.time()))
+    page.get_by_role("button", name="Verify").click()
+    again = _back_in_app(web, page, trace)
+    assert again["userInfo"]["email"] == email
     assert not trace.lines, f"unexpected browser errors:\n{trace}"

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,56 @@ async def test_openid_client_code_flow_refresh_userinfo_revoke(authgear_server: 
     client_id = authgear_server.native_client_id
     assert result["id_token_aud"] in (client_id, [client_id])
     assert result["id_token_has_sid"] is True
+    assert result["id_token_amr"] == ["pwd", "x_primary_password"]
     assert result["userinfo_email"] == email
     # Public clients rotate refresh tokens by default (RFC 9700 §4.14.2); the script goes on
     # with the new one, and revoking it ends the grant.
     assert result["refresh_rotated"] is True
     assert result["refresh_after_revocation_error"] == "invalid_grant"
     assert result["userinfo_after_revocation_status"] == 401
+
+
+async def test_openid_client_answers_the_totp_step_of_a_user_with_two_factors(
+    authgear_server: Any,
+) -> None:
+    """The same flow for a user with an authenticator app: after the password our server asks
+    for the code (one wrong, then the right one computed in Node); the ID token's amr says mfa."""
+    from agtest.mfa import enrol_totp, signed_in_browser
+
+    email = f"interop-{secrets.token_hex(4)}@example.com"
+    password = secrets.token_urlsafe(18)
+    created = authgear_server.create_user(email, password)
+    if inspect.isawaitable(created):
+        await created
+
+    def enrol() -> str:
+        browser = signed_in_browser(authgear_server, email, password)
+        try:
+            # Enrolled with the previous step's code: the current one is left for Node.
+            return enrol_totp(browser, steps_from_now=-1)[0]
+        finally:
+            browser.close()
+
+    secret = await asyncio.to_thread(enrol)
+    # Not within the last seconds of a time step (the code must still be current when sent).
+    while time.time() % 30 > 20:
+        await asyncio.sleep(0.5)
+    env = {
+        **os.environ,
+        "ISSUER": str(authgear_server.url).rstrip("/"),
+        "CLIENT_ID": authgear_server.native_client_id,
+        "REDIRECT_URI": f"http://127.0.0.1:{_unused_port()}/callback",
+        "EMAIL": email,
+        "PASSWORD": password,
+        "TOTP_SECRET": secret,
+    }
+    code, out, err = await _run_node(env)
+    lines = out.strip().splitlines()
+    assert lines, f"no output from the Node script (exit {code}); stderr:\n{err}"
+    result = json.loads(lines[-1])
+    assert code == 0 and result["ok"], f"failed: {json.dumps(result, indent=2)}\n{err}"
+    expected = [*EXPECTED_STEPS]
+    expected.insert(expected.index("login"), "totp")
+    assert result["steps"] == expected
+    assert result["totp_path"] == "/flow/totp"
+    assert result["id_token_amr"] == ["mfa", "otp", "pwd", "x_primary_password", "x_secondary_totp"]

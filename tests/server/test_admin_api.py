@@ -347,7 +347,7 @@ def test_list_sessions_shows_both_kinds_with_details(
         assert "offline_access" in grant["scopes"]
         for s in sessions:
             assert s["user_id"] == p.id
-            assert s["amr"] == ["pwd"]
+            assert s["amr"] == ["pwd", "x_primary_password"]
             assert s["created_at"] <= s["last_access"]["time"] < s["expires_at"]
             assert s["authenticated_at"] > 0
             assert s["last_access"]["ip"] == "127.0.0.1"

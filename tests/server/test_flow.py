@@ -70,7 +70,7 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     )
     assert id_claims["nonce"] == flow.nonce
     assert id_claims["sub"] == claims["sub"]
-    assert id_claims["amr"] == ["pwd"]
+    assert id_claims["amr"] == ["pwd", "x_primary_password"]
     assert id_claims["exp"] - id_claims["iat"] == 300
     assert "sid" in id_claims
 
@@ -107,7 +107,7 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     assert ok.headers["x-authgear-user-anonymous"] == "false"
     assert ok.headers["x-authgear-user-verified"] == "false"
     assert ok.headers["x-authgear-user-can-reauthenticate"] == "true"
-    assert ok.headers["x-authgear-session-amr"] == "pwd"
+    assert ok.headers["x-authgear-session-amr"] == "pwd x_primary_password"
     assert int(ok.headers["x-authgear-session-authenticated-at"]) == claims["auth_time"]
     assert "x-authgear-user-roles" not in ok.headers
     head = httpx2.head(

@@ -32,6 +32,10 @@ NAMES = st.sampled_from(
         "x_page",
         "login_hint",
         "flow",
+        "acr_values",
+        "credential",
+        "trust_device",
+        "next",
     ]
 )
 VALUES = st.one_of(
@@ -66,6 +70,13 @@ PATHS = st.sampled_from(
         "/login",
         "/signup",
         "/logout",
+        "/flow/totp",
+        "/flow/passkey",
+        "/flow/passkey/options",
+        "/flow/reauth",
+        "/flow/nope",
+        "/settings/security",
+        "/settings/security/totp/add",
     ]
 )
 HEADERS = st.dictionaries(

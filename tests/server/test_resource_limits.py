@@ -54,10 +54,13 @@ def flow_id(r: httpx2.Response) -> str:
 
 
 def stored_flow(server: ServerProcess, fid: str) -> dict[str, Any]:
+    """The authorization request a sign-in flow stores (its starter)."""
     rows = server.query("SELECT CAST(data AS TEXT) FROM auth_flows WHERE id = ?", fid)
     assert len(rows) == 1
     data: dict[str, Any] = json.loads(rows[0][0])
-    return data
+    assert data["starter"]["kind"] == "authorize"
+    request: dict[str, Any] = data["starter"]["request"]
+    return request
 
 
 def count(server: ServerProcess, sql: str, *params: Any) -> int:

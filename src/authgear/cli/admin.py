@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from authgear.cli import accounts
+from authgear.cli import accounts, authenticators
 from authgear.cli._common import (
     CLIError,
     Stores,
@@ -263,6 +263,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("user", help="user id or email")
     p.add_argument("roles", nargs="*", metavar="ROLE", help="the roles (none: remove all)")
     accounts.register_user_actions(us, _add)
+    authenticators.register(lambda n, h, fn, w: _add(us, n, h, fn, writes=w))
 
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)

@@ -14,7 +14,6 @@ the mail is not sent.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     from authgear.server.mail import MailService
     from authgear.server.state import ServerState
 
-CODE_KEY_SECRET = "email_code_key"
 GENERIC_CHANGE_FAILURE = "We could not change your email address to this one. Try another address."
 
 
@@ -126,10 +124,10 @@ class AccountService:
     async def key(self) -> bytes:
         """The HMAC key of stored codes, made once and shared by every process."""
         if self._key is None:
-            value = await self.repo.get_or_create_secret(
-                CODE_KEY_SECRET, secrets.token_hex(32), now_s()
-            )
-            self._key = bytes.fromhex(value)
+            from authgear.server.keys import EMAIL_CODE_KEY, KeyCipher, load_server_secret
+
+            cipher = KeyCipher.from_config(self.config)
+            self._key = await load_server_secret(self.repo, EMAIL_CODE_KEY, cipher)
         return self._key
 
     # -- limits -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from authgear.server.endpoints.account import account_routes
 from authgear.server.endpoints.authorize import authorize_endpoint
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
-from authgear.server.endpoints.login import home_page, login_page, logout_page, signup_page
+from authgear.server.endpoints.login import home_page, logout_page
 from authgear.server.endpoints.resolver import resolve_endpoint
 from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
@@ -49,6 +49,7 @@ from authgear.server.middleware import (
     describe_exception,
     server_error_response,
 )
+from authgear.server.signin.routes import signin_routes
 from authgear.server.state import ServerState, get_state
 from authgear.server.ui import busy_page
 
@@ -175,8 +176,7 @@ def _resolver() -> list[BaseRoute]:
 
 def _sign_in_pages() -> list[BaseRoute]:
     return [
-        Route("/login", login_page, methods=["GET", "POST"]),
-        Route("/signup", signup_page, methods=["GET", "POST"]),
+        *signin_routes(),
         Route("/logout", logout_page, methods=["POST"]),
         Route("/", home_page, methods=["GET"]),
         *account_routes(),

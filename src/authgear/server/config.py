@@ -321,6 +321,58 @@ class ForgotPasswordConfig(_Model):
     lifetime: int = Field(default=900, ge=60, le=3600)
 
 
+class DeviceTokenConfig(_Model):
+    # "Trust this device": a second factor once per expire_in_days on one browser.
+    disabled: bool = False
+    expire_in_days: int = Field(default=30, ge=1, le=365)
+
+
+class RecoveryCodeConfig(_Model):
+    disabled: bool = False
+    count: int = Field(default=10, ge=10, le=50)
+
+
+class AuthenticationConfig(_Model):
+    """Sign-in methods, in Authgear's terms (accounts spec §2.1, §3)."""
+
+    # password and/or passkey; passkeys also need an https public origin (or localhost).
+    primary_authenticators: tuple[Literal["password", "passkey"], ...] = ("password", "passkey")
+    secondary_authenticators: tuple[Literal["totp"], ...] = ("totp",)
+    # disabled: no second step; if_exists: users who enrolled a second factor must use it;
+    # required: everyone must (users without one enrol on their next sign-in).
+    secondary_authentication_mode: Literal["disabled", "if_exists", "required"] = "if_exists"
+    device_token: DeviceTokenConfig = DeviceTokenConfig()
+    recovery_code: RecoveryCodeConfig = RecoveryCodeConfig()
+    # Changing second factors or passkeys in /settings/security needs a sign-in at most this
+    # many seconds old; older sessions confirm it is them first.
+    settings_reauth_max_age: int = Field(default=900, ge=60, le=86400)
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthenticationConfig:
+        if not self.primary_authenticators:
+            raise ValueError("primary_authenticators needs password or passkey")
+        if len(set(self.primary_authenticators)) != len(self.primary_authenticators):
+            raise ValueError("primary_authenticators lists one twice")
+        if self.secondary_authentication_mode == "required" and not self.secondary_authenticators:
+            raise ValueError("secondary_authentication_mode: required needs totp")
+        return self
+
+    @property
+    def passkeys(self) -> bool:
+        return "passkey" in self.primary_authenticators
+
+    @property
+    def passwords(self) -> bool:
+        return "password" in self.primary_authenticators
+
+    @property
+    def totp(self) -> bool:
+        return (
+            "totp" in self.secondary_authenticators
+            and self.secondary_authentication_mode != "disabled"
+        )
+
+
 class ServerConfig(_Model):
     # None: http://<host>:<port>.
     public_origin: str | None = None
@@ -386,6 +438,7 @@ class ServerConfig(_Model):
     # A password reset ends all of the user's sessions, a change in settings all but the
     # current one (beyond Authgear, which keeps them).
     password_change_ends_sessions: bool = True
+    authentication: AuthenticationConfig = AuthenticationConfig()
     # Seconds between purges of expired rows (sessions, tokens, codes, login flows, lockouts).
     purge_interval: int = Field(default=600, ge=1, le=86400)
     # Days the audit log keeps an entry. None: forever.
@@ -934,6 +987,20 @@ forgot_password:
 
 # A password reset ends all of the user's sessions, a change in settings all other ones.
 password_change_ends_sessions: true
+# How users sign in (Authgear's names). Passkeys need an https public_origin (or localhost).
+authentication:
+  primary_authenticators: [password, passkey]
+  secondary_authenticators: [totp]
+  # disabled | if_exists (who enrolled a second factor must use it) | required (everyone;
+  # users without one enrol on their next sign-in)
+  secondary_authentication_mode: if_exists
+  device_token:
+    disabled: false      # "trust this device" skips the second factor on that browser
+    expire_in_days: 30
+  recovery_code:
+    disabled: false
+    count: 10
+  settings_reauth_max_age: 900  # seconds; older sign-ins confirm before changing factors
 
 # Argon2 password checks at once per server process (null: twice the cores); a check that
 # finds no free slot within queue_timeout seconds is answered 503 with Retry-After.

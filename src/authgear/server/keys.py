@@ -28,14 +28,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import RSAAlgorithm
 
 from authgear.server.config import ServerConfig, kek_bytes
+from authgear.server.security.sealing import totp_purpose
 from authgear.server.storage import Repository, SigningKey
+from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.tokens import ID_TOKEN_LIFETIME
 
 ENCRYPTED_PREFIX = "enc:v1:"
 ROTATION_KEY = "refresh_rotation_key"
 CSRF_KEY = "csrf_key"
-# Server secrets kept in the database (hex), encrypted under the KEK like the signing keys.
-SERVER_SECRETS = (ROTATION_KEY, CSRF_KEY)
+MFA_KEY = "mfa_hash_key"
+EMAIL_CODE_KEY = "email_code_key"
+# Server secrets kept in the database (hex), encrypted under the KEK like the signing keys:
+# the key deriving rotated refresh tokens, the CSRF token key, and the HMAC keys of stored
+# recovery codes and of emailed codes and links.
+SERVER_SECRETS = (ROTATION_KEY, CSRF_KEY, MFA_KEY, EMAIL_CODE_KEY)
 
 
 class KeyEncryptionError(Exception):
@@ -201,29 +207,29 @@ async def reload_keys(repo: Repository, current: KeySet) -> KeySet:
     return current if fresh.fingerprint == current.fingerprint else fresh
 
 
-async def _load_secret(repo: Repository, cipher: KeyCipher, name: str) -> bytes:
-    """A 32-byte server secret named ``name``, created by the first process, stored under the
-    KEK."""
+async def load_server_secret(repo: Repository, name: str, cipher: KeyCipher = PLAINTEXT) -> bytes:
+    """The 32-byte server secret ``name`` (one of :data:`SERVER_SECRETS`), created by the first
+    process, stored under the KEK."""
     fresh = cipher.encrypt(secrets.token_hex(32), name)
     stored = await repo.get_or_create_secret(name, fresh, int(time.time()))
     return bytes.fromhex(cipher.decrypt(stored, name))
 
 
-async def load_rotation_key(repo: Repository, cipher: KeyCipher = PLAINTEXT) -> bytes:
-    """The key that derives rotated refresh tokens (HMAC)."""
-    return await _load_secret(repo, cipher, ROTATION_KEY)
-
-
-async def load_csrf_key(repo: Repository, cipher: KeyCipher = PLAINTEXT) -> bytes:
-    """The key that binds CSRF tokens to a browser session or login flow (HMAC)."""
-    return await _load_secret(repo, cipher, CSRF_KEY)
-
-
-async def reencrypt(repo: Repository, cipher: KeyCipher) -> int:
+async def reencrypt(
+    repo: Repository, cipher: KeyCipher, totp: AuthenticatorStore | None = None
+) -> int:
     """Store every key under the current KEK: plaintext rows from before a KEK was set, and
-    rows under an old KEK after a rotation. Safe with several processes at once (each row is
-    replaced only if unchanged). Returns how many rows this call changed."""
+    rows under an old KEK after a rotation; with ``totp``, the sealed TOTP secrets too (else an
+    old KEK could not be dropped without locking users out of their second factor). Safe with
+    several processes at once (each row is replaced only if unchanged). Returns how many rows
+    this call changed."""
     changed = 0
+    if totp is not None:
+        for authenticator_id, sealed in await totp.sealed_totp_secrets():
+            if not cipher.is_current(sealed):
+                purpose = totp_purpose(authenticator_id)
+                new = cipher.encrypt(cipher.decrypt(sealed, purpose), purpose)
+                changed += await totp.replace_totp_secret(authenticator_id, sealed, new)
     for k in await repo.list_signing_keys():
         if not cipher.is_current(k.private_pem):
             purpose = _key_purpose(k.kid)

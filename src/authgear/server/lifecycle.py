@@ -13,10 +13,12 @@ import anyio.to_thread
 from authgear.server import housekeeping, metrics, passwords
 from authgear.server.config import Settings
 from authgear.server.keys import (
+    CSRF_KEY,
+    MFA_KEY,
+    ROTATION_KEY,
     KeyCipher,
-    load_csrf_key,
     load_or_create_keys,
-    load_rotation_key,
+    load_server_secret,
     reencrypt,
     reload_keys,
 )
@@ -29,6 +31,7 @@ from authgear.server.ratelimit import (
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
 from authgear.server.storage import migrate
+from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.storage.sql import SQLRepository
 
 log = logging.getLogger("authgear.server")
@@ -74,12 +77,13 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
     try:
         cipher = KeyCipher.from_config(settings.config)
         if cipher.current is not None or settings.config.old_key_encryption_keys:
-            changed = await reencrypt(repo, cipher)
+            changed = await reencrypt(repo, cipher, AuthenticatorStore(repo.engine))
             if changed:
                 log.warning("re-encrypted %d stored keys under the current KEK", changed)
         keys = await load_or_create_keys(repo, cipher)
-        rotation_key = await load_rotation_key(repo, cipher)
-        csrf_key = await load_csrf_key(repo, cipher)
+        rotation_key = await load_server_secret(repo, ROTATION_KEY, cipher)
+        csrf_key = await load_server_secret(repo, CSRF_KEY, cipher)
+        mfa_key = await load_server_secret(repo, MFA_KEY, cipher)
     except BaseException:
         await repo.close()
         raise
@@ -90,6 +94,9 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
         limiter=make_limiter(settings, repo),
         rotation_key=rotation_key,
         csrf_key=csrf_key,
+        mfa_key=mfa_key,
+        # TOTP secrets are sealed with the same key-encryption key as the signing keys.
+        sealer=cipher,
     )
 
 

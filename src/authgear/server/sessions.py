@@ -189,7 +189,7 @@ def _user_claims(user: User | None) -> dict[str, Any]:
     return user_claims(
         is_anonymous=False,
         is_verified=user.email_verified,
-        can_reauthenticate=user.password_hash is not None,
+        can_reauthenticate=user.can_reauthenticate,
         roles=list(user.roles),
     )
 
@@ -207,8 +207,14 @@ async def issue_tokens(
     amr: list[str],
     nonce: str | None = None,
     with_id_token: bool = True,
+    acr: str | None = None,
 ) -> Issued:
-    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token."""
+    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. ``amr`` is
+    left out when empty (Authgear); ``acr`` only when a requested acr was satisfied."""
+    auth_claims: dict[str, Any] = {
+        **({"amr": amr} if amr else {}),
+        **({"acr": acr} if acr else {}),
+    }
     now = now_s()
     jti = new_id()
     scope = " ".join(scopes)
@@ -232,6 +238,7 @@ async def issue_tokens(
         else:
             if auth_time is not None:
                 at_claims["auth_time"] = auth_time
+            at_claims.update(auth_claims)
             at_claims.update(_user_claims(user))
     id_claims: dict[str, Any] | None = None
     if with_id_token and user is not None and "openid" in scopes:
@@ -242,7 +249,7 @@ async def issue_tokens(
             "iat": now,
             "exp": now + ID_TOKEN_LIFETIME,
             "auth_time": auth_time,
-            "amr": amr,
+            **auth_claims,
             **({"sid": sid} if sid else {}),
             **({"nonce": nonce} if nonce else {}),
             **_user_claims(user),

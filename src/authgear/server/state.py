@@ -13,8 +13,10 @@ from starlette.templating import Jinja2Templates
 from authgear.server.config import ServerConfig, Settings
 from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
+from authgear.server.security.sealing import UNSEALED, Sealer
 from authgear.server.storage import Repository
 from authgear.server.storage.admin import AdminRepository
+from authgear.server.storage.authenticators import AuthenticatorStore
 
 if TYPE_CHECKING:
     from authgear.server.accounts import AccountService
@@ -38,6 +40,11 @@ class ServerState:
     )
     # Process-local memo of when this process last recorded activity for a session.
     touched: dict[str, int] = field(default_factory=dict)
+    # Seals TOTP secrets at rest (security/sealing.py): the key-encryption cipher when the
+    # server has one, else stored as given.
+    sealer: Sealer = field(default=UNSEALED, repr=False)
+    # Keys recovery-code hashes; read from the database on first use (signin/secrets).
+    mfa_key: bytes | None = field(default=None, repr=False)
 
     @property
     def config(self) -> ServerConfig:
@@ -73,6 +80,11 @@ class ServerState:
         """Send what is queued (bounded), at shutdown; nothing to do if no mail was sent."""
         if "mail" in self.__dict__:
             await self.mail.aclose(grace)
+
+    @functools.cached_property
+    def authenticators(self) -> AuthenticatorStore:
+        """Second factors and passkeys, on the repository's database."""
+        return AuthenticatorStore(cast(Any, self.repo).engine)
 
 
 def get_state(request: Request) -> ServerState:

@@ -20,7 +20,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-        "base-uri 'none'"
+        # The passkey ceremony (/static/passkey.js) is the only script; it fetches its options
+        # from this origin.
+        "script-src 'self'; connect-src 'self'; base-uri 'none'"
     ),
 }
 
@@ -45,6 +47,15 @@ def csrf_token(state: ServerState, request: Request) -> str:
             nonce = secrets.token_urlsafe(32)
             request.state.new_csrf = nonce
     return csrf.token(state.csrf_key, nonce, _binding(state, request))
+
+
+def csrf_token_for_flow(state: ServerState, request: Request, flow_id: str) -> str:
+    """A token for the pages of a flow this request started (its id is not in this URL)."""
+    nonce = _nonce(state, request) or getattr(request.state, "new_csrf", None)
+    if nonce is None:
+        nonce = secrets.token_urlsafe(32)
+        request.state.new_csrf = nonce
+    return csrf.token(state.csrf_key, nonce, csrf.binding(flow_id, None))
 
 
 def csrf_ok(state: ServerState, request: Request, submitted: str | None) -> bool:
@@ -77,6 +88,12 @@ def render(
     response = state.templates.TemplateResponse(
         request, template, ctx, status_code=status, headers=PAGE_HEADERS
     )
+    set_csrf_cookie(state, request, response)
+    return response
+
+
+def set_csrf_cookie(state: ServerState, request: Request, response: Response) -> None:
+    """Set the CSRF nonce cookie when this request created it."""
     new = getattr(request.state, "new_csrf", None)
     if new:
         secure = state.config.secure_cookies
@@ -88,7 +105,6 @@ def render(
             samesite="strict",
             secure=secure,
         )
-    return response
 
 
 def error_page(state: ServerState, request: Request, message: str, status: int) -> Response:

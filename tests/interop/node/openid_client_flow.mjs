@@ -1,6 +1,8 @@
 // Interop: npm openid-client v6 drives a full code + PKCE flow against our server.
 //
-// Environment: ISSUER, CLIENT_ID, REDIRECT_URI, EMAIL, PASSWORD (optional SCOPE).
+// Environment: ISSUER, CLIENT_ID, REDIRECT_URI, EMAIL, PASSWORD (optional SCOPE, TOTP_SECRET:
+// the user's authenticator-app key; with it, our second-factor page is answered with a code
+// computed here per RFC 6238, after one wrong code).
 // Steps: discovery -> authorize URL (PKCE S256, state, nonce) -> our login form (cookies kept
 // here, CSRF token from the form; one wrong password first) -> 303 to redirect_uri ->
 // authorizationCodeGrant (state, nonce, PKCE, RFC 9207 iss checked) -> refreshTokenGrant ->
@@ -9,6 +11,7 @@
 //
 // Prints ONE JSON line: {"ok": true, ...} or {"ok": false, "step", "error", ...}; exits 1 on
 // failure. Tokens, codes and passwords are never printed.
+import { createHmac } from 'node:crypto';
 import * as client from 'openid-client';
 
 const env = (name) => {
@@ -84,6 +87,52 @@ function parseForm(html, pageUrl) {
   return { csrfToken: unescapeHtml(token[1]), action: target };
 }
 
+// --- RFC 6238 TOTP (SHA-1, 6 digits, 30 s), as an authenticator app computes it -------------
+function base32Decode(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of text.replace(/[\s=]/g, '').toUpperCase()) {
+    const v = alphabet.indexOf(c);
+    check(v >= 0, 'TOTP_SECRET is not base32');
+    bits += v.toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+
+function totp(secret, stepsFromNow = 0) {
+  const counter = Math.floor(Date.now() / 1000 / 30) + stepsFromNow;
+  const message = Buffer.alloc(8);
+  message.writeBigUInt64BE(BigInt(counter));
+  const mac = createHmac('sha1', base32Decode(secret)).update(message).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  return ((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).toString().padStart(6, '0');
+}
+
+async function postForm(form, fields) {
+  return request(form.action, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ csrf_token: form.csrfToken, ...fields }).toString(),
+  });
+}
+
+// Our second-factor page: one wrong code (the form comes back), then the right one.
+async function answerTotp(pageUrl, secret) {
+  const page = await request(pageUrl);
+  check(page.status === 200, `TOTP page answered ${page.status}`);
+  let form = parseForm(await page.text(), pageUrl);
+  const right = totp(secret);
+  const wrongCode = right === '000000' ? '111111' : '000000';
+  const wrong = await postForm(form, { code: wrongCode });
+  check(wrong.status === 401, `a wrong TOTP code answered ${wrong.status}, expected 401`);
+  form = parseForm(await wrong.text(), pageUrl);
+  const response = await postForm(form, { code: right });
+  check(response.status === 303, `the TOTP code answered ${response.status}, expected 303`);
+  return response;
+}
+
 async function postLogin(form, email, password) {
   return request(form.action, {
     method: 'POST',
@@ -156,10 +205,20 @@ async function main() {
   let response = await postLogin(form, email, password);
   check(response.status === 303, `login POST answered ${response.status}, expected 303`);
   let next = location(response, form.action);
-  // Follow our own server's redirects (if any) until the app's redirect_uri.
+  // Follow our own server's redirects (if any) until the app's redirect_uri; answer a
+  // second-factor step when the user has an authenticator app.
   for (let hops = 0; !next.href.startsWith(redirectUri); hops += 1) {
     check(hops < 5, 'too many redirects after login');
     check(next.origin === new URL(issuer).origin, `redirected to an unexpected place: ${next}`);
+    if (next.pathname === '/flow/totp') {
+      check(process.env.TOTP_SECRET, 'the server asks for a TOTP code but TOTP_SECRET is unset');
+      step = 'totp';
+      response = await answerTotp(next, process.env.TOTP_SECRET);
+      done('totp', { totp_path: next.pathname });
+      step = 'login';
+      next = location(response, next);
+      continue;
+    }
     response = await request(next);
     check([302, 303].includes(response.status), `${next.pathname} answered ${response.status}`);
     next = location(response, next);
@@ -190,6 +249,7 @@ async function main() {
     expires_in: tokens.expires_in,
     id_token_aud: idClaims.aud,
     id_token_has_sid: typeof idClaims.sid === 'string',
+    id_token_amr: idClaims.amr ?? null,
   });
 
   step = 'refresh_token_grant';

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgear.server.admin.authenticators import AuthenticatorOps
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.admin.present import audit_json, session_json, user_json
 from authgear.server.http import NO_STORE, client_ip
@@ -160,6 +161,38 @@ class AuditPage(BaseModel):
     next_cursor: int | None
 
 
+class AuthenticatorOut(BaseModel):
+    id: str
+    kind: Literal["totp", "passkey"]
+    label: str | None
+    created_at: int
+    last_used_at: int | None
+    aaguid: str | None = Field(default=None, description="passkeys: the authenticator's model")
+    backed_up: bool | None = Field(default=None, description="passkeys: synced (multi-device)")
+
+
+class RecoveryCodesOut(BaseModel):
+    total: int
+    unused: int
+
+
+class AuthenticatorsOut(BaseModel):
+    """How the user can sign in; never a secret, code or key."""
+
+    user_id: str
+    email: str
+    password: bool
+    authenticators: list[AuthenticatorOut]
+    recovery_codes: RecoveryCodesOut
+    trusted_devices: int = Field(description="browsers that skip the second factor")
+
+
+class MfaResetOut(BaseModel):
+    totp: int
+    recovery_codes: int
+    trusted_devices: int
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing, unknown or revoked API key"},
 }
@@ -198,6 +231,11 @@ def _ops(request: Request) -> AdminOps:
     return AdminOps(state.repo, state.admin, state.accounts)
 
 
+def _authenticator_ops(request: Request) -> AuthenticatorOps:
+    state = _state(request)
+    return AuthenticatorOps(state.admin, state.authenticators)
+
+
 def _user_or_404(user: Any) -> UserOut:
     if user is None:
         raise ApiError(404, "not_found", "no such user")
@@ -208,7 +246,7 @@ def build_api() -> FastAPI:
     api = FastAPI(
         title="Authgear admin API",
         version="1",
-        description="Users, their sessions, and the audit log. "
+        description="Users, their sessions and authenticators, and the audit log. "
         "Send an admin API key as `Authorization: Bearer <key>`.",
         openapi_url="/openapi.json",
         docs_url=None,
@@ -440,6 +478,57 @@ def build_api() -> FastAPI:
         if count is None:
             raise ApiError(404, "not_found", "no such user")
         return RevokeAllOut(revoked=count)
+
+    @api.get(
+        "/users/{user_id}/authenticators",
+        response_model=AuthenticatorsOut,
+        responses=NOT_FOUND,
+        tags=["authenticators"],
+    )
+    async def list_authenticators(
+        request: Request, actor: ActorDep, user_id: UserId
+    ) -> AuthenticatorsOut:
+        """The user's password, TOTP authenticators, passkeys, recovery codes (counts) and
+        trusted browsers (count), with when each was added and last used."""
+        found = await _authenticator_ops(request).describe(user_id, now_s())
+        if found is None:
+            raise ApiError(404, "not_found", "no such user")
+        return AuthenticatorsOut(**found)
+
+    @api.post(
+        "/users/{user_id}/reset-mfa",
+        response_model=MfaResetOut,
+        responses=NOT_FOUND,
+        tags=["authenticators"],
+    )
+    async def reset_mfa(request: Request, actor: ActorDep, user_id: UserId) -> MfaResetOut:
+        """Remove the user's second factor: TOTP authenticators, recovery codes and trusted
+        browsers (passkeys stay). In `required` mode they enrol again at their next sign-in."""
+        reset = await _authenticator_ops(request).reset_mfa(actor, now_s(), user_id)
+        if reset is None:
+            raise ApiError(404, "not_found", "no such user")
+        return MfaResetOut(
+            totp=reset.totp,
+            recovery_codes=reset.recovery_codes,
+            trusted_devices=reset.device_tokens,
+        )
+
+    @api.delete(
+        "/users/{user_id}/passkeys/{authenticator_id}",
+        status_code=204,
+        responses=NOT_FOUND,
+        tags=["authenticators"],
+    )
+    async def remove_passkey(
+        request: Request,
+        actor: ActorDep,
+        user_id: UserId,
+        authenticator_id: Annotated[str, ID_PATH],
+    ) -> Response:
+        ops = _authenticator_ops(request)
+        if await ops.remove_passkey(actor, now_s(), user_id, authenticator_id) is None:
+            raise ApiError(404, "not_found", "no such passkey")
+        return Response(status_code=204)
 
     @api.get(
         "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from authgear.server import events
-from authgear.server.endpoints.login import normalize_email
+from authgear.server.account_rules import normalize_email
 from authgear.server.passwords import hash_password, password_problem
 from authgear.server.storage import Repository, User
 from authgear.server.storage.admin import (

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from authgear.server.admin import present
+from authgear.server.admin.authenticators import AuthenticatorOps
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.sessions import clear_session_cookie, now_s, session_from_cookie
@@ -38,6 +39,9 @@ DONE_MESSAGES = {
     "reset-sent": "A password reset code and link were emailed to the user.",
     "verified": "The email address is marked verified.",
     "password-set": "The password was set; the user was emailed a notice.",
+    "mfa-reset": "The second factor was reset: authenticator apps, recovery codes and trusted "
+    "browsers are gone.",
+    "passkey-removed": "The passkey was removed.",
 }
 
 
@@ -188,6 +192,7 @@ async def user_page(request: Request) -> Response:
         return _not_found(state, request, "user")
     sessions, next_url, paged = await _session_page(state, request, user.id)
     entries, _ = await state.admin.list_audit(limit=10, target_id=user.id)
+    authn = await AuthenticatorOps(state.admin, state.authenticators).describe(user.id, now_s())
     return _page(
         state,
         request,
@@ -200,6 +205,7 @@ async def user_page(request: Request) -> Response:
             "sessions_next": next_url,
             "sessions_paged": paged,
             "entries": entries,
+            "authn": authn,
             "done": DONE_MESSAGES.get(request.query_params.get("done", "")),
         },
     )
@@ -238,6 +244,7 @@ _ACTIONS = {
     "send-reset": ("Send a password reset?", "Send reset email", "reset-sent"),
     "mark-verified": ("Mark the email address verified?", "Mark verified", "verified"),
     "set-password": ("Set a new password?", "Set password", "password-set"),
+    "reset-mfa": ("Reset this user's second factor?", "Reset second factor", "mfa-reset"),
 }
 _EXPLAIN = {
     "disable": "They are signed out of every app and browser at once and cannot sign in until "
@@ -254,6 +261,9 @@ _EXPLAIN = {
     "their next token or userinfo request.",
     "set-password": "The password must meet the password policy. The user is emailed a notice, "
     "and their sessions end if you tick the box.",
+    "reset-mfa": "Their authenticator apps, recovery codes and trusted browsers are deleted (for "
+    "a user who lost their phone). They sign in with their password or a passkey; if a second "
+    "factor is required, they set up a new one at their next sign-in.",
 }
 
 
@@ -302,6 +312,8 @@ async def user_action(request: Request) -> Response:
         return RedirectResponse("/portal/users?done=deleted", status_code=303)
     if action == "revoke-all":
         await ops.revoke_all(actor, now, user.id)
+    elif action == "reset-mfa":
+        await AuthenticatorOps(state.admin, state.authenticators).reset_mfa(actor, now, user.id)
     else:
         await ops.set_disabled(actor, now, user.id, action == "disable")
     return _back(user.id, done)
@@ -395,6 +407,45 @@ async def revoke_session_action(request: Request) -> Response:
     return _back(user.id, "revoked")
 
 
+async def remove_passkey_action(request: Request) -> Response:
+    """GET: confirm; POST: remove one of the user's passkeys."""
+    state = get_state(request)
+    who = await _admin(state, request)
+    if isinstance(who, Response):
+        return who
+    me, actor = who
+    user_id, passkey_id = _id(request, "user_id"), _id(request, "authenticator_id")
+    user = await state.admin.get_user(user_id) if user_id else None
+    passkey = await state.authenticators.get(user.id, passkey_id) if user and passkey_id else None
+    if user is None or passkey is None or passkey.kind != "passkey":
+        return _not_found(state, request, "passkey")
+    if request.method == "GET":
+        return _page(
+            state,
+            request,
+            "portal/confirm.html",
+            {
+                "me": me,
+                "section": "users",
+                "heading": "Remove this passkey?",
+                "explain": f"The passkey “{passkey.label or 'Passkey'}” will no longer sign "
+                "this user in. Their sessions are not ended.",
+                "button": "Remove passkey",
+                "danger": True,
+                "action": f"/portal/users/{user.id}/passkeys/{passkey.id}/remove",
+                "cancel": f"/portal/users/{user.id}",
+                "user": user,
+                "session": None,
+            },
+        )
+    if not await _checked_form(request):
+        return _expired(state, request)
+    await AuthenticatorOps(state.admin, state.authenticators).remove_passkey(
+        actor, now_s(), user.id, passkey.id
+    )
+    return _back(user.id, "passkey-removed")
+
+
 # -- the user's own sessions ------------------------------------------------------------------
 
 
@@ -454,6 +505,11 @@ def portal_routes() -> list[BaseRoute]:
         Route(
             "/portal/users/{user_id}/sessions/{session_id}/revoke",
             revoke_session_action,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/portal/users/{user_id}/passkeys/{authenticator_id}/remove",
+            remove_passkey_action,
             methods=["GET", "POST"],
         ),
         Route("/portal/users/{user_id}/{action}", user_action, methods=["GET", "POST"]),

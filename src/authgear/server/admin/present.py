@@ -187,6 +187,13 @@ ACTION_LABELS = {
     "session.evict": "Ended session (over the per-user limit)",
     "key.create": "Created API key",
     "key.revoke": "Revoked API key",
+    "user.reset_mfa": "Reset second factor",
+    "passkey.remove": "Removed passkey",
+    "passkey.add": "Added passkey",
+    "totp.add": "Added authenticator app",
+    "totp.remove": "Removed authenticator app",
+    "recovery_codes.regenerate": "Made new recovery codes",
+    "device_tokens.forget": "Forgot trusted browsers",
 }
 
 

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from authgear.server.account_rules import normalize_email
 from authgear.server.accounts import AccountError
-from authgear.server.endpoints.login import normalize_email
 from authgear.server.endpoints.recovery import (
     forgot_password_page,
     reset_done_page,

@@ -3,24 +3,29 @@ session or send the user to the login / sign-up page."""
 
 from __future__ import annotations
 
-import html
 import re
-import secrets
-from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import Response
 
+from authgear.server.authorization import (
+    MFA_ACR,
+    AuthorizationRequest,
+    complete,
+    redirect_back,
+    redirect_uri_allowed,
+    verified_id_token_hint,
+)
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
 from authgear.server.ratelimit import ip_bucket
-from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s, session_from_cookie
+from authgear.server.signin.amr import multi_factor
+from authgear.server.signin.engine import start_flow
+from authgear.server.signin.flow import LOGIN, REAUTH, SIGNUP, LoginFlow, new_flow
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import AuthCode, IdpSession, User
-from authgear.server.tokens import new_secret, sha256_hex
+from authgear.server.storage import IdpSession, User
 from authgear.server.ui import error_page
 
 SUPPORTED_SCOPES = frozenset(
@@ -36,7 +41,6 @@ SUPPORTED_SCOPES = frozenset(
     }
 )
 CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-FLOW_LIFETIME = 3600
 # What a login flow may store of a request, per value (characters). An anonymous visitor makes
 # the server keep these for an hour, so each is capped at what the protocol needs; a longer
 # value is refused (an error redirect), never cut short (a cut state would not match).
@@ -44,41 +48,8 @@ MAX_STATE = 1024
 MAX_NONCE = 512
 MAX_LOGIN_HINT = 320  # an email address
 MAX_UI_LOCALES = 64  # a few BCP 47 tags
-
-
-def redirect_uri_allowed(client: ClientConfig, uri: str) -> bool:
-    """RFC 9700 §2.1 exact match; a public client's loopback IP literal registered without a
-    port matches any port (RFC 8252 §7.3). See security/redirect_uris.py."""
-    return (
-        redirect_uris.match(client.redirect_uris, uri, loopback_any_port=client.is_public)
-        is not None
-    )
-
-
-@dataclass(frozen=True)
-class AuthorizationRequest:
-    """A validated authorization request; stored as the login flow while the user signs in."""
-
-    client_id: str
-    redirect_uri: str
-    response_type: str
-    response_mode: str
-    scopes: list[str]
-    state: str | None
-    nonce: str | None
-    code_challenge: str | None
-    prompt: list[str]
-    max_age: int | None
-    login_hint: str | None
-    ui_locales: str | None
-    page: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AuthorizationRequest:
-        return cls(**data)
+MAX_ACR_VALUES = 512
+MAX_ID_TOKEN_HINT = 8192  # not stored; a JWT we signed is far shorter
 
 
 class RedirectError(Exception):
@@ -148,7 +119,11 @@ def validate(
         if not raw.isdigit() or len(raw) > 10:
             raise RedirectError("invalid_request", "max_age must be a non-negative integer")
         max_age = int(raw)
+    if "none" in prompt and "max_age" in params:
+        # Authgear: no session can be proven fresh without asking the user.
+        raise RedirectError("invalid_request", "prompt=none cannot be combined with max_age")
     _check_lengths(params)
+    acr_values = list(dict.fromkeys(params.get("acr_values", "").split()))[:10]
     page = params.get("x_page") or "login"
     if page not in ("login", "signup"):
         page = "login"
@@ -166,6 +141,7 @@ def validate(
         login_hint=params.get("login_hint") or None,
         ui_locales=params.get("ui_locales") or None,
         page=page,
+        acr_values=acr_values,
     )
 
 
@@ -175,101 +151,11 @@ def _check_lengths(params: dict[str, str]) -> None:
         ("nonce", MAX_NONCE),
         ("login_hint", MAX_LOGIN_HINT),
         ("ui_locales", MAX_UI_LOCALES),
+        ("acr_values", MAX_ACR_VALUES),
+        ("id_token_hint", MAX_ID_TOKEN_HINT),
     ):
         if len(params.get(name, "")) > limit:
             raise RedirectError("invalid_request", f"{name} is longer than {limit} characters")
-
-
-def redirect_back(
-    state: ServerState,
-    redirect_uri: str,
-    mode: str,
-    values: dict[str, str | None],
-) -> Response:
-    """Answer the client: query, fragment or form_post; always with the RFC 9207 ``iss``.
-
-    ``redirect_uri`` is the string the client asked for, validated by parse_request: every
-    mode uses it as it is (never re-serialized by another parser)."""
-    data = {k: v for k, v in values.items() if v is not None}
-    data["iss"] = state.issuer
-    if mode == "form_post":
-        return _form_post(redirect_uri, data)
-    encoded = urlencode(data)
-    if mode == "fragment":
-        target = f"{redirect_uri}#{encoded}"
-    else:
-        target = redirect_uris.add_query(redirect_uri, encoded)
-    return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
-
-
-def _form_post(redirect_uri: str, data: dict[str, str]) -> Response:
-    """OAuth 2.0 Form Post Response Mode: a page that posts the response to the client.
-
-    Its CSP allows a form submission only to the redirect URI's origin, so even a browser that
-    read the action differently from us would not send the code anywhere else."""
-    nonce = secrets.token_urlsafe(16)
-    inputs = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-        for k, v in data.items()
-    )
-    body = (
-        "<!doctype html><html><head><title>Continue</title></head><body>"
-        f'<form method="post" action="{html.escape(redirect_uri)}">{inputs}'
-        '<noscript><button type="submit">Continue</button></noscript></form>'
-        f'<script nonce="{nonce}">document.forms[0].submit()</script></body></html>'
-    )
-    target = redirect_uris.parse(redirect_uri)
-    return HTMLResponse(
-        body,
-        headers={
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": (
-                f"default-src 'none'; script-src 'nonce-{nonce}'; "
-                f"form-action {_csp_source(target)}; base-uri 'none'; frame-ancestors 'none'"
-            ),
-            "Referrer-Policy": "no-referrer",
-        },
-    )
-
-
-def _csp_source(target: redirect_uris.RedirectURI) -> str:
-    """The CSP source for the target's origin. CSP has no syntax for IPv6 literals, so a
-    [::1] target gets its scheme (the action itself is the validated URI)."""
-    if target.host is None or target.host.startswith("["):
-        return f"{target.scheme}:"
-    return target.origin
-
-
-async def complete(
-    state: ServerState, req: AuthorizationRequest, session: IdpSession, user: User
-) -> Response:
-    """The user is signed in: issue a code (or nothing, for response_type=none) and go back."""
-    if req.response_type == "none":
-        return redirect_back(state, req.redirect_uri, req.response_mode, {"state": req.state})
-    code = new_secret()
-    now = now_s()
-    await state.repo.add_code(
-        AuthCode(
-            code_hash=sha256_hex(code),
-            client_id=req.client_id,
-            user_id=user.id,
-            idp_session_id=session.id,
-            redirect_uri=req.redirect_uri,
-            scopes=req.scopes,
-            nonce=req.nonce,
-            code_challenge=req.code_challenge,
-            auth_time=session.authenticated_at,
-            amr=session.amr,
-            created_at=now,
-            expires_at=now + state.config.authorization_code_lifetime,
-            used_at=None,
-            issued_grant_id=None,
-            issued_token_hash=None,
-        )
-    )
-    return redirect_back(
-        state, req.redirect_uri, req.response_mode, {"code": code, "state": req.state}
-    )
 
 
 async def authorize_endpoint(request: Request) -> Response:
@@ -297,50 +183,146 @@ async def authorize_endpoint(request: Request) -> Response:
             {"error": e.error, "error_description": e.description, "state": client_state},
         )
 
-    found = await session_from_cookie(state, request)
-    if found is not None and "login" not in req.prompt:
-        session, user = found
-        # max_age=0 asks for a fresh login, like prompt=login.
-        if req.max_age is None or (
-            req.max_age > 0 and now_s() - session.authenticated_at <= req.max_age
-        ):
-            return await complete(state, req, session, user)
-    if "none" in req.prompt:
+    hint_token = params.get("id_token_hint")
+    hint = verified_id_token_hint(state, hint_token) if hint_token else None
+    if hint_token and (hint is None or hint.get("aud") != req.client_id):
+        # OIDC Core §3.1.2.2: a hint we did not issue to this client is an error, never a
+        # reason to sign in someone else.
         return redirect_back(
             state,
             req.redirect_uri,
             req.response_mode,
             {
-                "error": "login_required",
-                "error_description": "login is required",
+                "error": "invalid_request",
+                "error_description": "invalid id_token_hint",
                 "state": req.state,
             },
         )
-    flow_id = new_secret()
-    now = now_s()
-    limits = state.config.rate_limits
-    if not await state.repo.add_flow(
-        flow_id,
-        req.to_json(),
-        now,
-        now + FLOW_LIFETIME,
-        ip_key=visitor,
-        max_live=limits.login_flows_per_ip if limits.enabled else None,
-    ):
-        # RFC 6749 §4.1.2.1: the app learns it, the server stores nothing more.
-        return redirect_back(
-            state,
-            req.redirect_uri,
-            req.response_mode,
-            {
-                "error": "temporarily_unavailable",
-                "error_description": "too many sign-ins in progress from this network",
-                "state": req.state,
-            },
-        )
-    path = "/signup" if req.page == "signup" else "/login"
-    return RedirectResponse(
-        f"{path}?{urlencode({'flow': flow_id})}",
-        status_code=303,
-        headers={"Cache-Control": "no-store"},
+    return await _decide(state, request, req, hint, visitor)
+
+
+def _error(req: AuthorizationRequest, state: ServerState, error: str, text: str) -> Response:
+    return redirect_back(
+        state,
+        req.redirect_uri,
+        req.response_mode,
+        {"error": error, "error_description": text, "state": req.state},
     )
+
+
+async def _hinted_session_time(
+    state: ServerState, hint: dict[str, Any], now: int
+) -> tuple[int | None, str | None, str | None]:
+    """When the session an id_token_hint names (its ``sid``) last authenticated, and whether
+    it is a browser session or an app session (offline grant): (authenticated_at, idp session
+    id, grant id). Only a live session of the hint's user counts."""
+    sid, sub = hint.get("sid"), hint.get("sub")
+    if not isinstance(sid, str) or not isinstance(sub, str) or len(sid) > 100:
+        return None, None, None
+    session = await state.repo.get_idp_session(sid)
+    if session is not None and session.user_id == sub and session.expires_at > now:
+        return session.authenticated_at, session.id, None
+    grant = await state.repo.get_grant(sid)
+    if grant is not None and grant.user_id == sub and grant.expires_at > now:
+        return grant.authenticated_at, None, grant.id
+    return None, None, None
+
+
+async def _decide(
+    state: ServerState,
+    request: Request,
+    req: AuthorizationRequest,
+    hint: dict[str, Any] | None,
+    visitor: str | None,
+) -> Response:
+    """Use the browser session, or start a sign-in flow (login, or a reauthentication of the
+    hinted user), per prompt, max_age, acr_values and id_token_hint (accounts spec §1.7).
+
+    ``max_age`` is measured against the hinted session when there is a hint (Authgear), else
+    against the browser's session (OIDC Core §3.1.2.1). A hint for another user than the
+    browser's never uses the browser's session: that user signs in, nobody else."""
+    now = now_s()
+    found = await session_from_cookie(state, request)
+    hint_sub = str(hint["sub"]) if hint is not None and isinstance(hint.get("sub"), str) else None
+    hinted_at, hinted_idp, hinted_grant = (
+        await _hinted_session_time(state, hint, now) if hint is not None else (None, None, None)
+    )
+    if hint is not None:
+        reference = hinted_at
+    else:
+        reference = found[0].authenticated_at if found is not None else None
+    stale = req.max_age is not None and (
+        req.max_age == 0 or reference is None or not 0 <= now - reference <= req.max_age
+    )
+    login = "login" in req.prompt or stale
+    usable = found is not None and (hint_sub is None or found[1].id == hint_sub)
+    mfa_asked = MFA_ACR in req.acr_values
+    if found is not None and usable and not login:
+        session, user = found
+        if not mfa_asked or multi_factor(session.amr):
+            return await complete(state, req, session, user, acr=MFA_ACR if mfa_asked else None)
+        if "none" in req.prompt:
+            # acr is a voluntary claim (OIDC Core §5.5.1.1): the app sees it is missing.
+            return await complete(state, req, session, user)
+        # A step-up: this user confirms it is them, with a second factor.
+        flow = new_flow(REAUTH, _starter(req), now, user_id=user.id, reauth_session=session.id)
+        flow.require_mfa = True
+        return await _start(state, request, req, flow, visitor)
+    if "none" in req.prompt:
+        return _error(req, state, "login_required", "login is required")
+    hinted_sid = hinted_idp or hinted_grant
+    flow = _login_flow(req, now, hint, hint_sub, hinted_sid, found)
+    # The app session the hint names gets the new authenticated_at at the code exchange.
+    flow.reauth_grant = hinted_sid if flow.intent == REAUTH else None
+    flow.require_mfa = mfa_asked
+    return await _start(state, request, req, flow, visitor)
+
+
+def _starter(req: AuthorizationRequest) -> dict[str, Any]:
+    return {"kind": "authorize", "request": req.to_json()}
+
+
+def _login_flow(
+    req: AuthorizationRequest,
+    now: int,
+    hint: dict[str, Any] | None,
+    hint_sub: str | None,
+    hinted_sid: str | None,
+    found: tuple[IdpSession, User] | None,
+) -> LoginFlow:
+    """A reauthentication when the hint is unexpired and names a live session of its user
+    (Authgear's rule): no identify step; the browser's session is refreshed if it is that
+    user's. Otherwise a login (of the hinted user only, when there is a hint)."""
+    intent = SIGNUP if req.page == SIGNUP else LOGIN
+    if hint is None or hint_sub is None:
+        return new_flow(intent, _starter(req), now)
+    exp = hint.get("exp")
+    unexpired = isinstance(exp, int) and exp > now
+    if unexpired and hinted_sid is not None:
+        same = found is not None and found[1].id == hint_sub
+        return new_flow(
+            REAUTH,
+            _starter(req),
+            now,
+            user_id=hint_sub,
+            reauth_session=found[0].id if same and found is not None else None,
+        )
+    return new_flow(LOGIN, _starter(req), now, expected_user=hint_sub)
+
+
+async def _start(
+    state: ServerState,
+    request: Request,
+    req: AuthorizationRequest,
+    flow: LoginFlow,
+    visitor: str | None,
+) -> Response:
+    if flow.user_id is not None:
+        user = await state.repo.get_user(flow.user_id)
+        if user is None or user.disabled:
+            return _error(req, state, "login_required", "the hinted user cannot sign in")
+    # RFC 6749 §4.1.2.1: over the cap of live flows, the app learns it and nothing is stored.
+    capped = _error(
+        req, state, "temporarily_unavailable", "too many sign-ins in progress from this network"
+    )
+    return await start_flow(state, request, flow, capped=capped)

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from authgear.server.authorization import MFA_ACR
 from authgear.server.endpoints.authorize import SUPPORTED_SCOPES
 from authgear.server.state import ServerState, get_state
 from authgear.server.tokens import (
@@ -53,6 +54,7 @@ def discovery_document(state: ServerState) -> dict[str, Any]:
             "iat",
             "auth_time",
             "amr",
+            "acr",
             "sid",
             "nonce",
             "email",
@@ -62,6 +64,8 @@ def discovery_document(state: ServerState) -> dict[str, Any]:
             CLAIM_CAN_REAUTHENTICATE,
             CLAIM_ROLES,
         ],
+        # Beyond Authgear (accounts spec §1.5): an app can demand a second factor.
+        "acr_values_supported": [MFA_ACR],
         "authorization_response_iss_parameter_supported": True,
         "ui_locales_supported": ["en"],
     }

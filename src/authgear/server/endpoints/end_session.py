@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from authgear.server.authorization import verified_id_token_hint
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, query_params, read_form
 from authgear.server.security import redirect_uris
@@ -32,30 +32,6 @@ from authgear.server.ui import csrf_ok, error_page, render
 
 # Passed through the confirmation page's form.
 CARRIED = ("post_logout_redirect_uri", "state", "client_id", "ui_locales")
-
-
-def _verified_hint(state: ServerState, id_token_hint: str | None) -> dict[str, Any] | None:
-    """The claims of an ID token we signed (expired ones too, as the spec allows), or None."""
-    if not id_token_hint or len(id_token_hint) > 8192:
-        return None
-    try:
-        header = jwt.get_unverified_header(id_token_hint)
-        key = state.keys.public_keys.get(str(header.get("kid")))
-        if key is None:
-            return None
-        claims: dict[str, Any] = jwt.decode(
-            id_token_hint,
-            key,
-            algorithms=["RS256"],
-            issuer=state.issuer,
-            options={"verify_exp": False, "verify_aud": False},
-        )
-    except (jwt.PyJWTError, ValueError, RecursionError):
-        return None
-    aud = claims.get("aud")
-    if not isinstance(aud, str) or state.config.client(aud) is None:
-        return None
-    return claims
 
 
 def _for_this_session(claims: dict[str, Any] | None, found: tuple[IdpSession, User]) -> bool:
@@ -90,7 +66,7 @@ async def _params(request: Request) -> dict[str, str]:
 async def end_session_endpoint(request: Request) -> Response:
     state = get_state(request)
     params = await _params(request)
-    hint = _verified_hint(state, params.get("id_token_hint"))
+    hint = verified_id_token_hint(state, params.get("id_token_hint"))
     client_id = params.get("client_id") or None
     if hint is not None and client_id is not None and client_id != hint["aud"]:
         return error_page(state, request, "The sign-out request is not valid.", 400)

@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from authgear.server.account_rules import normalize_email, safe_next
 from authgear.server.accounts import AccountError, PolicyViolated
-from authgear.server.endpoints.login import normalize_email, safe_next
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.security import password_policy
 from authgear.server.state import ServerState, get_state

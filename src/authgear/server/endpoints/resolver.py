@@ -41,7 +41,7 @@ def _valid_headers(user: User, amr: list[str], auth_time: int | None) -> dict[st
         "X-Authgear-User-Id": user.id,
         "X-Authgear-User-Anonymous": "false",
         "X-Authgear-User-Verified": _bool(user.email_verified),
-        "X-Authgear-User-Can-Reauthenticate": _bool(user.password_hash is not None),
+        "X-Authgear-User-Can-Reauthenticate": _bool(user.can_reauthenticate),
     }
     if user.roles:
         headers["X-Authgear-User-Roles"] = ",".join(user.roles)

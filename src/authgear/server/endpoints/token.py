@@ -218,10 +218,18 @@ async def _authorization_code(
         auth_time=record.auth_time,
         amr=record.amr,
         nonce=record.nonce,
+        acr=record.acr,
+    )
+    reauth = (
+        (record.reauth_grant_id, user.id, client.id, record.auth_time)
+        if record.reauth_grant_id
+        else None
     )
     # False when the browser session ended since the code was issued: ending a session deletes
     # its codes, and this checks (in the same transaction) that the code is still there.
-    if not await state.repo.exchange_code(code_hash, grant=grant, token=issued.record):
+    if not await state.repo.exchange_code(
+        code_hash, grant=grant, token=issued.record, reauth=reauth
+    ):
         raise OAuthError("invalid_grant", "invalid authorization code")
     if grant is not None:
         await end_sessions_over_limit(state, user.id, grant.id)

@@ -33,7 +33,7 @@ def userinfo_claims(user: User) -> dict[str, Any]:
         **user_claims(
             is_anonymous=False,
             is_verified=user.email_verified,
-            can_reauthenticate=user.password_hash is not None,
+            can_reauthenticate=user.can_reauthenticate,
             roles=list(user.roles),
         ),
         "custom_attributes": dict(user.custom_attributes),

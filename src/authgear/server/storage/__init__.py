@@ -9,7 +9,9 @@ from authgear.server.storage.db import PoolStats
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
+    Authenticator,
     EndedSession,
+    FlowRow,
     IdpSession,
     LoginFailure,
     OfflineGrant,
@@ -58,6 +60,9 @@ class Repository(Protocol):
         idle_timeout: int | None,
         min_interval: int = 0,
     ) -> None: ...
+    async def reauthenticate_session(
+        self, session_id: str, user_id: str, now: int, amr: list[str]
+    ) -> bool: ...
     async def end_session(
         self, session_id: str, *, user_id: str | None = None
     ) -> EndedSession | None: ...
@@ -90,7 +95,12 @@ class Repository(Protocol):
     async def get_code(self, code_hash: str) -> AuthCode | None: ...
     async def claim_code(self, code_hash: str, now: int) -> bool: ...
     async def exchange_code(
-        self, code_hash: str, *, grant: OfflineGrant | None, token: AccessTokenRecord
+        self,
+        code_hash: str,
+        *,
+        grant: OfflineGrant | None,
+        token: AccessTokenRecord,
+        reauth: tuple[str, str, str, int] | None = None,
     ) -> bool: ...
     async def revoke_code_issue(self, code_hash: str) -> None: ...
 
@@ -103,9 +113,13 @@ class Repository(Protocol):
         *,
         ip_key: str | None = None,
         max_live: int | None = None,
+        binding: str | None = None,
     ) -> bool: ...
     async def get_flow(self, flow_id: str, now: int) -> dict[str, Any] | None: ...
     async def delete_flow(self, flow_id: str) -> None: ...
+    async def get_flow_row(self, flow_id: str, now: int) -> FlowRow | None: ...
+    async def update_flow(self, flow_id: str, rev: int, data: dict[str, Any]) -> bool: ...
+    async def take_flow(self, flow_id: str, rev: int) -> bool: ...
 
     async def list_signing_keys(self) -> list[SigningKey]: ...
     async def add_signing_key(self, key: SigningKey) -> None: ...
@@ -128,7 +142,9 @@ class Repository(Protocol):
 __all__ = [
     "AccessTokenRecord",
     "AuthCode",
+    "Authenticator",
     "EndedSession",
+    "FlowRow",
     "IdpSession",
     "LoginFailure",
     "OfflineGrant",

@@ -19,6 +19,14 @@ class User:
     created_at: int
     updated_at: int
     last_login_at: int | None
+    # TOTP authenticators and passkeys (recovery codes do not count).
+    authenticator_count: int = 0
+
+    @property
+    def can_reauthenticate(self) -> bool:
+        """Authgear's claim: the user has at least one authenticator (password, TOTP or
+        passkey), so a fresh sign-in is possible (accounts spec §1.8)."""
+        return self.password_hash is not None or self.authenticator_count > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,8 @@ class AuthCode:
     used_at: int | None
     issued_grant_id: str | None
     issued_token_hash: str | None = field(repr=False)
+    acr: str | None = None
+    reauth_grant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +141,29 @@ class EndedSession:
 
     kind: str
     row: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """A TOTP authenticator, a recovery code or a passkey (storage/schema.py authenticators)."""
+
+    id: str
+    user_id: str
+    kind: str
+    label: str | None
+    secret: str | None = field(repr=False)
+    counter: int | None
+    credential_id: str | None
+    public_key: str | None = field(repr=False)
+    data: dict[str, Any]
+    created_at: int
+    last_used_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    """A stored sign-in flow: its data, revision (for compare-and-set) and browser binding."""
+
+    data: dict[str, Any]
+    rev: int
+    binding: str | None = field(repr=False)

@@ -36,6 +36,9 @@ users = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("last_login_at", BigInteger, nullable=True),
+    # TOTP authenticators and passkeys (not recovery codes), kept with the authenticators in
+    # one transaction: can_reauthenticate is read on every token without another query.
+    Column("authenticator_count", Integer, nullable=False, default=0, server_default="0"),
 )
 
 idp_sessions = Table(
@@ -116,6 +119,11 @@ auth_codes = Table(
     # What the first exchange issued, revoked if the code is replayed.
     Column("issued_grant_id", String(36), nullable=True),
     Column("issued_token_hash", String(64), nullable=True),
+    # The acr the request asked for and the sign-in satisfied (emitted in the tokens).
+    Column("acr", String(200), nullable=True),
+    # Reauthentication of an app session (the id_token_hint's sid): its authenticated_at moves
+    # forward when this code is exchanged.
+    Column("reauth_grant_id", String(36), nullable=True),
 )
 
 # A pending authorization request while the user is on the login/sign-up page.
@@ -128,6 +136,10 @@ auth_flows = Table(
     Column("expires_at", BigInteger, nullable=False),
     # Who started it (an IPv4 address or an IPv6 /64): live flows are capped per visitor.
     Column("ip_key", String(64), nullable=True),
+    # SHA-256 of the browser-binding cookie: a flow continues only in the browser it started in.
+    Column("binding", String(64), nullable=True),
+    # Bumped by every write; writes and finishing are compare-and-set on it.
+    Column("rev", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_auth_flows_ip_key_expires_at", "ip_key", "expires_at"),
     Index("ix_auth_flows_expires_at", "expires_at"),
 )
@@ -163,6 +175,40 @@ login_failures = Table(
     Column("count", Integer, nullable=False),
     Column("first_at", BigInteger, nullable=False),
     Column("locked_until", BigInteger, nullable=True),
+)
+
+# A user's authenticators besides the password (which stays in users.password_hash):
+# "totp" (secret sealed, counter = last accepted time step, for replay protection),
+# "recovery_code" (secret = keyed hash of the code, last_used_at set = consumed) and
+# "passkey" (credential_id, COSE public key, counter = sign count).
+authenticators = Table(
+    "authenticators",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("label", String(200), nullable=True),
+    Column("secret", Text, nullable=True),
+    Column("counter", BigInteger, nullable=True),
+    # base64url of the WebAuthn credential id (at most 1023 bytes).
+    Column("credential_id", String(1400), nullable=True, unique=True),
+    Column("public_key", Text, nullable=True),
+    Column("data", JSON, nullable=False, default=dict),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    Index("ix_authenticators_user_id_kind", "user_id", "kind"),
+)
+
+# "Trust this device": SHA-256 of the mfa_device_token cookie, per user, until expires_at.
+mfa_device_tokens = Table(
+    "mfa_device_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_mfa_device_tokens_user_id", "user_id"),
+    Index("ix_mfa_device_tokens_expires_at", "expires_at"),
 )
 
 # Secrets the server generates once, e.g. the key that derives rotated refresh tokens.

@@ -18,6 +18,7 @@ from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
     EndedSession,
+    FlowRow,
     IdpSession,
     LoginFailure,
     OfflineGrant,
@@ -150,6 +151,7 @@ class SQLRepository:
             "created_at": now,
             "updated_at": now,
             "last_login_at": None,
+            "authenticator_count": 0,
         }
         try:
             async with self.engine.begin() as conn:
@@ -192,13 +194,17 @@ class SQLRepository:
             postgresql.insert if self.engine.dialect == "postgresql" else sqlite.insert
         )(table)
         async with self.engine.begin() as conn:
-            await conn.execute(
-                insert_new.values(
-                    key=key, count=0, first_at=now, locked_until=None
-                ).on_conflict_do_nothing(index_elements=[table.c.key])
-            )
-            q = select(table).where(table.c.key == key).with_for_update()
-            row = (await conn.execute(q)).mappings().one()
+            row = None
+            # A concurrent success may delete the row between our insert and our lock
+            # (clear_login_failures): insert again until the row is there to lock.
+            while row is None:
+                await conn.execute(
+                    insert_new.values(
+                        key=key, count=0, first_at=now, locked_until=None
+                    ).on_conflict_do_nothing(index_elements=[table.c.key])
+                )
+                q = select(table).where(table.c.key == key).with_for_update()
+                row = (await conn.execute(q)).mappings().first()
             reserved = lockout.reserve(LoginFailure(**row), key, now, policy)
             if reserved is None:
                 return False
@@ -271,6 +277,24 @@ class SQLRepository:
                     expires_at=expires,
                 )
             )
+
+    async def reauthenticate_session(
+        self, session_id: str, user_id: str, now: int, amr: list[str]
+    ) -> bool:
+        """A fresh sign-in in a live browser session: ``authenticated_at`` becomes now and its
+        amr is replaced (Authgear's ``Provider.Reauthenticate``). False: the session is gone."""
+        sessions = t.idp_sessions
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.id == session_id,
+                    sessions.c.user_id == user_id,
+                    sessions.c.expires_at > now,
+                )
+                .values(authenticated_at=now, amr=amr)
+            )
+        return bool(res.rowcount)
 
     async def end_session(
         self, session_id: str, *, user_id: str | None = None
@@ -373,6 +397,8 @@ class SQLRepository:
                     used_at=None,
                     issued_grant_id=None,
                     issued_token_hash=None,
+                    acr=c.acr,
+                    reauth_grant_id=c.reauth_grant_id,
                 )
             )
 
@@ -398,10 +424,16 @@ class SQLRepository:
         *,
         grant: OfflineGrant | None,
         token: AccessTokenRecord,
+        reauth: tuple[str, str, str, int] | None = None,
     ) -> bool:
         """Store what a code exchange issued, in one transaction, if the code is still there
         (ending its browser session deletes it). The code's row is written first: it orders
-        this transaction with a concurrent :func:`end_session`, which deletes codes first."""
+        this transaction with a concurrent :func:`end_session`, which deletes codes first.
+
+        ``reauth`` = (sid, user id, client id, auth_time): a reauthentication of the app session
+        the ID token hint's ``sid`` named (the grant of that id, or this client's grants made
+        from that browser session, which is what our ID tokens' ``sid`` names); their
+        ``authenticated_at`` moves forward only (Authgear keeps the grant's amr)."""
         async with self.engine.begin() as conn:
             res = await conn.execute(
                 update(t.auth_codes)
@@ -419,6 +451,21 @@ class SQLRepository:
             if grant is not None:
                 await _insert_grant(conn, grant)
             await _insert_access_token(conn, token)
+            if reauth is not None:
+                sid, user_id, client_id, at = reauth
+                grants = t.offline_grants
+                await conn.execute(
+                    update(grants)
+                    .where(
+                        grants.c.user_id == user_id,
+                        or_(
+                            grants.c.id == sid,
+                            and_(grants.c.idp_session_id == sid, grants.c.client_id == client_id),
+                        ),
+                        grants.c.authenticated_at < at,
+                    )
+                    .values(authenticated_at=at)
+                )
         return True
 
     async def revoke_code_issue(self, code_hash: str) -> None:
@@ -447,6 +494,7 @@ class SQLRepository:
         *,
         ip_key: str | None = None,
         max_live: int | None = None,
+        binding: str | None = None,
     ) -> bool:
         """Store a login flow; with ``max_live``, only while ``ip_key`` has fewer live flows.
         False: over that cap. Count and insert are one step for every process: the transaction
@@ -459,6 +507,8 @@ class SQLRepository:
             "created_at": now,
             "expires_at": expires_at,
             "ip_key": ip_key,
+            "binding": binding,
+            "rev": 0,
         }
         async with self.engine.begin() as conn:
             if ip_key is not None and max_live is not None:
@@ -491,6 +541,35 @@ class SQLRepository:
     async def delete_flow(self, flow_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(t.auth_flows).where(t.auth_flows.c.id == flow_id))
+
+    async def get_flow_row(self, flow_id: str, now: int) -> FlowRow | None:
+        flows = t.auth_flows
+        async with self.engine.connect() as conn:
+            q = select(flows.c.data, flows.c.rev, flows.c.binding).where(
+                flows.c.id == flow_id, flows.c.expires_at > now
+            )
+            r = (await conn.execute(q)).mappings().first()
+        return FlowRow(dict(r["data"]), int(r["rev"]), r["binding"]) if r else None
+
+    async def update_flow(self, flow_id: str, rev: int, data: dict[str, Any]) -> bool:
+        """Write a flow's data if it is still at revision ``rev`` (compare-and-set): a
+        concurrent writer that got there first makes this one fail instead of being lost."""
+        flows = t.auth_flows
+        async with self.engine.begin() as conn:
+            res = await conn.execute(
+                update(flows)
+                .where(flows.c.id == flow_id, flows.c.rev == rev)
+                .values(data=data, rev=rev + 1)
+            )
+        return bool(res.rowcount)
+
+    async def take_flow(self, flow_id: str, rev: int) -> bool:
+        """Delete a flow that is finishing, if still at ``rev``: of two concurrent finishes of
+        one flow, exactly one gets True."""
+        flows = t.auth_flows
+        async with self.engine.begin() as conn:
+            res = await conn.execute(delete(flows).where(flows.c.id == flow_id, flows.c.rev == rev))
+        return bool(res.rowcount)
 
     # -- signing keys -------------------------------------------------------------------------
     async def list_signing_keys(self) -> list[SigningKey]:
@@ -620,6 +699,7 @@ class SQLRepository:
                 t.access_tokens.c.session_id,
             ),
             (t.idp_sessions.c.id, t.idp_sessions.c.expires_at < now, None),
+            (t.mfa_device_tokens.c.token_hash, t.mfa_device_tokens.c.expires_at < now, None),
             (
                 failures.c.key,
                 and_(

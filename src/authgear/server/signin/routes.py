@@ -1,0 +1,17 @@
+"""Every route of the sign-in and of the security settings, in one list for the app."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Route
+
+from authgear.server.signin import engine, settings_page
+
+
+def signin_routes() -> list[BaseRoute]:
+    return [
+        Route("/login", engine.login_page, methods=["GET", "POST"]),
+        Route("/signup", engine.signup_page, methods=["GET", "POST"]),
+        Route("/flow/{step}", engine.step_page, methods=["GET", "POST"]),
+        Route("/flow/{step}/options", engine.options_endpoint, methods=["POST"]),
+        *settings_page.routes(),
+    ]
