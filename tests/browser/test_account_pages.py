@@ -76,7 +76,7 @@ def test_signup_with_required_verification_reads_the_code_from_a_real_smtp_serve
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Create account").click()
-        page.wait_for_url(re.compile(r".*/verify-email\?flow="))
+        page.wait_for_url(re.compile(r".*/flow/verify_email\?flow="))
         assert page.get_by_role("heading", name="Verify your email").is_visible()
         page.screenshot(path=str(SHOTS / "verify-email.png"))
         code = code_of(sink.wait(email, "verify_email"))

@@ -38,14 +38,15 @@ def test_required_verification_holds_signup_until_the_code_then_continues_the_oa
     _start_required(server)
     email = new_email()
     browser, flow, held = _signup_in_flow(server, email)
-    assert held.status_code == 303 and held.headers["location"].startswith("/verify-email?flow=")
+    assert held.status_code == 303
+    assert held.headers["location"].startswith("/flow/verify_email?flow=")
     # No session and no authorization code yet.
     assert "You are not signed in" in browser.http.get("/").text
     page = browser.http.get(held.headers["location"])
     assert page.status_code == 200 and f"We sent a code to {email}" in page.text
     code = code_of(wait_outbox(server.data_dir, email, "verify_email"))
 
-    # The pending URL is worthless in another browser (no cookie binding it), even with the code.
+    # The flow's URL is worthless in another browser (no cookie binding it), even with the code.
     thief = httpx2.Client(base_url=server.url, timeout=30)
     stolen = thief.get(held.headers["location"])
     assert stolen.status_code == 400 and "expired" in stolen.text
@@ -72,14 +73,20 @@ def test_required_verification_holds_signin_of_an_unverified_user_and_the_link_c
     server.create_user(email, PASSWORD)  # created unverified by the CLI
     pages = Pages(server.url)
     held = pages.login(email, PASSWORD, path="/login?next=/settings")
-    assert held.status_code == 303 and held.headers["location"].startswith("/verify-email?flow=")
+    assert held.status_code == 303
+    step = held.headers["location"]
+    assert step.startswith("/flow/verify_email?flow=")
+    step_page = pages.get(step)
+    assert step_page.status_code == 200 and "I opened the link" in step_page.text
     link = link_of(wait_outbox(server.data_dir, email, "verify_email"))
     shown = pages.get(link.removeprefix(server.url))
     assert shown.status_code == 200
     token = link.rpartition("=")[2]
     done = pages.post_with("/verify-email", {"token": token}, shown.text)
-    # Opened in the same browser: the held sign-in goes on to where it was heading.
-    assert done.status_code == 303 and done.headers["location"] == "/settings"
+    assert done.status_code == 200 and "is verified" in done.text
+    # Back on the held sign-in: "continue" goes on to where it was heading.
+    cont = pages.post_with(step, {"action": "continue"}, step_page.text)
+    assert cont.status_code == 303 and cont.headers["location"] == "/settings"
     assert "Password and email" in pages.get("/settings").text
     # A verified user signs in without being held.
     again = Pages(server.url)
