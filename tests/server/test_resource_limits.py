@@ -67,9 +67,19 @@ def count(server: ServerProcess, sql: str, *params: Any) -> int:
     return int(server.query(sql, *params)[0][0])
 
 
+METRICS_TOKEN = "resource-limits-metrics-token"
+
+
 def metric(server: ServerProcess, name: str, labels: str = "") -> float:
-    """A sample from /metrics (0 when absent)."""
-    text = httpx2.get(server.url + "/metrics", timeout=10).text
+    """A sample from /metrics (0 when absent). /metrics is off the public port unless the
+    server has a metrics token: the tests that read it set ``metrics_token: METRICS_TOKEN``."""
+    r = httpx2.get(
+        server.url + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
+    assert r.status_code == 200, f"/metrics answered {r.status_code}"
+    text = r.text
     pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+-]+)$"
     m = re.search(pattern, text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
@@ -228,7 +238,11 @@ def test_purge_deletes_floods_in_batches_and_expires_stale_lockouts_and_old_audi
 ) -> None:
     server = fresh_server
     server.config.update(
-        purge_interval=1, key_refresh_interval=1, audit_log_retention_days=30, metrics_enabled=True
+        purge_interval=1,
+        key_refresh_interval=1,
+        audit_log_retention_days=30,
+        metrics_enabled=True,
+        metrics_token=METRICS_TOKEN,
     )
     server.start()
     now = int(time.time())
@@ -427,6 +441,7 @@ def test_50_concurrent_wrong_passwords_never_run_more_hashes_than_the_bound_and_
     server = fresh_server
     server.config["password_hashing"] = {"max_concurrent": 2, "queue_timeout": 0.2}
     server.config["lockout"] = {"enabled": False}
+    server.config["metrics_token"] = METRICS_TOKEN
     server.start()
     assert server.proc is not None
     email = new_email()
