@@ -35,13 +35,13 @@ from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
 from authgear.server.endpoints.userinfo import userinfo_endpoint
 from authgear.server.health import (
-    CAUSE_LOGGED,
     healthz,
     metrics_endpoint,
     metrics_with_token,
     readyz,
 )
 from authgear.server.lifecycle import build_state, close_state, maintain_forever, sample_forever
+from authgear.server.logs import CAUSE_LOGGED
 from authgear.server.middleware import (
     DISCONNECTED,
     CORSMiddleware,
@@ -148,7 +148,10 @@ async def _error(request: Request, exc: Exception) -> Response:
 
 
 async def _hashing_busy(request: Request, exc: Exception) -> Response:
+    """More password checks than the bound at once (passwords.py): 503, logged as the cause
+    (a warning, not an error: the server is doing what it was configured to do)."""
     retry_after = exc.retry_after if isinstance(exc, passwords.HashingBusy) else 5
+    passwords.log_busy(request.scope)
     return busy_page(get_state(request), request, retry_after)
 
 

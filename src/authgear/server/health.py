@@ -12,12 +12,11 @@ from starlette.responses import JSONResponse, Response
 from authgear.server import metrics
 from authgear.server.http import bearer_token
 from authgear.server.lifecycle import DRAIN
+from authgear.server.logs import CAUSE_LOGGED
 from authgear.server.state import get_state
 
 log = logging.getLogger("authgear.server")
 NO_STORE = {"Cache-Control": "no-store"}
-# Set on a request whose 5xx answer was logged with its cause already.
-CAUSE_LOGGED = "authgear.cause_logged"
 PING_TIMEOUT = 3.0
 
 

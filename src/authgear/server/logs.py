@@ -30,6 +30,10 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "taskName",
 }
 
+# Set on a request (its ASGI scope) whose 5xx answer was logged with its cause already: the
+# HTTP layer then adds no ERROR line of its own.
+CAUSE_LOGGED = "authgear.cause_logged"
+
 
 def request_id(header: str | None) -> str:
     """The client's X-Request-ID when it is a plain token, else a new one."""

@@ -15,10 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authgear.server import metrics
 from authgear.server.config import ServerConfig
 from authgear.server.events import GRANT_TYPE_KEY
-from authgear.server.health import CAUSE_LOGGED
 from authgear.server.http import client_ip
 from authgear.server.lifecycle import DRAIN
-from authgear.server.logs import REQUEST_ID, request_id
+from authgear.server.logs import CAUSE_LOGGED, REQUEST_ID, request_id
 
 log = logging.getLogger("authgear.server")
 access_log = logging.getLogger("authgear.access")

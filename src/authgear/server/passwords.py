@@ -9,11 +9,12 @@ wait in a bounded queue for a bounded time, then get :class:`HashingBusy` (503, 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, MutableMapping
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,6 +22,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from authgear.server import metrics
+from authgear.server.logs import CAUSE_LOGGED
+
+log = logging.getLogger("authgear.server")
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when the email is unknown, so both answers take the same time.
@@ -35,6 +39,13 @@ MAX_LENGTH = MAX_BYTES
 QUEUE_PER_SLOT = 16
 
 T = TypeVar("T")
+
+
+def log_busy(scope: MutableMapping[str, Any]) -> None:
+    """The cause of a 503 for busy hashing, logged once for the request (the HTTP layer then
+    adds no ERROR line of its own)."""
+    log.warning("password hashing busy: %s %s answered 503", scope.get("method"), scope.get("path"))
+    scope[CAUSE_LOGGED] = True
 
 
 class HashingBusy(Exception):

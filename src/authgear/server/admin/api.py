@@ -21,7 +21,7 @@ from authgear.server.admin.authenticators import AuthenticatorOps
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.admin.present import audit_json, session_json, user_json
 from authgear.server.http import NO_STORE, client_ip
-from authgear.server.passwords import HashingBusy
+from authgear.server.passwords import HashingBusy, log_busy
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
 from authgear.server.storage.admin import Actor, BadCursor
@@ -275,6 +275,7 @@ def build_api() -> FastAPI:
 
     @api.exception_handler(HashingBusy)
     async def _busy(request: Request, exc: HashingBusy) -> Response:
+        log_busy(request.scope)
         return JSONResponse(
             {
                 "error": "temporarily_unavailable",
