@@ -602,3 +602,27 @@ def test_a_login_flow_whose_redirect_uri_was_unregistered_meanwhile_issues_no_co
         assert r.status_code == 400 and "expired" in r.text and "location" not in r.headers
     finally:
         browser.close()
+
+
+def test_a_refused_request_tells_the_developer_what_to_register(server: ServerProcess) -> None:
+    """Issue 17.5: the page and the log name the client and the refused URI (escaped), and
+    say where to register it; an unknown client is named too."""
+    asked = "http://127.0.0.1:9999/not-registered<script>"
+    r = authorize(server, NATIVE, asked)
+    assert_error_page(r)
+    assert f"client id “{NATIVE}”" in r.text
+    assert "http://127.0.0.1:9999/not-registered&lt;script&gt;" in r.text
+    assert "not-registered<script>" not in r.text
+    assert "redirect_uris" in r.text and "authgear.yaml" in r.text
+    r = authorize(server, NATIVE, "http://127.0.0.1:9999/not-registered")
+    assert_error_page(r)
+    assert "not registered for this client" in r.text
+    r = authorize(server, NATIVE, "http://evil.example\\@127.0.0.1:9999/callback")
+    assert_error_page(r)
+    assert "not registered for this client" not in r.text  # the parser's own reason
+    r = authorize(server, "no-such-client", "http://127.0.0.1:9999/callback")
+    assert r.status_code == 400
+    assert "client id “no-such-client”" in r.text and "not registered" in r.text
+    log = server.log()
+    assert "authorize refused: redirect_uri" in log and NATIVE in log
+    assert "authorize refused: unknown client_id 'no-such-client'" in log

@@ -3,6 +3,7 @@ session or send the user to the login / sign-up page."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ from authgear.server.authorization import (
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
 from authgear.server.ratelimit import ip_bucket
+from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s, session_from_cookie
 from authgear.server.signin.amr import multi_factor
 from authgear.server.signin.engine import start_flow
@@ -27,6 +29,8 @@ from authgear.server.signin.flow import LOGIN, REAUTH, SIGNUP, LoginFlow, new_fl
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import IdpSession, User
 from authgear.server.ui import error_page
+
+log = logging.getLogger("authgear.server")
 
 SUPPORTED_SCOPES = frozenset(
     {
@@ -52,6 +56,18 @@ MAX_ACR_VALUES = 512
 MAX_ID_TOKEN_HINT = 8192  # not stored; a JWT we signed is far shorter
 
 
+class Misconfigured(OAuthError):
+    """A request the app cannot be told about (unknown client, unregistered redirect URI):
+    an error page on our origin, and a log line for whoever configures the app."""
+
+    def __init__(
+        self, error: str, description: str, *, client_id: str, redirect_uri: str | None = None
+    ) -> None:
+        super().__init__(error, description)
+        self.client_id = client_id
+        self.redirect_uri = redirect_uri
+
+
 class RedirectError(Exception):
     """An error reported to the client by redirecting to its (validated) redirect URI."""
 
@@ -68,10 +84,15 @@ def parse_request(
     client_id = params.get("client_id", "")
     client = state.config.client(client_id) if client_id else None
     if client is None:
-        raise OAuthError("invalid_client", "invalid client ID")
+        raise Misconfigured("invalid_client", "invalid client ID", client_id=client_id)
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri or not redirect_uri_allowed(client, redirect_uri):
-        raise OAuthError("invalid_request", "invalid redirect URI")
+        raise Misconfigured(
+            "invalid_request",
+            "invalid redirect URI",
+            client_id=client.id,
+            redirect_uri=redirect_uri,
+        )
     mode = params.get("response_mode") or ""
     if mode not in ("", "query", "fragment", "form_post"):
         mode = ""
@@ -158,6 +179,36 @@ def _check_lengths(params: dict[str, str]) -> None:
             raise RedirectError("invalid_request", f"{name} is longer than {limit} characters")
 
 
+def _shown(value: str, limit: int = 300) -> str:
+    """User-supplied text fit for a log line or a page: control characters escaped, cut."""
+    cut = value[:limit] + ("..." if len(value) > limit else "")
+    return (
+        cut if cut.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    )
+
+
+def _misconfigured_page(state: ServerState, request: Request, e: Misconfigured) -> Response:
+    """The page says what is wrong and how to fix it (the app's developer is usually the one
+    who sees it first); the log line says the same for the operator."""
+    client_id = _shown(e.client_id, 200)
+    if e.redirect_uri is None:
+        log.warning("authorize refused: unknown client_id %r", client_id)
+        message = (
+            f"The app that sent you here (client id “{client_id}”) is not registered with this "
+            "server. Its developer adds the client to clients: in the server's authgear.yaml."
+        )
+        return error_page(state, request, message, 400)
+    uri = _shown(e.redirect_uri)
+    reason = redirect_uris.refusal_reason(e.redirect_uri) if e.redirect_uri else "it is empty"
+    log.warning("authorize refused: redirect_uri %r for client %r: %s", uri, client_id, reason)
+    message = (
+        f"The app (client id “{client_id}”) asked to return to the redirect URI “{uri}”, "
+        f"which this server refuses: {reason}. Its developer adds the exact URI to "
+        "redirect_uris of this client in the server's authgear.yaml (see docs/client.md)."
+    )
+    return error_page(state, request, message, 400)
+
+
 async def authorize_endpoint(request: Request) -> Response:
     state = get_state(request)
     visitor = ip_bucket(client_ip(request, state.config.trusted_proxies))
@@ -168,10 +219,10 @@ async def authorize_endpoint(request: Request) -> Response:
     try:
         params = await read_form(request) if request.method == "POST" else query_params(request)
         client, redirect_uri, mode, client_state = parse_request(state, params)
+    except Misconfigured as e:
+        return _misconfigured_page(state, request, e)
     except OAuthError as e:
-        message = {
-            "invalid_client": "The app that sent you here is not registered with this server.",
-        }.get(e.error, "The sign-in request is not valid: " + (e.description or e.error) + ".")
+        message = "The sign-in request is not valid: " + (e.description or e.error) + "."
         return error_page(state, request, message, 400)
     try:
         req = validate(client, redirect_uri, mode, params)

@@ -218,6 +218,16 @@ def match(registered: Iterable[str], asked: str, *, loopback_any_port: bool) -> 
     return None
 
 
+def refusal_reason(asked: str) -> str:
+    """Why ``asked`` was refused, for the operator: the parser's reason, or that it is not
+    registered (exactly) for the client."""
+    try:
+        parse(asked)
+    except InvalidRedirectURI as e:
+        return str(e)
+    return "it is not registered for this client (redirect URIs match exactly)"
+
+
 def add_query(uri: str, encoded: str) -> str:
     """Append form-encoded parameters to a validated URI's query (RFC 6749 §4.1.2)."""
     if "?" not in uri:
