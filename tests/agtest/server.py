@@ -24,6 +24,9 @@ WEB = "test-web"
 ROTATING = "test-rotating"
 CONFIDENTIAL = "test-confidential"
 OPAQUE = "test-opaque"
+# A public client that may use the device authorization grant (RFC 8628).
+DEVICE = "test-device"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CONFIDENTIAL_SECRET = "s3cr3t-for-tests-only-0123456789"
 NATIVE_REDIRECT = "http://127.0.0.1/callback"
 WEB_REDIRECT = "https://app.example.com/callback"
@@ -73,6 +76,12 @@ def server_config(port: int, **overrides: Any) -> dict[str, Any]:
                 "allowed_scopes": [API_READ_SCOPE, API_WRITE_SCOPE],
             },
             {
+                "id": DEVICE,
+                "name": "Device test app",
+                "redirect_uris": [NATIVE_REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token", DEVICE_GRANT],
+            },
+            {
                 "id": OPAQUE,
                 "redirect_uris": [NATIVE_REDIRECT],
                 "access_token_format": "opaque",
@@ -80,6 +89,8 @@ def server_config(port: int, **overrides: Any) -> dict[str, Any]:
             },
         ],
         "rate_limits": {"enabled": False},
+        # Devices poll every second (not 5): tests wait less.
+        "device_authorization": {"interval": 1},
         "log_level": "warning",
     }
     config.update(overrides)

@@ -85,6 +85,8 @@ def after(f: LoginFlow, *steps: StepDone) -> LoginFlow:
 
 
 PW = done("login", PASSWORD, "password")
+DEVICE_STARTER: dict[str, object] = {"kind": "device", "device": "d1", "client_id": "c"}
+SU_PK = ("signup", "passkey")
 
 
 @pytest.mark.parametrize(
@@ -165,6 +167,31 @@ PW = done("login", PASSWORD, "password")
             flow(SETTINGS, user_id="u", reauth_session="s"),
             FACTS,
             Next("reauth"),
+        ),
+        ("device: sign in first", flow(starter=DEVICE_STARTER), FACTS, Next("login", SU_PK)),
+        (
+            "device: signed in by the steps, then approve",
+            after(flow(user_id="u", starter=DEVICE_STARTER), PW),
+            FACTS,
+            Next("approve_device"),
+        ),
+        (
+            "device: the second factor comes before the approval",
+            after(flow(user_id="u", starter=DEVICE_STARTER), PW),
+            Facts("if_exists", True, True, True, True, True, True, True, True),
+            Next("totp", ("recovery_code",)),
+        ),
+        (
+            "device: entered while signed in, approve at once",
+            flow(user_id="u", starter={**DEVICE_STARTER, "session": "s"}),
+            Facts("if_exists", True, True, True, True, True, True, True, True),
+            Next("approve_device"),
+        ),
+        (
+            "device: approved, done",
+            after(flow(user_id="u", starter=DEVICE_STARTER), PW, done("approve_device", (), None)),
+            FACTS,
+            Next(None),
         ),
     ],
 )

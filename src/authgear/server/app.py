@@ -27,6 +27,7 @@ from authgear.server.admin import admin_routes
 from authgear.server.config import ServerConfig, Settings, load_settings
 from authgear.server.endpoints.account import account_routes
 from authgear.server.endpoints.authorize import authorize_endpoint
+from authgear.server.endpoints.device import device_authorization_endpoint, device_page
 from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoint
 from authgear.server.endpoints.end_session import end_session_endpoint
 from authgear.server.endpoints.login import home_page, logout_page
@@ -181,6 +182,7 @@ def _sign_in_pages() -> list[BaseRoute]:
     return [
         *signin_routes(),
         Route("/logout", logout_page, methods=["POST"]),
+        Route("/device", device_page, methods=["GET", "POST"]),
         Route("/", home_page, methods=["GET"]),
         *account_routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
@@ -193,6 +195,7 @@ def _oidc() -> list[BaseRoute]:
         Route("/.well-known/oauth-authorization-server", discovery_endpoint, methods=["GET"]),
         Route("/oauth2/authorize", authorize_endpoint, methods=["GET", "POST"]),
         Route("/oauth2/token", token_endpoint, methods=["POST"]),
+        Route("/oauth2/device_authorization", device_authorization_endpoint, methods=["POST"]),
         Route("/oauth2/userinfo", userinfo_endpoint, methods=["GET", "POST"]),
         Route("/oauth2/revoke", revoke_endpoint, methods=["POST"]),
         Route("/oauth2/jwks", jwks_endpoint, methods=["GET"]),

@@ -89,7 +89,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+# RFC 8628 §3.4: the device authorization grant's grant_type (a client opts in by listing it).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GrantType = Literal[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:device_code",
+]
 DEFAULT_GRANT_TYPES: tuple[GrantType, ...] = ("authorization_code", "refresh_token")
 # Scopes that describe a user or a user's session: never in a client-credentials token.
 USER_SCOPES = frozenset({"openid", "offline_access", "profile", "email", "phone", "address"})
@@ -245,6 +252,13 @@ class RateLimitConfig(_Model):
     # Code checks per minute from one IP (Authgear's validate_per_ip: 60/1m); right ones are
     # given back.
     code_checks_per_ip_per_minute: int = Field(default=60, ge=1)
+    # Device authorization requests (RFC 8628 §3.1) per minute from one IPv4 address or IPv6
+    # /64: each stores a device code for its lifetime.
+    device_authorizations_per_ip_per_minute: int = Field(default=30, ge=1)
+    # Wrong user codes entered at /device per hour from one IPv4 address or IPv6 /64, counted
+    # before each check (right ones are given back); past it the network is refused until the
+    # hour ends.
+    device_code_failures_per_ip_per_hour: int = Field(default=20, ge=1)
 
 
 class LockoutConfig(_Model):
@@ -373,6 +387,19 @@ class AuthenticationConfig(_Model):
         )
 
 
+class DeviceAuthorizationConfig(_Model):
+    """The device authorization grant (RFC 8628), for clients listing it in grant_types."""
+
+    # Seconds a device code and its user code stay valid (RFC 8628 §3.2 expires_in).
+    lifetime: int = Field(default=600, ge=60, le=1800)
+    # Seconds a device waits between polls (RFC 8628 §3.2 interval); each slow_down adds 5.
+    interval: int = Field(default=5, ge=1, le=60)
+    # Wrong user codes entered at /device (from anywhere) during one device code's life after
+    # which that code can no longer be approved: it bounds a distributed guess of one code at
+    # this many tries in 20^8 (RFC 8628 §5.1), whatever the number of addresses.
+    max_failed_entries: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class ServerConfig(_Model):
     # None: http://<host>:<port>.
     public_origin: str | None = None
@@ -439,6 +466,7 @@ class ServerConfig(_Model):
     # current one (beyond Authgear, which keeps them).
     password_change_ends_sessions: bool = True
     authentication: AuthenticationConfig = AuthenticationConfig()
+    device_authorization: DeviceAuthorizationConfig = DeviceAuthorizationConfig()
     # Seconds between purges of expired rows (sessions, tokens, codes, login flows, lockouts).
     purge_interval: int = Field(default=600, ge=1, le=86400)
     # Days the audit log keeps an entry. None: forever.
@@ -892,8 +920,13 @@ clients:
     # the session. Default: true for public clients, false for confidential ones.
     refresh_token_rotation: true
     access_token_format: jwt           # or: opaque
-    # PKCE (S256) is required on every code flow; grants this client may use.
-    grant_types: [authorization_code, refresh_token]
+    # PKCE (S256) is required on every code flow; grants this client may use. The device
+    # grant (RFC 8628) lets `authgear login` sign in where no browser can open: the user
+    # approves at <public_origin>/device on another device. Remove it to turn that off.
+    grant_types:
+      - authorization_code
+      - refresh_token
+      - urn:ietf:params:oauth:grant-type:device_code
 
   # A public client for the example web app in examples/ (a browser app on port 8000).
   - id: {web_id}
@@ -942,6 +975,8 @@ rate_limits:
   code_sends_per_email_per_hour: 10
   code_sends_per_ip_per_hour: 100
   code_checks_per_ip_per_minute: 60
+  device_authorizations_per_ip_per_minute: 30   # device codes asked for (RFC 8628)
+  device_code_failures_per_ip_per_hour: 20      # wrong user codes typed at /device
 
 # Too many wrong passwords for one account lock it for a while (doubling up to maximum_duration).
 lockout:
@@ -1001,6 +1036,14 @@ authentication:
     disabled: false
     count: 10
   settings_reauth_max_age: 900  # seconds; older sign-ins confirm before changing factors
+
+# Signing in on another device (RFC 8628), for clients whose grant_types list
+# urn:ietf:params:oauth:grant-type:device_code: the device shows a code, the user enters it
+# at <public_origin>/device, signs in and approves.
+device_authorization:
+  lifetime: 600             # seconds a code stays valid
+  interval: 5               # seconds between polls (each slow_down adds 5)
+  max_failed_entries: 1000  # wrong codes typed anywhere during one code's life, then it is dead
 
 # Argon2 password checks at once per server process (null: twice the cores); a check that
 # finds no free slot within queue_timeout seconds is answered 503 with Retry-After.

@@ -17,7 +17,14 @@ from authgear.server.http import client_ip
 from authgear.server.state import get_state
 
 log = logging.getLogger("authgear.events")
-GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+GRANT_TYPES = frozenset(
+    {
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    }
+)
 GRANT_TYPE_KEY = "authgear.grant_type"
 
 
@@ -44,6 +51,34 @@ def sign_in_failed(request: Request, user_id: str | None) -> None:
 def locked_out(request: Request) -> None:
     metrics.LOCKOUTS.inc()
     _emit(logging.WARNING, "sign_in.locked_out", client_ip=_ip(request))
+
+
+def device_code_failed(request: Request) -> None:
+    """A user code typed at /device that names no pending code (never the code itself)."""
+    metrics.DEVICE_USER_CODES.labels("wrong").inc()
+    _emit(logging.INFO, "device.user_code_failure", client_ip=_ip(request))
+
+
+def device_code_refused(request: Request) -> None:
+    """A user code not even checked: this network typed too many wrong ones."""
+    metrics.DEVICE_USER_CODES.labels("refused").inc()
+    _emit(logging.WARNING, "device.user_code_limited", client_ip=_ip(request))
+
+
+def device_code_entered(request: Request) -> None:
+    metrics.DEVICE_USER_CODES.labels("right").inc()
+
+
+def device_decided(request: Request, code_id: str, user_id: str, approved: bool) -> None:
+    decision = "approved" if approved else "denied"
+    metrics.DEVICE_DECISIONS.labels(decision).inc()
+    _emit(
+        logging.INFO,
+        f"device.{decision}",
+        device_authorization_id=code_id,
+        user_id=user_id,
+        client_ip=_ip(request),
+    )
 
 
 def refresh_reuse(request: Request, grant_id: str, user_id: str, client_id: str) -> None:

@@ -20,6 +20,7 @@ async def purge(state: ServerState, now: int) -> Purged:
         now, failures_before=now - config.lockout.history_duration
     )
     await state.accounts.store.purge(now, purged)
+    await state.device_codes.purge(now, purged)
     if config.audit_log_retention_days is not None:
         await state.admin.purge_audit(now - config.audit_log_retention_days * DAY, purged)
     await state.limiter.purge(now, purged)

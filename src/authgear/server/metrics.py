@@ -52,6 +52,14 @@ LOCKOUTS = Counter(
 RATE_LIMITED = Counter(
     "authgear_rate_limited_total", "Events refused by a rate limit, by limit", ["bucket"]
 )
+DEVICE_USER_CODES = Counter(
+    "authgear_device_user_codes_total",
+    "User codes typed at /device by result (right, wrong, refused: over the per-IP limit)",
+    ["result"],
+)
+DEVICE_DECISIONS = Counter(
+    "authgear_device_decisions_total", "Device sign-ins approved or denied", ["decision"]
+)
 REFRESH_REUSE = Counter(
     "authgear_refresh_token_reuse_total",
     "Rotated refresh tokens used again (the grant was ended: possible theft)",

@@ -27,6 +27,7 @@ CORS_PATHS = frozenset(
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
         "/oauth2/token",
+        "/oauth2/device_authorization",
         "/oauth2/userinfo",
         "/oauth2/revoke",
         "/oauth2/jwks",

@@ -17,6 +17,7 @@ from authgear.server.security.sealing import UNSEALED, Sealer
 from authgear.server.storage import Repository
 from authgear.server.storage.admin import AdminRepository
 from authgear.server.storage.authenticators import AuthenticatorStore
+from authgear.server.storage.devices import DeviceCodeStore
 
 if TYPE_CHECKING:
     from authgear.server.accounts import AccountService
@@ -85,6 +86,11 @@ class ServerState:
     def authenticators(self) -> AuthenticatorStore:
         """Second factors and passkeys, on the repository's database."""
         return AuthenticatorStore(cast(Any, self.repo).engine)
+
+    @functools.cached_property
+    def device_codes(self) -> DeviceCodeStore:
+        """The device authorization grant's codes (RFC 8628), on the repository's database."""
+        return DeviceCodeStore(cast(Any, self.repo).engine)
 
 
 def get_state(request: Request) -> ServerState:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from authgear.server.authorization import MFA_ACR
+from authgear.server.config import DEVICE_CODE_GRANT
 from authgear.server.endpoints.authorize import SUPPORTED_SCOPES
 from authgear.server.state import ServerState, get_state
 from authgear.server.tokens import (
@@ -28,9 +29,16 @@ def discovery_document(state: ServerState) -> dict[str, Any]:
         "revocation_endpoint": url("/oauth2/revoke"),
         "end_session_endpoint": url("/oauth2/end_session"),
         "jwks_uri": url("/oauth2/jwks"),
+        # RFC 8628 §4: for the clients whose grant_types list the device grant.
+        "device_authorization_endpoint": url("/oauth2/device_authorization"),
         "response_types_supported": ["code", "none"],
         "response_modes_supported": ["query", "fragment", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            DEVICE_CODE_GRANT,
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": [
             "none",

@@ -1,5 +1,6 @@
 """POST /oauth2/token (RFC 6749 §3.2): authorization_code with PKCE (RFC 7636),
-refresh_token (rotation and reuse detection, RFC 9700 §4.14.2) and client_credentials.
+refresh_token (rotation and reuse detection, RFC 9700 §4.14.2), client_credentials and the
+device code (RFC 8628 §3.4, device_flow.py).
 
 Every grant a client uses must be in its ``grant_types``; a code exchange checks everything
 before it claims the code (RFC 9700 §2.1.1: no PKCE downgrade)."""
@@ -17,8 +18,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from authgear.server import events
-from authgear.server.config import ClientConfig, is_user_scope
+from authgear.server import device_flow, events
+from authgear.server.config import DEVICE_CODE_GRANT, ClientConfig, is_user_scope
 from authgear.server.http import (
     NO_STORE,
     OAuthError,
@@ -119,6 +120,8 @@ async def token_endpoint(request: Request) -> Response:
             return await _refresh_token(state, request, form)
         if grant_type == "client_credentials":
             return await _client_credentials(state, request, form)
+        if grant_type == DEVICE_CODE_GRANT:
+            return await _device_code(state, request, form)
         raise OAuthError("unsupported_grant_type", "unsupported grant type")
     except OAuthError as e:
         return e.response()
@@ -324,6 +327,19 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         raise OAuthError("invalid_grant", "invalid refresh token")
     state.touched[grant.id] = now
     return _token_response(issued, client, new_refresh)
+
+
+async def _device_code(state: ServerState, request: Request, form: dict[str, str]) -> Response:
+    """RFC 8628 §3.4: a device's poll; pending, slow_down, expired_token, access_denied until
+    the user decides, then the tokens, once (device_flow.redeem)."""
+    client = authenticate_client(state, request, form)
+    assert client is not None
+    _require_grant(client, DEVICE_CODE_GRANT)
+    device_info = _device_info(form.get("x_device_info"))
+    issued, refresh_token = await device_flow.redeem(
+        state, request, client, form.get("device_code"), device_info
+    )
+    return _token_response(issued, client, refresh_token)
 
 
 def _device_info(raw: str | None) -> dict[str, Any]:

@@ -5,7 +5,9 @@ The flow is taken (deleted at the revision read: of two concurrent finishes one 
 reauthentication of this browser's session, refreshed (``authenticated_at`` now, ``amr``
 replaced: Authgear's ``Provider.Reauthenticate``). A "trust this device" choice gets its
 cookie. Finally the starter gets the user back: an authorization request its code, a ``next``
-path its redirect, a settings action its page.
+path its redirect, a settings action its page, a device approval (RFC 8628) its decision
+recorded with the browser session (a code entered while signed in uses that session, which
+must still be this browser's).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse, Response
 
-from authgear.server import events
+from authgear.server import device_flow, events
 from authgear.server.authorization import MFA_ACR, complete
 from authgear.server.security.otp import device_token_hash, new_device_token
 from authgear.server.sessions import (
@@ -26,9 +28,10 @@ from authgear.server.sessions import (
 )
 from authgear.server.signin.amr import collect_amr, multi_factor
 from authgear.server.signin.flow import SETTINGS
+from authgear.server.signin.steps.approve_device import APPROVE, DECISION, SIGNED_OUT
 from authgear.server.signin.steps.base import StepContext
 from authgear.server.storage import IdpSession, User
-from authgear.server.ui import error_page
+from authgear.server.ui import error_page, render
 
 DEVICE_COOKIE = "mfa_device_token"
 ALREADY_DONE = "This sign-in has already finished. Go back to the app and start again."
@@ -60,6 +63,11 @@ async def finish(ctx: StepContext) -> Response:
             session = found[0]
             if authenticated:
                 session = replace(session, authenticated_at=now, amr=amr)
+    elif flow.starter.get("session"):
+        found = await session_from_cookie(state, request)
+        if found is None or found[0].id != flow.starter["session"] or found[1].id != user.id:
+            return error_page(state, request, SIGNED_OUT, 400)
+        session = found[0]
     if flow.intent == SETTINGS:
         action = str(flow.starter.get("action", ""))
         response: Response = RedirectResponse(
@@ -68,8 +76,8 @@ async def finish(ctx: StepContext) -> Response:
     else:
         if session is None:
             session, cookie = await create_idp_session(state, request, user, amr)
-        await state.repo.set_last_login(user.id, now)
         if authenticated:
+            await state.repo.set_last_login(user.id, now)
             events.sign_in(request, user.id)
         response = await _hand_back(ctx, session, user, amr)
     if cookie is not None:
@@ -82,12 +90,30 @@ async def finish(ctx: StepContext) -> Response:
 
 async def _hand_back(ctx: StepContext, session: IdpSession, user: User, amr: list[str]) -> Response:
     flow = ctx.flow
+    if flow.device_approval is not None:
+        return await _hand_back_device(ctx, session, user)
     req = flow.authorization
     if req is None:
         target = flow.starter.get("next") or "/"
         return RedirectResponse(str(target), status_code=303)
     acr = MFA_ACR if MFA_ACR in req.acr_values and multi_factor(amr) else None
     return await complete(ctx.state, req, session, user, acr=acr, reauth_grant_id=flow.reauth_grant)
+
+
+async def _hand_back_device(ctx: StepContext, session: IdpSession, user: User) -> Response:
+    """Record the approval or denial of the device's code (once: a code decided in another
+    tab, or expired meanwhile, is not decided again) and say what happened."""
+    approve = ctx.flow.scratch.get(DECISION) == APPROVE
+    ok = await device_flow.settle(
+        ctx.state,
+        ctx.request,
+        ctx.flow.device_approval or "",
+        approve=approve,
+        session=session,
+        user=user,
+    )
+    page = {"approved": approve, "ok": ok}
+    return render(ctx.state, ctx.request, "device_done.html", page, 200 if ok else 409)
 
 
 async def _trust_device(ctx: StepContext, user_id: str, response: Response) -> None:

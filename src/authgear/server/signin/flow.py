@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authgear.server.authorization import AuthorizationRequest, redirect_uri_allowed
+from authgear.server.config import DEVICE_CODE_GRANT
 from authgear.server.state import ServerState
 
 # A flow unfinished after this long is gone (the authorize request's lifetime).
@@ -30,6 +31,8 @@ SIGNUP = "signup"
 REAUTH = "reauth"
 SETTINGS = "settings"
 INTENTS = frozenset({LOGIN, SIGNUP, REAUTH, SETTINGS})
+# The starter kind of a device approval (RFC 8628 §3.3, the /device page).
+DEVICE = "device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class LoginFlow:
     intent: str
     # {"kind": "authorize", "request": {...}} | {"kind": "next", "next": "/path"}
     # | {"kind": "settings", "action": "add_totp" | "add_passkey"}
+    # | {"kind": "device", "device": <device_codes id>, "client_id": ...[, "session": <id>]}
+    #   (a device approval at /device; "session": approved by the browser's signed-in session)
     starter: dict[str, Any]
     created_at: int
     user_id: str | None = None
@@ -92,6 +97,13 @@ class LoginFlow:
         return flow
 
     @property
+    def device_approval(self) -> str | None:
+        """The device code (its row id) this flow approves or denies, if it is a device's."""
+        if self.starter.get("kind") != DEVICE:
+            return None
+        return str(self.starter.get("device") or "")
+
+    @property
     def authorization(self) -> AuthorizationRequest | None:
         if self.starter.get("kind") != "authorize":
             return None
@@ -106,6 +118,10 @@ def starter_valid(state: ServerState, flow: LoginFlow) -> bool:
     """The client's registration may have changed since the flow began: the code goes only to
     a redirect URI that is still registered (and passes today's rules)."""
     req = flow.authorization
+    if flow.device_approval is not None:
+        # The client may no longer be configured, or no longer allowed the device grant.
+        device_client = state.config.client(str(flow.starter.get("client_id", "")))
+        return device_client is not None and device_client.allows(DEVICE_CODE_GRANT)
     if req is None:
         return flow.starter.get("kind") in ("next", "settings")
     client = state.config.client(req.client_id)

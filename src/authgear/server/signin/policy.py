@@ -17,6 +17,9 @@ Rules (Authgear's, accounts spec §1.7, §2.2, §3, with our extensions marked):
   sign-in alike.
 - Settings actions run after any reauthentication: ``enroll_totp`` (+ ``recovery_codes``) or
   ``create_passkey``.
+- A device approval (RFC 8628, starter ``device``; ours) ends with ``approve_device`` once the
+  user is signed in: by this flow's steps, or by the browser's session when the code was entered
+  while signed in (then nothing is asked again).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ DONE = Next(None)
 def next_step(flow: LoginFlow, facts: Facts) -> Next:
     if flow.user_id is None:
         return _identify(flow, facts)
-    if flow.intent != SETTINGS or flow.reauth_session is not None:
+    by_session = flow.device_approval is not None and bool(flow.starter.get("session"))
+    if (flow.intent != SETTINGS or flow.reauth_session is not None) and not by_session:
         auth = _authenticate(flow, facts)
         if auth is not DONE:
             return auth
@@ -80,6 +84,8 @@ def next_step(flow: LoginFlow, facts: Facts) -> Next:
         step = SETTINGS_ACTIONS.get(str(flow.starter.get("action")))
         if step is not None and not flow.done(step):
             return Next(step)
+    if flow.device_approval is not None and not flow.done("approve_device"):
+        return Next("approve_device")
     return DONE
 
 

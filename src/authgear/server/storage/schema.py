@@ -256,6 +256,50 @@ password_history = Table(
     Index("ix_password_history_user_id", "user_id"),
 )
 
+# The device authorization grant (RFC 8628): a device code (SHA-256) the device polls with and
+# a user code (HMAC under a server key) the user types at /device; pending until a signed-in
+# user approves or denies it, then issued once. ``failures_base``: the ``counters`` value of
+# failed user-code entries when the code was made (its lock, see device_flow.py).
+device_codes = Table(
+    "device_codes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("device_code_hash", String(64), nullable=False, unique=True),
+    Column("user_code_hash", String(64), nullable=False, unique=True),
+    Column("client_id", String(200), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    # Seconds between polls; grows by 5 with each slow_down (RFC 8628 §3.5).
+    Column("poll_interval", Integer, nullable=False),
+    Column("last_poll_at", BigInteger, nullable=True),
+    # Whether the latest poll came sooner than poll_interval after the one before.
+    Column("last_poll_too_fast", Boolean, nullable=False, default=False),
+    # pending | approved | denied | issued
+    Column("status", String(16), nullable=False),
+    Column("failures_base", BigInteger, nullable=False, default=0),
+    # Who asked (shown on the approval page): the device's address and user agent.
+    Column("request_ip", String(64), nullable=True),
+    Column("request_user_agent", String(512), nullable=True),
+    # Set by an approval: who, from which browser session, with its auth_time and amr.
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("idp_session_id", String(36), nullable=True),
+    Column("auth_time", BigInteger, nullable=True),
+    Column("amr", JSON, nullable=False, default=list),
+    Column("decided_at", BigInteger, nullable=True),
+    Column("issued_grant_id", String(36), nullable=True),
+    Index("ix_device_codes_expires_at", "expires_at"),
+    Index("ix_device_codes_user_id", "user_id"),
+)
+
+# Monotonic counters shared by every process (name -> value), e.g. failed user-code entries.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 # -- session management (admin API, portal) --------------------------------------------------
 
 # Admin API keys: the key is `agk_<id>.<secret>`; only the SHA-256 of the secret is kept.

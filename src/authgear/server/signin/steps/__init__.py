@@ -4,6 +4,7 @@ and its rule in signin/policy.py (see docs/server.md "Sign-in steps")."""
 from __future__ import annotations
 
 from authgear.server.signin.steps import (
+    approve_device,
     create_passkey,
     device_token,
     enroll_totp,
@@ -32,5 +33,6 @@ STEPS: dict[str, Step] = {
         recovery_codes,
         create_passkey,
         verify_email,
+        approve_device,
     )
 }
