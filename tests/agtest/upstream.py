@@ -268,3 +268,22 @@ ERROR_RE = re.compile(r'<p class="error"[^>]*>(.*?)</p>', re.S)
 def error_text(page: str) -> str:
     m = ERROR_RE.search(page)
     return html_unescape(m.group(1)).strip() if m else ""
+
+
+def upstream_cancel(client: httpx2.Client, response: httpx2.Response) -> str:
+    """From our redirect to the provider, press "Cancel" on oidc-provider's login page: the
+    provider answers ``error=access_denied``; that callback URL is returned unfetched."""
+    url = urljoin(str(response.url), response.headers["location"])
+    for _ in range(10):
+        r = client.get(url)
+        if not r.is_redirect:
+            break
+        url = urljoin(url, r.headers["location"])
+    url = url.rstrip("/") + "/abort"
+    for _ in range(10):
+        if CALLBACK_PATH in urlsplit(url).path:
+            return url
+        r = client.get(url)
+        assert r.is_redirect, (r.status_code, r.text[:300])
+        url = urljoin(url, r.headers["location"])
+    raise AssertionError("the provider never answered")
