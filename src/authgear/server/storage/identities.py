@@ -178,11 +178,13 @@ class IdentityStore:
         usable_providers: Collection[str],
         password_counts: bool,
         passkeys_count: bool,
+        spare: int = 0,
     ) -> Identity | None:
         """Remove one identity of the user. None: no such identity. Raises
         :class:`LastSignInMethod` when the user would be left without a password, a passkey or
         another identity of a configured provider (checked in the same transaction, with the
-        user's row locked, so two concurrent unlinks cannot each leave the other's last)."""
+        user's row locked, so two concurrent unlinks cannot each leave the other's last).
+        ``spare``: ways counted on top (an administrator's forced unlink passes 1)."""
         i = t.identities
         async with self.db.begin() as conn:
             # Lock the user's row first: concurrent unlinks of one user run one after the other.
@@ -201,7 +203,7 @@ class IdentityStore:
             left = await _methods_left(
                 conn, user_id, identity_id, usable_providers, password_counts, passkeys_count
             )
-            if left == 0:
+            if left + spare == 0:
                 raise LastSignInMethod()
             await conn.execute(delete(i).where(i.c.id == identity_id))
         return _identity(row)
