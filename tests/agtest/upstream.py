@@ -112,7 +112,9 @@ class GithubStub:
                     q = dict(parse_qsl(parts.query))
                     code = secrets.token_urlsafe(16)
                     stub.codes[code] = {**q, "user": stub.next_user}
-                    target = q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]})
+                    target = (
+                        q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]})
+                    )
                     self.send_response(302)
                     self.send_header("Location", target)
                     self.end_headers()

@@ -68,7 +68,9 @@ def sso_config(port: int, idp: UpstreamIdp, github: GithubStub) -> dict[str, Any
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def sso(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SsoServer]:
+def sso(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SsoServer]:
     port = free_port()
     idp = start_upstream_idp(f"http://127.0.0.1:{port}")
     github = GithubStub()
@@ -105,7 +107,9 @@ def sso_to_callback(c: httpx2.Client, page_url: str, alias: str, login: str) -> 
     return upstream_login(c, click_provider(c, page_url, alias), login)
 
 
-def sign_in_app(sso: SsoServer, alias: str, login: str) -> tuple[httpx2.Client, dict[str, str], Flow]:
+def sign_in_app(
+    sso: SsoServer, alias: str, login: str
+) -> tuple[httpx2.Client, dict[str, str], Flow]:
     """An app's whole sign-in with a provider: the client, the app's callback params (code)."""
     c = sso.client()
     page, flow = start_authorize(c)
@@ -123,4 +127,3 @@ def follow(c: httpx2.Client, r: httpx2.Response, limit: int = 5) -> httpx2.Respo
             return r
         r = c.get(target)
     return r
-

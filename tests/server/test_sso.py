@@ -11,13 +11,12 @@ from urllib.parse import urljoin
 
 import jwt
 import pytest
-from sso_support import (  # noqa: F401 - sso is a fixture
+from sso_support import (
     HOSTILE,
     SsoServer,
     follow,
     new_login,
     sign_in_app,
-    sso,
     sso_to_callback,
     start_authorize,
 )
@@ -30,7 +29,6 @@ from agtest.upstream import (
     error_text,
     query_of,
     upstream_cancel,
-    upstream_login,
     with_query,
 )
 
@@ -71,6 +69,7 @@ def test_first_sign_in_creates_a_verified_user_without_amr_then_the_same_user_ag
     assert sso.users_with_email(f"{login}@example.test") == [(claims["sub"], True, True)]
     c.close()
     c2, cb2, flow2 = sign_in_app(sso, "good", login)
+    c2.close()
     r2 = exchange(sso.server, cb2["code"], flow2)
     assert claims_of(r2.json()["id_token"])["sub"] == claims["sub"]
     assert len(sso.identities("good", login)) == 1
@@ -284,17 +283,25 @@ def test_login_and_link_links_only_after_the_accounts_own_sign_in(sso: SsoServer
     assert sso.identities("linking", login) == []  # not before the account's own sign-in
     # A wrong password links nothing.
     action = str(login_page.url)
-    bad = c.post(action, data={"csrf_token": csrf_of(login_page.text), "email": email,
-                               "password": "wrong password!"})
+    bad = c.post(
+        action,
+        data={
+            "csrf_token": csrf_of(login_page.text),
+            "email": email,
+            "password": "wrong password!",
+        },
+    )
     assert bad.status_code == 401 and sso.identities("linking", login) == []
     # Another account's password does not do either: the email is fixed to this account.
     other = new_email()
     sso.server.create_user(other, password)
-    wrong = c.post(action, data={"csrf_token": csrf_of(bad.text), "email": other,
-                                 "password": password})
+    wrong = c.post(
+        action, data={"csrf_token": csrf_of(bad.text), "email": other, "password": password}
+    )
     assert wrong.status_code == 400 and sso.identities("linking", login) == []
-    ok = c.post(action, data={"csrf_token": csrf_of(wrong.text), "email": email,
-                              "password": password})
+    ok = c.post(
+        action, data={"csrf_token": csrf_of(wrong.text), "email": email, "password": password}
+    )
     tokens = exchange(sso.server, callback_params(ok)["code"], flow).json()
     assert claims_of(tokens["id_token"])["sub"] == user_id
     assert sso.identities("linking", login) == [(user_id, email, True)]
@@ -305,7 +312,7 @@ def test_login_and_link_links_only_after_the_accounts_own_sign_in(sso: SsoServer
     assert ("identity.link",) in audit
 
 
-# -- GitHub (plain OAuth 2.0) -----------------------------------------------------------------------
+# -- GitHub (plain OAuth 2.0) ------------------------------------------------------------------
 
 
 def _github_sign_in(sso: SsoServer, user: GithubUser) -> tuple[Any, Any, Any]:
