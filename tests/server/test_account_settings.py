@@ -238,7 +238,7 @@ def test_settings_index_links_every_settings_page(authgear_server: ServerProcess
     for href, text in (
         ("/settings/sessions", "Sessions"),
         ("/settings/account", "Password and email"),
-        ("/settings/security", "Two-factor and passkeys"),
+        ("/settings/security", "Two-factor, passkeys and linked accounts"),
     ):
         assert f'<a href="{href}">{text}</a>' in page.text
     pages.close()

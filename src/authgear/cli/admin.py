@@ -264,6 +264,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("roles", nargs="*", metavar="ROLE", help="the roles (none: remove all)")
     accounts.register_user_actions(us, _add)
     authenticators.register(lambda n, h, fn, w: _add(us, n, h, fn, writes=w))
+    authenticators.register_identities(lambda n, h, fn, w: _add(us, n, h, fn, writes=w))
 
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)

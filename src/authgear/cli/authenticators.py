@@ -1,6 +1,7 @@
-"""``authgear admin users authenticators|reset-mfa|remove-passkey``: a user's sign-in methods
-from a shell (never a secret: kinds, labels and times), resetting their second factor, removing
-a passkey. Every change is in the audit log as done by the CLI.
+"""``authgear admin users authenticators|reset-mfa|remove-passkey|identities|unlink-identity``:
+a user's sign-in methods from a shell (never a secret: kinds, labels and times), resetting their
+second factor, removing a passkey, their linked upstream accounts and unlinking one. Every
+change is in the audit log as done by the CLI.
 
 :func:`register` adds them to the ``admin users`` group (cli/admin.py) through its
 ``add(name, help, handler, writes)``; a handler gets the parsed arguments and the command's
@@ -91,3 +92,63 @@ def register(add: Add) -> None:
     p = add("remove-passkey", "remove one of a user's passkeys", remove_passkey, True)
     p.add_argument("user", help="user id or email")
     p.add_argument("id", help="passkey id (from `authenticators`)")
+
+
+# -- linked upstream identities (issue 15) ------------------------------------------------------
+
+
+def _identity_ops(stores: Stores) -> Any:
+    from authgear.server.admin.identities import IdentityOps
+    from authgear.server.storage.admin import AdminRepository
+    from authgear.server.storage.identities import IdentityStore
+
+    engine = stores.repo.engine
+    return IdentityOps(AdminRepository(engine), IdentityStore(engine), stores.settings.config)
+
+
+async def identities(args: argparse.Namespace, stores: Stores) -> int:
+    user = await stores.user(args.user)
+    found = await _identity_ops(stores).describe(user.id)
+    if args.json:
+        json.dump(found, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    print(f"{clean(user.email)} ({user.id})")
+    if not found["identities"]:
+        print("no linked accounts")
+    for i in found["identities"]:
+        email = clean(i["email"] or "(no email)")
+        print(
+            f"{clean(i['provider']):12} {i['id']}  {email}  subject {clean(i['subject'])}"
+            f"  linked {when(i['created_at'])}  last used {when(i['last_used_at'])}"
+        )
+    return 0
+
+
+async def unlink_identity(args: argparse.Namespace, stores: Stores) -> int:
+    from authgear.server.storage.identities import LastSignInMethod
+
+    user = await stores.user(args.user)
+    try:
+        removed = await _identity_ops(stores).unlink(
+            stores.actor, int(time.time()), user.id, args.id, force=args.force
+        )
+    except LastSignInMethod:
+        raise CLIError(
+            f"this is the last way {clean(user.email)} can sign in; set a password first, or "
+            "pass --force"
+        ) from None
+    if removed is None:
+        raise CLIError(f"{clean(user.email)} has no linked account {clean(args.id)}")
+    print(f"unlinked {clean(removed.provider)} account {removed.id} of {clean(user.email)}")
+    return 0
+
+
+def register_identities(add: Add) -> None:
+    p = add("identities", "a user's linked upstream accounts", identities, False)
+    p.add_argument("user", help="user id or email")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("unlink-identity", "unlink one of a user's upstream accounts", unlink_identity, True)
+    p.add_argument("user", help="user id or email")
+    p.add_argument("id", help="identity id (from `identities`)")
+    p.add_argument("--force", action="store_true", help="even the user's last way to sign in")

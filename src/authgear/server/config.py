@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from authgear.server.security.redirect_uris import check_registered
+from authgear.server.sso.config import IdentityProviderConfig, check_unique, env_name
 
 CONFIG_FILE = "authgear.yaml"
 ENV_PREFIX = "AUTHGEAR_"
@@ -49,6 +50,10 @@ SECRET_SETTINGS = (
     "smtp_url",
 )
 CLIENT_SECRET_SETTINGS = ("client_secret_hash",)
+# identity_providers[].client_secret: also AUTHGEAR_IDENTITY_PROVIDERS__<ALIAS>__CLIENT_SECRET
+# (or ..._FILE), by alias, since the list has no other name for its entries.
+IDP_SECRET_SETTINGS = ("client_secret",)
+IDP_ENV_PREFIX = "AUTHGEAR_IDENTITY_PROVIDERS__"
 # A list of secrets, each from a file: the key-encryption keys being rotated out.
 SECRET_FILE_LISTS = {"old_key_encryption_key_files": "old_key_encryption_keys"}
 # AUTHGEAR_* variables that are not server settings: the CLI's and the SDK's own.
@@ -467,6 +472,8 @@ class ServerConfig(_Model):
     password_change_ends_sessions: bool = True
     authentication: AuthenticationConfig = AuthenticationConfig()
     device_authorization: DeviceAuthorizationConfig = DeviceAuthorizationConfig()
+    # Upstream OpenID Connect / OAuth 2.0 providers ("Continue with Google"): sso/config.py.
+    identity_providers: tuple[IdentityProviderConfig, ...] = ()
     # Seconds between purges of expired rows (sessions, tokens, codes, login flows, lockouts).
     purge_interval: int = Field(default=600, ge=1, le=86400)
     # Days the audit log keeps an entry. None: forever.
@@ -544,6 +551,11 @@ class ServerConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _unique_providers(self) -> ServerConfig:
+        check_unique(self.identity_providers)
+        return self
+
+    @model_validator(mode="after")
     def _distinct_ports(self) -> ServerConfig:
         named = [("port", self.port), ("resolver_port", self.resolver_port)]
         named += [("admin_port", self.admin_port), ("metrics_port", self.metrics_port)]
@@ -560,6 +572,12 @@ class ServerConfig(_Model):
         for c in self.clients:
             if c.id == client_id:
                 return c
+        return None
+
+    def identity_provider(self, alias: str) -> IdentityProviderConfig | None:
+        for p in self.identity_providers:
+            if p.alias == alias:
+                return p
         return None
 
     @property
@@ -690,6 +708,9 @@ def apply_env(
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
+        if name.startswith(IDP_ENV_PREFIX):
+            _apply_provider_env(out, name, value, sources)
+            continue
         path = known.get(name)
         if path is None:
             ignored.append(name)
@@ -704,6 +725,34 @@ def apply_env(
         if sources is not None:
             sources.by_path[path] = f"environment {name}"
     return out, tuple(ignored)
+
+
+def _apply_provider_env(
+    raw: dict[str, Any], name: str, value: str, sources: _Sources | None
+) -> None:
+    """``AUTHGEAR_IDENTITY_PROVIDERS__<ALIAS>__CLIENT_SECRET[_FILE]`` on the provider with that
+    alias; a name that fits no provider is an error (a typo would otherwise leave the secret
+    unset)."""
+    providers = raw.get("identity_providers")
+    entries = [dict(p) if isinstance(p, dict) else p for p in providers or []]
+    for i, entry in enumerate(entries):
+        alias = entry.get("alias") if isinstance(entry, dict) else None
+        if not isinstance(alias, str):
+            continue
+        for key in IDP_SECRET_SETTINGS:
+            for setting in (key, f"{key}_file"):
+                if name == env_name(alias, setting.upper()):
+                    entry[setting] = value
+                    raw["identity_providers"] = entries
+                    if sources is not None:
+                        sources.by_path[("identity_providers", str(i), setting)] = (
+                            f"environment {name}"
+                        )
+                    return
+    raise ConfigError(
+        f"environment {name}: names no identity provider (expected "
+        f"{IDP_ENV_PREFIX}<ALIAS>__CLIENT_SECRET or ..._FILE for a configured alias)"
+    )
 
 
 def _read_secret(path_value: Any, where: str, key: str) -> tuple[str, str]:
@@ -760,6 +809,13 @@ def resolve_secret_files(raw: dict[str, Any], sources: _Sources) -> dict[str, An
             if isinstance(client, dict):
                 for name in CLIENT_SECRET_SETTINGS:
                     _resolve_secret(client, name, sources, ("clients", str(i)))
+    providers = out.get("identity_providers")
+    if isinstance(providers, list):
+        out["identity_providers"] = [dict(p) if isinstance(p, dict) else p for p in providers]
+        for i, provider in enumerate(out["identity_providers"]):
+            if isinstance(provider, dict):
+                for name in IDP_SECRET_SETTINGS:
+                    _resolve_secret(provider, name, sources, ("identity_providers", str(i)))
     return out
 
 

@@ -116,6 +116,7 @@ def make_limiter(settings: Settings, repo: SQLRepository) -> RateLimiter:
 async def close_state(state: ServerState) -> None:
     # Queued mail goes out first (bounded): a reset link must not die with the process.
     await state.close_mail()
+    await state.close_upstream()
     await state.limiter.close()
     await state.repo.close()
 

@@ -22,6 +22,8 @@ from authgear.server.storage.devices import DeviceCodeStore
 if TYPE_CHECKING:
     from authgear.server.accounts import AccountService
     from authgear.server.mail import MailService
+    from authgear.server.sso.client import UpstreamClients
+    from authgear.server.storage.identities import IdentityStore
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -91,6 +93,25 @@ class ServerState:
     def device_codes(self) -> DeviceCodeStore:
         """The device authorization grant's codes (RFC 8628), on the repository's database."""
         return DeviceCodeStore(cast(Any, self.repo).engine)
+
+    @functools.cached_property
+    def identities(self) -> IdentityStore:
+        """Users' accounts at upstream identity providers, on the repository's database."""
+        from authgear.server.storage.identities import IdentityStore
+
+        return IdentityStore(cast(Any, self.repo).engine)
+
+    @functools.cached_property
+    def upstream(self) -> UpstreamClients:
+        """This process's HTTP client for upstream identity providers, with their discovery
+        documents and JWKS cached (sso/client.py)."""
+        from authgear.server.sso.client import UpstreamClients
+
+        return UpstreamClients(self.config.identity_providers)
+
+    async def close_upstream(self) -> None:
+        if "upstream" in self.__dict__:
+            await self.upstream.aclose()
 
 
 def get_state(request: Request) -> ServerState:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgear.server.admin.authenticators import AuthenticatorOps
+from authgear.server.admin.identities import IdentityOps, LastSignInMethod
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.admin.present import audit_json, session_json, user_json
 from authgear.server.http import NO_STORE, client_ip
@@ -187,6 +188,26 @@ class AuthenticatorsOut(BaseModel):
     trusted_devices: int = Field(description="browsers that skip the second factor")
 
 
+class IdentityOut(BaseModel):
+    id: str
+    provider: str = Field(description="the provider's alias in identity_providers")
+    provider_name: str | None = Field(description="its display name; null: no longer configured")
+    subject: str = Field(description="the provider's id of the user (an OIDC sub; GitHub's id)")
+    email: str | None
+    email_verified: bool
+    name: str | None
+    created_at: int
+    last_used_at: int | None
+
+
+class IdentitiesOut(BaseModel):
+    """The user's accounts at upstream identity providers."""
+
+    user_id: str
+    email: str
+    identities: list[IdentityOut]
+
+
 class MfaResetOut(BaseModel):
     totp: int
     recovery_codes: int
@@ -234,6 +255,11 @@ def _ops(request: Request) -> AdminOps:
 def _authenticator_ops(request: Request) -> AuthenticatorOps:
     state = _state(request)
     return AuthenticatorOps(state.admin, state.authenticators)
+
+
+def _identity_ops(request: Request) -> IdentityOps:
+    state = _state(request)
+    return IdentityOps(state.admin, state.identities, state.config)
 
 
 def _user_or_404(user: Any) -> UserOut:
@@ -529,6 +555,48 @@ def build_api() -> FastAPI:
         ops = _authenticator_ops(request)
         if await ops.remove_passkey(actor, now_s(), user_id, authenticator_id) is None:
             raise ApiError(404, "not_found", "no such passkey")
+        return Response(status_code=204)
+
+    @api.get(
+        "/users/{user_id}/identities",
+        response_model=IdentitiesOut,
+        responses=NOT_FOUND,
+        tags=["identities"],
+    )
+    async def list_identities(request: Request, actor: ActorDep, user_id: UserId) -> IdentitiesOut:
+        """The user's linked accounts at upstream identity providers ("Continue with ...")."""
+        found = await _identity_ops(request).describe(user_id)
+        if found is None:
+            raise ApiError(404, "not_found", "no such user")
+        return IdentitiesOut(**found)
+
+    @api.delete(
+        "/users/{user_id}/identities/{identity_id}",
+        status_code=204,
+        responses={
+            **NOT_FOUND,
+            409: {"model": ErrorOut, "description": "the user's last way to sign in"},
+        },
+        tags=["identities"],
+    )
+    async def unlink_identity(
+        request: Request,
+        actor: ActorDep,
+        user_id: UserId,
+        identity_id: Annotated[str, ID_PATH],
+        force: bool = False,
+    ) -> Response:
+        """Unlink one of the user's identities. Refused (409) when it is the user's last way to
+        sign in (no password, passkey or other identity), unless `force=true`."""
+        ops = _identity_ops(request)
+        try:
+            removed = await ops.unlink(actor, now_s(), user_id, identity_id, force=force)
+        except LastSignInMethod:
+            raise ApiError(
+                409, "last_sign_in_method", "this is the user's last way to sign in"
+            ) from None
+        if removed is None:
+            raise ApiError(404, "not_found", "no such identity")
         return Response(status_code=204)
 
     @api.get(

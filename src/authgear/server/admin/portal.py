@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from authgear.server.admin import present
 from authgear.server.admin.authenticators import AuthenticatorOps
+from authgear.server.admin.identities import IdentityOps, LastSignInMethod
 from authgear.server.admin.ops import AdminOps, InvalidInput
 from authgear.server.http import OAuthError, client_ip, read_form
 from authgear.server.sessions import clear_session_cookie, now_s, session_from_cookie
@@ -42,6 +43,7 @@ DONE_MESSAGES = {
     "mfa-reset": "The second factor was reset: authenticator apps, recovery codes and trusted "
     "browsers are gone.",
     "passkey-removed": "The passkey was removed.",
+    "identity-unlinked": "The linked account was unlinked.",
 }
 
 
@@ -193,6 +195,7 @@ async def user_page(request: Request) -> Response:
     sessions, next_url, paged = await _session_page(state, request, user.id)
     entries, _ = await state.admin.list_audit(limit=10, target_id=user.id)
     authn = await AuthenticatorOps(state.admin, state.authenticators).describe(user.id, now_s())
+    linked = await IdentityOps(state.admin, state.identities, state.config).describe(user.id)
     return _page(
         state,
         request,
@@ -206,6 +209,7 @@ async def user_page(request: Request) -> Response:
             "sessions_paged": paged,
             "entries": entries,
             "authn": authn,
+            "identities": linked["identities"] if linked else [],
             "done": DONE_MESSAGES.get(request.query_params.get("done", "")),
         },
     )
@@ -446,6 +450,55 @@ async def remove_passkey_action(request: Request) -> Response:
     return _back(user.id, "passkey-removed")
 
 
+async def unlink_identity_action(request: Request) -> Response:
+    """GET: confirm; POST: unlink one of the user's upstream identities (not the last way to
+    sign in)."""
+    state = get_state(request)
+    who = await _admin(state, request)
+    if isinstance(who, Response):
+        return who
+    me, actor = who
+    user_id, identity_id = _id(request, "user_id"), _id(request, "identity_id")
+    user = await state.admin.get_user(user_id) if user_id else None
+    identity = await state.identities.get(user.id, identity_id) if user and identity_id else None
+    if user is None or identity is None:
+        return _not_found(state, request, "linked account")
+    if request.method == "GET":
+        return _page(
+            state,
+            request,
+            "portal/confirm.html",
+            {
+                "me": me,
+                "section": "users",
+                "heading": "Unlink this account?",
+                "explain": f"The {identity.provider} account “{identity.email or identity.subject}”"
+                " will no longer sign this user in. Their sessions are not ended.",
+                "button": "Unlink",
+                "danger": True,
+                "action": f"/portal/users/{user.id}/identities/{identity.id}/unlink",
+                "cancel": f"/portal/users/{user.id}",
+                "user": user,
+                "session": None,
+            },
+        )
+    if not await _checked_form(request):
+        return _expired(state, request)
+    try:
+        await IdentityOps(state.admin, state.identities, state.config).unlink(
+            actor, now_s(), user.id, identity.id
+        )
+    except LastSignInMethod:
+        return error_page(
+            state,
+            request,
+            "This is the user's last way to sign in, so it cannot be unlinked. Set a password "
+            "for the user first.",
+            409,
+        )
+    return _back(user.id, "identity-unlinked")
+
+
 # -- the user's own sessions ------------------------------------------------------------------
 
 
@@ -510,6 +563,11 @@ def portal_routes() -> list[BaseRoute]:
         Route(
             "/portal/users/{user_id}/passkeys/{authenticator_id}/remove",
             remove_passkey_action,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/portal/users/{user_id}/identities/{identity_id}/unlink",
+            unlink_identity_action,
             methods=["GET", "POST"],
         ),
         Route("/portal/users/{user_id}/{action}", user_action, methods=["GET", "POST"]),

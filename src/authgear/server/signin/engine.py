@@ -35,6 +35,7 @@ from authgear.server.signin.flow import (
 from authgear.server.signin.policy import Facts, Next, next_step
 from authgear.server.signin.steps import STEPS
 from authgear.server.signin.steps.base import Again, Done, Step, StepContext
+from authgear.server.signin.steps.sso import buttons as sso_buttons
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import Authenticator, User
 from authgear.server.storage.authenticators import PASSKEY, RECOVERY_CODE, TOTP
@@ -54,12 +55,12 @@ MAX_AUTO = 4
 
 
 def step_url(name: str, flow: LoginFlow) -> str:
-    if name in ENTRY_STEPS:
-        if flow.saved:
-            return f"/{name}?{urlencode({'flow': flow.id})}"
-        target = flow.starter.get("next")
-        return f"/{name}" + (f"?{urlencode({'next': target})}" if target else "")
-    return f"/flow/{name}?{urlencode({'flow': flow.id})}"
+    path = f"/{name}" if name in ENTRY_STEPS else f"/flow/{name}"
+    if flow.saved:
+        return f"{path}?{urlencode({'flow': flow.id})}"
+    # Not stored yet: an entry page, or a step whose POST starts the flow (Step.starts_flow).
+    target = flow.starter.get("next")
+    return path + (f"?{urlencode({'next': target})}" if target else "")
 
 
 def _redirect(url: str) -> Response:
@@ -69,10 +70,12 @@ def _redirect(url: str) -> Response:
 # -- loading and saving ----------------------------------------------------------------------------
 
 
-async def load_flow(state: ServerState, request: Request) -> LoginFlow | Response | None:
-    """The flow named by ``?flow=`` if it is live, readable and this browser's; None if the URL
-    names none; an error page otherwise."""
-    flow_id = request.query_params.get("flow")
+async def load_flow(
+    state: ServerState, request: Request, flow_id: str | None = None
+) -> LoginFlow | Response | None:
+    """The flow named by ``?flow=`` (or ``flow_id``) if it is live, readable and this
+    browser's; None if the URL names none; an error page otherwise."""
+    flow_id = flow_id if flow_id is not None else request.query_params.get("flow")
     if flow_id is None:
         return None
     row = await state.repo.get_flow_row(flow_id, now_s()) if 0 < len(flow_id) <= 100 else None
@@ -175,7 +178,18 @@ async def _facts(
         must_verify_email=(
             user is not None and not user.email_verified and state.config.verification == "required"
         ),
+        sso=bool(state.config.identity_providers),
+        identity_providers=await _linked_providers(state, user),
     )
+
+
+async def _linked_providers(state: ServerState, user: User | None) -> tuple[str, ...]:
+    """The user's linked identities of configured providers (aliases)."""
+    configured = {p.alias for p in state.config.identity_providers}
+    if user is None or not configured:
+        return ()
+    linked = await state.identities.list_for_user(user.id)
+    return tuple(sorted({i.provider for i in linked if i.provider in configured}))
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -213,17 +227,26 @@ async def step_page(request: Request) -> Response:
     if isinstance(loaded, Response):
         return loaded
     if loaded is None:
-        return error_page(state, request, EXPIRED_FLOW, 400)
+        if not (STEPS[name].starts_flow and request.method == "POST"):
+            return error_page(state, request, EXPIRED_FLOW, 400)
+        # A button of an entry page without a stored flow (/login?next=...): start one.
+        starter = {"kind": "next", "next": safe_next(request.query_params.get("next"))}
+        loaded = new_flow(LOGIN, starter, now_s())
     return await _step(state, request, loaded, name)
 
 
+async def settings_owner_ok(state: ServerState, request: Request, flow: LoginFlow) -> bool:
+    """A settings change is for the account signed in here, still: not for whoever signs in to
+    this browser after the one who started it signed out."""
+    if flow.intent != SETTINGS:
+        return True
+    found = await session_from_cookie(state, request)
+    return found is not None and found[1].id == flow.user_id
+
+
 async def _step(state: ServerState, request: Request, flow: LoginFlow, name: str) -> Response:
-    if flow.intent == SETTINGS:
-        # A settings change is for the account signed in here, still: not for whoever signs
-        # in to this browser after the one who started it signed out.
-        found = await session_from_cookie(state, request)
-        if found is None or found[1].id != flow.user_id:
-            return error_page(state, request, EXPIRED_FLOW, 400)
+    if not await settings_owner_ok(state, request, flow):
+        return error_page(state, request, EXPIRED_FLOW, 400)
     ctx = await context(state, request, flow)
     allowed = next_step(flow, ctx.facts)
     if allowed.step is None:
@@ -243,7 +266,7 @@ async def _step(state: ServerState, request: Request, flow: LoginFlow, name: str
     if not csrf_ok(state, request, form.get("csrf_token")):
         return await show(ctx, step, allowed, Again(CSRF_FAILED, 403))
     result = await step.submit(ctx, form)
-    return await _after(ctx, step, allowed, result)
+    return await after(ctx, step, allowed, result)
 
 
 async def options_endpoint(request: Request) -> Response:
@@ -292,6 +315,10 @@ async def options_endpoint(request: Request) -> Response:
 
 
 async def show(ctx: StepContext, step: Step, allowed: Next, again: Again | None = None) -> Response:
+    # A message left for this page (an upstream provider's refused answer, sso_callback.py).
+    flash = ctx.flow.scratch.pop("flash", None)
+    if flash is not None:
+        ctx.changed = True
     values = await step.show(ctx)
     if ctx.changed:
         # The step keeps state between showing and submitting (a new TOTP secret).
@@ -310,7 +337,11 @@ async def show(ctx: StepContext, step: Step, allowed: Next, again: Again | None 
         "user_email": ctx.user.email if ctx.user else None,
         "passkeys": ctx.facts.passkeys,
         "passkey_options": _options_url(step, flow),
-        "error": again.error if again else None,
+        # "Continue with ..." buttons (they post to alternatives.sso) and a note kept in the
+        # flow for the next page (login_and_link: which account to sign in to).
+        "sso_providers": sso_buttons(ctx) if "sso" in alternatives else [],
+        "notice": flow.scratch.get("notice"),
+        "error": again.error if again else flash,
         **values,
         **(again.values if again else {}),
     }
@@ -326,9 +357,11 @@ def _options_url(step: Step, flow: LoginFlow) -> str:
     return f"/flow/{name}/options{query}"
 
 
-async def _after(
+async def after(
     ctx: StepContext, step: Step, allowed: Next, result: Done | Again | Response
 ) -> Response:
+    """A step's outcome: its page again with the error, a response it made, or the step
+    recorded and the flow moving on."""
     if isinstance(result, Response):
         return result
     if isinstance(result, Again):

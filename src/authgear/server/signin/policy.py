@@ -15,11 +15,16 @@ Rules (Authgear's, accounts spec §1.7, §2.2, §3, with our extensions marked):
 - Email verification (``verification: required``, issue 12): once the primary factor is done,
   an unverified address is verified (``verify_email``) before anything else, on sign-up and on
   sign-in alike.
-- Settings actions run after any reauthentication: ``enroll_totp`` (+ ``recovery_codes``) or
-  ``create_passkey``.
 - A device approval (RFC 8628, starter ``device``; ours) ends with ``approve_device`` once the
   user is signed in: by this flow's steps, or by the browser's session when the code was entered
   while signed in (then nothing is asked again).
+- Settings actions run after any reauthentication: ``enroll_totp`` (+ ``recovery_codes``),
+  ``create_passkey`` or ``link_sso``.
+- Upstream identity providers (issue 15): ``sso`` identifies anyone (when providers are
+  configured), and confirms a known user who has linked one. No second factor follows it
+  (Authgear), unless the app demands one (``acr_values``): then the user's TOTP, or enrolment.
+  A login_and_link pending from ``sso`` links (``link_identity``, automatic) once the user has
+  signed in to the account, second factor included.
 """
 
 from __future__ import annotations
@@ -29,10 +34,16 @@ from dataclasses import dataclass
 from authgear.server.signin.flow import LOGIN, REAUTH, SETTINGS, SIGNUP, LoginFlow
 
 # Steps that authenticate the user first (identify + primary factor).
-PRIMARY = frozenset({"login", "signup", "reauth", "passkey"})
+PRIMARY = frozenset({"login", "signup", "reauth", "passkey", "sso"})
 # Steps that pass the second factor.
 SECONDARY = frozenset({"totp", "recovery_code", "device_token", "enroll_totp"})
-SETTINGS_ACTIONS = {"add_totp": "enroll_totp", "add_passkey": "create_passkey"}
+SETTINGS_ACTIONS = {
+    "add_totp": "enroll_totp",
+    "add_passkey": "create_passkey",
+    "link_identity": "link_sso",
+}
+# flow.scratch key of a provider account waiting to be linked (login_and_link).
+PENDING_LINK = "sso_link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,10 @@ class Facts:
     device_trusted: bool = False
     # verification: required, and the identified user's address is not verified yet.
     must_verify_email: bool = False
+    # Upstream identity providers are configured; the identified user's linked ones (aliases
+    # of configured providers).
+    sso: bool = False
+    identity_providers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,8 @@ def next_step(flow: LoginFlow, facts: Facts) -> Next:
         auth = _authenticate(flow, facts)
         if auth is not DONE:
             return auth
+    if flow.scratch.get(PENDING_LINK) and not flow.done("link_identity"):
+        return Next("link_identity")
     codes_pending = flow.done("enroll_totp") and not flow.done("recovery_codes")
     if codes_pending and flow.scratch.get("new_codes"):
         return Next("recovery_codes")
@@ -91,25 +108,30 @@ def next_step(flow: LoginFlow, facts: Facts) -> Next:
 
 def _identify(flow: LoginFlow, facts: Facts) -> Next:
     passkey = ("passkey",) if facts.passkeys else ()
+    sso = ("sso",) if facts.sso else ()
     # A sign-in an id_token_hint asked for is that user's: no new account instead.
     signup = ("signup",) if facts.passwords and flow.expected_user is None else ()
     if flow.intent == SIGNUP and signup:
-        return Next("signup", ("login", *passkey))
+        return Next("signup", ("login", *passkey, *sso))
     if flow.intent in (LOGIN, SIGNUP):
-        return Next("login", (*signup, *passkey))
-    return DONE if flow.intent == SETTINGS else Next("login", passkey)
+        return Next("login", (*signup, *passkey, *sso))
+    return DONE if flow.intent == SETTINGS else Next("login", (*passkey, *sso))
 
 
 def _authenticate(flow: LoginFlow, facts: Facts) -> Next:
     done = {s.step for s in flow.steps}
     if not done & PRIMARY:
         passkey = ("passkey",) if facts.passkeys and facts.has_passkeys else ()
-        if facts.has_password or not passkey:
-            return Next("reauth", passkey)
-        return Next("passkey")
+        others = (*passkey, *(("sso",) if facts.identity_providers else ()))
+        if facts.has_password or not others:
+            return Next("reauth", others)
+        return Next(others[0], others[1:])
     if facts.must_verify_email and "verify_email" not in done:
         return Next("verify_email")
     if "passkey" in done or done & SECONDARY or not facts.totp:
+        return DONE
+    if "sso" in done and not flow.require_mfa:
+        # Authgear: no second factor after an upstream sign-in.
         return DONE
     needed = facts.has_totp or facts.mode == "required" or flow.require_mfa
     if not needed:

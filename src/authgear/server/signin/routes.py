@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from authgear.server.signin import engine, settings_page
+from authgear.server.signin import engine, settings_identities, settings_page, sso_callback
 
 
 def signin_routes() -> list[BaseRoute]:
@@ -13,5 +13,7 @@ def signin_routes() -> list[BaseRoute]:
         Route("/signup", engine.signup_page, methods=["GET", "POST"]),
         Route("/flow/{step}", engine.step_page, methods=["GET", "POST"]),
         Route("/flow/{step}/options", engine.options_endpoint, methods=["POST"]),
+        Route("/sso/oauth2/callback/{alias}", sso_callback.callback, methods=["GET"]),
         *settings_page.routes(),
+        *settings_identities.routes(),
     ]

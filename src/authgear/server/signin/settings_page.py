@@ -42,6 +42,8 @@ DONE_MESSAGES = {
     "totp-removed": "The authenticator app was removed.",
     "passkey-removed": "The passkey was removed.",
     "devices-forgotten": "Every browser will ask for your second factor again.",
+    "link_identity": "The account was linked. You can now sign in with it too.",
+    "identity-unlinked": "The account was unlinked.",
 }
 MAX_ID = 100
 
@@ -69,6 +71,9 @@ async def security_page(request: Request) -> Response:
 async def _security(
     state: ServerState, request: Request, me: User, extra: dict[str, Any] | None = None
 ) -> Response:
+    # settings_identities builds on this module's helpers: imported here, not at the top.
+    from authgear.server.signin import settings_identities
+
     now = now_s()
     cfg = state.config.authentication
     authenticators = await state.authenticators.list_for_user(me.id)
@@ -86,6 +91,7 @@ async def _security(
         "recovery_enabled": not cfg.recovery_code.disabled,
         "done": DONE_MESSAGES.get(request.query_params.get("done", "")),
         "fmt_time": _date,
+        **await settings_identities.section(state, me),
         **(extra or {}),
     }
     return render(state, request, "settings_security.html", context)
@@ -95,10 +101,10 @@ def _date(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts)) if ts else "never"
 
 
-async def _checked(
+async def checked(
     request: Request,
-) -> tuple[ServerState, IdpSession, User] | Response:
-    """A signed-in user's POST with a valid CSRF token."""
+) -> tuple[ServerState, IdpSession, User, dict[str, str]] | Response:
+    """A signed-in user's POST with a valid CSRF token, and its form."""
     state = get_state(request)
     found = await _signed_in(state, request)
     if isinstance(found, Response):
@@ -109,7 +115,30 @@ async def _checked(
         form = {}
     if not csrf_ok(state, request, form.get("csrf_token")):
         return error_page(state, request, "Your session expired. Please try again.", 403)
-    return state, found[0], found[1]
+    return state, found[0], found[1], form
+
+
+async def _checked(
+    request: Request,
+) -> tuple[ServerState, IdpSession, User] | Response:
+    """A signed-in user's POST with a valid CSRF token."""
+    result = await checked(request)
+    return result if isinstance(result, Response) else result[:3]
+
+
+def fresh(state: ServerState, session: IdpSession) -> bool:
+    return _fresh(state, session)
+
+
+async def confirm(
+    state: ServerState, request: Request, session: IdpSession, user: User
+) -> Response:
+    """An old sign-in confirms it is the user first (then comes back to the settings)."""
+    return await _action(state, request, session, user, "confirm")
+
+
+def actor(state: ServerState, request: Request, user: User) -> Actor:
+    return _actor(state, request, user)
 
 
 def _fresh(state: ServerState, session: IdpSession) -> bool:

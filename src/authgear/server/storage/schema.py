@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -298,6 +299,27 @@ counters = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# -- upstream identity providers --------------------------------------------------------------
+
+# A user's accounts at upstream providers (sso/): the configured provider alias and the
+# provider's stable subject (an OIDC ``sub``, GitHub's numeric user id), unique together. The
+# email, its verified flag and the name are the provider's latest answer, for display.
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("email_verified", Boolean, nullable=False, default=False),
+    Column("claims", JSON, nullable=False, default=dict),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger, nullable=True),
+    UniqueConstraint("provider", "subject", name="uq_identities_provider_subject"),
+    Index("ix_identities_user_id", "user_id"),
 )
 
 # -- session management (admin API, portal) --------------------------------------------------

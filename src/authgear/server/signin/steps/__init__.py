@@ -14,6 +14,7 @@ from authgear.server.signin.steps import (
     recovery_code,
     recovery_codes,
     signup,
+    sso,
     totp,
     verify_email,
 )
@@ -36,3 +37,5 @@ STEPS: dict[str, Step] = {
         approve_device,
     )
 }
+# The upstream identity provider steps (one module, three steps).
+STEPS.update({s.name: s for s in (sso.SSO, sso.LINK_SSO, sso.LINK_IDENTITY)})

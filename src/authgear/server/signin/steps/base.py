@@ -60,6 +60,9 @@ class Step:
     auto: bool = False
     # A browser ceremony (WebAuthn): the step answers options().
     ceremony: bool = False
+    # Its form may post from an entry page before any flow is stored (/flow/<name>?next=):
+    # the POST starts the flow.
+    starts_flow: bool = False
 
     async def show(self, ctx: StepContext) -> dict[str, Any]:
         return {}
