@@ -86,6 +86,11 @@ def test_sdk_authenticate_through_continue_with_provider_creates_a_user_with_the
     email = f"{login}@example.test"  # upstream_idp.mjs asserts it verified
     context = browser.new_context()
     context.set_default_timeout(20_000)
+    # oidc-provider's dev pages link a web font; this machine has no internet.
+    context.route(
+        "https://fonts.googleapis.com/**",
+        lambda route: route.fulfill(status=200, content_type="text/css", body=""),
+    )
     page = context.new_page()
     seen: list[str] = []
 
