@@ -5,17 +5,21 @@ Authgear's docs do, with ``sessionType: "refresh_token"``. A stdlib HTTP server 
 port serves it at http://localhost:<port> (another site than the auth server at
 http://127.0.0.1:<port>, so every SDK call to the server is a CORS request), together with a small
 backend, ``/api/me``, that asks our ``/_resolver/resolve`` about the incoming Authorization header.
-The test drives the real sign-up and login pages. scripts/test runs ``npm ci`` in web_sdk/.
+The test drives the real sign-up and login pages, and "Continue with <provider>" with npm
+oidc-provider as the upstream identity provider (issue 15). scripts/test runs ``npm ci`` in
+web_sdk/.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,11 +37,13 @@ from playwright.sync_api import (
     Page,
     Request,
     Response,
+    Route,
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from agtest.mfa import settle_totp_step
 from agtest.server import ServerProcess, new_email
+from agtest.upstream import UpstreamIdp, start_upstream_idp
 
 pytestmark = [pytest.mark.interop, pytest.mark.browser]
 
@@ -526,4 +532,80 @@ def test_web_sdk_sign_in_with_a_required_second_factor(
     page.get_by_role("button", name="Verify").click()
     again = _back_in_app(web, page, trace)
     assert again["userInfo"]["email"] == email
+    assert not trace.lines, f"unexpected browser errors:\n{trace}"
+
+
+UPSTREAM = "Example IdP"
+
+
+@pytest.fixture
+def upstream_idp(fresh_server: ServerProcess) -> Iterator[UpstreamIdp]:
+    """oidc-provider (tests/client/oidc_provider/upstream_idp.mjs) as our identity provider
+    "good", configured before web_app starts the server."""
+    idp = start_upstream_idp(fresh_server.url)
+    fresh_server.config["identity_providers"] = [idp.provider("good", display_name=UPSTREAM)]
+    try:
+        yield idp
+    finally:
+        idp.stop()
+
+
+def _empty_css(route: Route) -> None:
+    route.fulfill(status=200, content_type="text/css", body="")
+
+
+@pytest.fixture
+def sso_web_app(upstream_idp: UpstreamIdp, web_app: WebApp) -> WebApp:
+    return web_app  # upstream_idp first: the server starts with the provider in its config
+
+
+def test_web_sdk_sign_in_through_continue_with_an_upstream_provider(
+    upstream_idp: UpstreamIdp, sso_web_app: WebApp, app_page: tuple[Page, Trace]
+) -> None:
+    """startAuthentication() opens our login page; "Continue with Example IdP" goes to
+    oidc-provider, whose login and consent pages Chromium fills in; our callback creates the
+    user with the upstream's verified email and finishes the app's authorization."""
+    web, server, idp = sso_web_app, sso_web_app.server, upstream_idp
+    page, trace = app_page
+    login = f"u{secrets.token_hex(5)}"
+    email = f"{login}@example.test"  # upstream_idp.mjs asserts it verified
+    # oidc-provider's dev pages link a web font; this machine has no internet.
+    page.route("https://fonts.googleapis.com/**", _empty_css)
+
+    _open_app(web, page, trace)
+    _sign_in_click(page, trace, server, "Sign in")
+    assert page.title().startswith("Sign in"), page.title()
+    page.get_by_role("button", name=f"Continue with {UPSTREAM}").click()
+    _wait_for_url(page, trace, idp.issuer + "/interaction/")
+    page.fill("input[name=login]", login)
+    page.fill("input[name=password]", "any")
+    page.click("button[type=submit]")
+    _wait_for_url(page, trace, idp.issuer + "/interaction/")
+    page.get_by_role("button", name="Continue").click()
+
+    finished = _back_in_app(web, page, trace)
+    user = finished["userInfo"]
+    assert user["email"] == email and user["emailVerified"] is True
+    assert user["isAnonymous"] is False
+    assert page.locator("#result").inner_text() == f"Signed in as {email}"
+    info = _call(page, trace, "app.fetchUserInfo()")
+    assert info["sub"] == user["sub"] and info["email"] == email
+    claims = _verify_access_token(server, page.evaluate("app.accessToken()"))
+    assert claims["sub"] == user["sub"] and claims["client_id"] == CLIENT_ID
+    backend = _call(page, trace, "app.callBackend()")
+    assert backend == {"status": 200, "body": {"user_id": user["sub"]}}
+
+    # One identity, the upstream account, for this new user.
+    with ThreadPoolExecutor(1) as pool:  # off Playwright's event loop (PostgreSQL)
+        rows = pool.submit(
+            server.query,
+            "SELECT user_id, provider, subject, email FROM identities WHERE subject = ?",
+            login,
+        ).result()
+    assert rows == [(user["sub"], "good", login, email)]
+
+    # Signed out of the app only: the next sign-in goes through our browser session, same user.
+    _call(page, trace, "app.logout()")
+    assert _sign_in_again(web, page, trace, email)
+    assert _call(page, trace, "app.fetchUserInfo()")["sub"] == user["sub"]
     assert not trace.lines, f"unexpected browser errors:\n{trace}"
