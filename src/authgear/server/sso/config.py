@@ -1,8 +1,8 @@
 """``identity_providers:``: upstream OpenID Connect and OAuth 2.0 providers users sign in with
 ("Continue with Google"). A generic OpenID Connect provider (``type: oidc``: issuer, discovery)
 and Authgear's presets ``google``, ``azureadv2`` (Microsoft Entra ID, ``tenant``) and ``github``
-(plain OAuth 2.0 with GitHub's user API). Accounts spec §8.1; docs/server.md "Upstream identity
-providers".
+(plain OAuth 2.0 with GitHub's user API). Accounts spec §8.1; docs/server.md "Sign in with
+other identity providers".
 
 The client secret comes from ``client_secret``, ``client_secret_file`` (resolved by config.py)
 or the environment (``AUTHGEAR_IDENTITY_PROVIDERS__<ALIAS>__CLIENT_SECRET``); it is a
