@@ -27,6 +27,7 @@ from agtest.server import (
     Browser,
     ServerProcess,
     new_email,
+    refresh,
 )
 
 PASSWORD = "correct horse battery"
@@ -589,3 +590,86 @@ def test_device_authorization_requests_are_rate_limited_per_address(
     limited(fresh_server, device_authorizations_per_ip_per_minute=3)
     answers = [device.authorize(fresh_server).status_code for _ in range(5)]
     assert answers == [200, 200, 200, 429, 429]
+
+
+# -- a device's session is an app session like any: listed, and revocable, in the portal and
+# -- on /settings/sessions (issue 14.1) -----------------------------------------------------------
+
+
+def device_info(name: str) -> str:
+    """x_device_info as Authgear's SDKs send it: base64url of JSON naming the device."""
+    info = {"ios": {"UIDevice": {"name": name, "systemName": "iOS"}}}
+    return base64.urlsafe_b64encode(json.dumps(info).encode()).decode()
+
+
+def device_tokens(
+    server: ServerProcess, email: str, browser: Browser, name: str
+) -> tuple[dict[str, Any], str]:
+    """A device approved by ``browser``'s user: its tokens and its grant's id, after one refresh
+    that works (so a later invalid_grant is the revocation's doing)."""
+    code = new_code(server)
+    assert (
+        approve_as(server, code["user_code"], email, PASSWORD, browser=browser).status_code == 200
+    )
+    r = poll(server, code["device_code"], x_device_info=device_info(name))
+    assert r.status_code == 200, r.text
+    grant_id = row(server, code["device_code"])["issued_grant_id"]
+    assert grant_id
+    refreshed = refresh(server, r.json()["refresh_token"], client_id=DEVICE)
+    assert refreshed.status_code == 200, refreshed.text
+    return refreshed.json(), grant_id
+
+
+def test_a_device_session_is_in_the_portal_and_revoking_it_there_ends_its_refresh(
+    authgear_server: ServerProcess,
+) -> None:
+    server = authgear_server
+    admin_email = new_email()
+    server.create_user(admin_email, PASSWORD, "--role", "admin")
+    email, user_id = user(server)
+    tokens, grant_id = device_tokens(server, email, Browser(server.url), "Kiosk in hall B")
+    admin = Browser(server.url)
+    assert admin.submit("/login?next=/portal", admin_email, PASSWORD).status_code == 303
+    page = admin.http.get(f"/portal/users/{user_id}")
+    assert page.status_code == 200
+    confirm_url = f"/portal/users/{user_id}/sessions/{grant_id}/revoke"
+    assert f'href="{confirm_url}"' in page.text
+    row_html = page.text.split(f'href="{confirm_url}"')[0].rsplit("<tr>", 1)[-1]
+    for shown in ("Kiosk in hall B", "App session", "Device test app"):
+        assert shown in row_html, shown
+    confirm = admin.http.get(confirm_url)
+    assert confirm.status_code == 200 and "Revoke this session?" in confirm.text
+    r = admin.http.post(confirm_url, data={"csrf_token": device.csrf_of(confirm.text)})
+    assert r.status_code == 303 and r.headers["location"] == f"/portal/users/{user_id}?done=revoked"
+    again = refresh(server, tokens["refresh_token"], client_id=DEVICE)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    bearer = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert httpx2.get(server.url + "/oauth2/userinfo", headers=bearer).status_code == 401
+    assert "Kiosk in hall B" not in admin.http.get(f"/portal/users/{user_id}").text
+
+
+def test_a_device_session_is_in_settings_sessions_and_signing_it_out_there_ends_its_refresh(
+    authgear_server: ServerProcess,
+) -> None:
+    server = authgear_server
+    email, _ = user(server)
+    browser = Browser(server.url)
+    assert browser.submit("/login?next=/", email, PASSWORD).status_code == 303
+    tokens, grant_id = device_tokens(server, email, browser, "Build box")
+    page = browser.http.get("/settings/sessions")
+    assert page.status_code == 200
+    action = f'action="/settings/sessions/{grant_id}/revoke"'
+    assert action in page.text
+    item = page.text.split(action)[0].rsplit("<li>", 1)[-1]
+    for shown in ("Build box", "App session", "Device test app"):
+        assert shown in item, shown
+    r = browser.http.post(
+        f"/settings/sessions/{grant_id}/revoke", data={"csrf_token": device.csrf_of(page.text)}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/settings/sessions?done=signed-out"
+    again = refresh(server, tokens["refresh_token"], client_id=DEVICE)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    # only the device was signed out: this browser is still in, and the device is gone from it
+    after = browser.http.get("/settings/sessions")
+    assert after.status_code == 200 and "This browser" in after.text
+    assert action not in after.text and "Build box" not in after.text
