@@ -77,7 +77,7 @@ def test_cookie_login_is_reported_as_cookie(
 ) -> None:
     r = httpx2.get(cookie_backend.url + "/api/me", cookies={"session": session_cookie})
     assert r.status_code == 200, r.text
-    assert r.json()["credential"] == "cookie" and r.json()["amr"] == ["pwd"]
+    assert r.json()["credential"] == "cookie" and r.json()["amr"] == ["pwd", "x_primary_password"]
     r = httpx2.get(cookie_backend.url + "/api/me", cookies={"session": "forged"})
     assert r.status_code == 401
 

@@ -200,7 +200,7 @@ def test_valid_user_passes_with_headers_and_revocation_is_immediate(
     assert r.status_code == 200, r.text
     me = r.json()
     assert me["sub"] == sub and me["source"] == "proxy" and me["credential"] == "bearer"
-    assert me["amr"] == ["pwd"] and me["authenticated_at"]
+    assert me["amr"] == ["pwd", "x_primary_password"] and me["authenticated_at"]
     assert ag.fetch("GET", proxy.url + "/api/admin").status_code == 403
 
     # Revocation through the proxy takes effect at once (the resolver checks every request).

@@ -6,7 +6,8 @@
 PKCE verifier; sso/rp.py) and sends the browser to the provider. The provider's answer arrives
 at ``/sso/oauth2/callback/<alias>`` (sso/routes.py), which takes the pending request out of the
 flow (once), has sso/client.py redeem and verify it, and calls :func:`redeem` here, which
-decides who the user is (accounts spec §8.2 and docs/server.md "Sign in with other identity providers"):
+decides who the user is (accounts spec §8.2 and docs/server.md "Sign in with other identity
+providers"):
 
 - the provider account is linked to a user: that user (a reauthentication: only the user
   signing in; an id_token_hint or a pending link: only the expected user);
