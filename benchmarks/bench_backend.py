@@ -303,10 +303,10 @@ def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict
     contenders = {
         "cryptography_rsa_verify": per_token(floor, split),
         "jwtverifier_cold": per_token(cold.verify, tokens, reset=cold.clear_cache),
+        "jwtverifier_cold_feed": per_token(cold_feed.verify, tokens, reset=cold_feed.clear_cache),
         "pyjwt_cached_key": per_token(pyjwt_cached_key, tokens),
         "pyjwt_shared_client": per_token(pyjwt_shared, tokens),
         "jwtverifier_cached_same_token": per_token(lambda _: cached.verify(same), tokens),
-        "jwtverifier_cold_feed": per_token(cold_feed.verify, tokens, reset=cold_feed.clear_cache),
         "jwtverifier_cached_same_token_feed": per_token(lambda _: cached_feed.verify(same), tokens),
     }
     log(f"verification of {len(tokens)} distinct tokens: {', '.join(contenders)}")

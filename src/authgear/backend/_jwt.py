@@ -27,6 +27,7 @@ import binascii
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -102,6 +103,7 @@ _HEADER_CACHE_SIZE = 64
 #: cache lookup before the Authorization header is parsed.
 _BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
 _isfinite = math.isfinite
+_getpid = os.getpid
 
 
 def _not_b64url(segment: str) -> bool:
@@ -436,7 +438,8 @@ class JWTVerifier:
         until = self._check_claims(claims)
         poller = self._poller
         if poller is not None:
-            poller.ensure_running()  # a forked process has no poller thread yet
+            if poller.pid != _getpid():
+                poller.ensure_running()  # a forked process has no poller thread yet
             if self._revoked.refuses(claims.get("sid"), claims["iat"]):
                 raise InvalidToken("the session was revoked")
         principal = principal_from_claims(claims)

@@ -176,7 +176,8 @@ class RevocationPoller:
         self._verifier = weakref.ref(verifier)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._pid = -1
+        #: The process the thread runs in (a forked child has none running).
+        self.pid = -1
         self._thread: threading.Thread | None = None
         #: Health, for metrics and tests: the clock at the last good poll, polls that failed
         #: in a row, and the last failure (never a secret).
@@ -191,12 +192,12 @@ class RevocationPoller:
         return self.failures == 0 and self.last_success > -math.inf
 
     def ensure_running(self) -> None:
-        if self._pid == os.getpid() or self._stop.is_set():
+        if self.pid == os.getpid() or self._stop.is_set():
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self.pid == os.getpid():
                 return
-            self._pid = os.getpid()
+            self.pid = os.getpid()
             self._thread = threading.Thread(
                 target=self._run, name="authgear-revocation-feed", daemon=True
             )
