@@ -22,7 +22,9 @@ What it does (127.0.0.1 only, ports picked free, everything stopped at the end):
    - PyJWT + PyJWKClient as Authgear's Python docs use them (discovery and a new client per
      request, so two HTTP calls per token; wall time, as it mostly waits);
    and, named as such, `JWTVerifier.verify` on the same token again and again (its
-   verified-token cache: a dictionary hit plus an exp check).
+   verified-token cache: a dictionary hit plus an exp check). The two JWTVerifier figures
+   are also measured with the revocation feed on (`revocations=RevocationFeed(...)`, polling
+   the server every 2 s, --revoked revoked sessions loaded), to show what it costs.
 3. Starts benchmarks/bench_backend_app.py (FastAPI, one uvicorn process) and drives, with
    wrk, in turn, --http-rounds times: GET /open (no auth), GET /protected (JWTVerifier through
    the FastAPI dependency ``require_user``) and GET /protected-mw (through AuthgearMiddleware),
@@ -38,11 +40,13 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import platform
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -73,11 +77,13 @@ from bench_server import (
     wait_for,
 )
 
-from authgear.backend import JWTVerifier
+from authgear.backend import JWTVerifier, RevocationFeed
 
 BENCH = Path(__file__).resolve().parent
 CLIENT_ID = "bench-native"
 REDIRECT = "http://127.0.0.1/callback"
+FEED_CLIENT_ID = "bench-backend"
+FEED_SECRET = secrets.token_urlsafe(32)
 
 
 def b64d(segment: str) -> bytes:
@@ -138,6 +144,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--http-rounds", type=int, default=3)
     parser.add_argument("--skip-http", action="store_true", help="no protected/open run")
+    parser.add_argument("--revoked", type=int, default=5000, help="sessions in the feed")
     args = parser.parse_args()
     if not AUTHGEAR.exists():
         raise SystemExit(f"{AUTHGEAR} missing: run scripts/test first")
@@ -152,7 +159,16 @@ def main() -> int:
                 {
                     "host": "127.0.0.1",
                     "port": port,
-                    "clients": [{"id": CLIENT_ID, "redirect_uris": [REDIRECT]}],
+                    "clients": [
+                        {"id": CLIENT_ID, "redirect_uris": [REDIRECT]},
+                        {
+                            "id": FEED_CLIENT_ID,
+                            "type": "confidential",
+                            "client_secret_hash": "sha256:"
+                            + hashlib.sha256(FEED_SECRET.encode()).hexdigest(),
+                            "redirect_uris": [REDIRECT],
+                        },
+                    ],
                     "rate_limits": {"enabled": False},
                     "log_level": "warning",
                 }
@@ -176,6 +192,7 @@ def main() -> int:
                 creds = {"email": email, "password": password}
                 grant = login(http, discovery, CLIENT_ID, REDIRECT, AUTHGEAR_SCOPE, creds)
                 tokens = fresh_tokens(http, discovery, grant.refresh_token, args.tokens)
+            seed_revocations(data_dir / "authgear.db", args.revoked)
             results["verify"] = bench_verify(base, tokens, args)
             if not args.skip_http:
                 results["http"] = bench_http(base, tokens[0], workdir, args)
@@ -185,6 +202,16 @@ def main() -> int:
     out.write_text(json.dumps(results, indent=2))
     log(f"saved {out.relative_to(ROOT)}")
     return 0
+
+
+def seed_revocations(db: Path, count: int) -> None:
+    """``count`` revoked sessions (none of the benchmark's) in the server's feed."""
+    now = int(time.time())
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO revoked_sessions (session_id, revoked_at) VALUES (?, ?)",
+            [(f"bench-revoked-{i}", now) for i in range(count)],
+        )
 
 
 def fresh_tokens(
@@ -237,8 +264,19 @@ def per_token(
 def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict[str, float]:
     cold = JWTVerifier(base)  # the default configuration
     cached = JWTVerifier(base)
+    feed = RevocationFeed(FEED_CLIENT_ID, FEED_SECRET, poll_interval=2.0)
+    cold_feed = JWTVerifier(base, revocations=feed)
+    cached_feed = JWTVerifier(base, revocations=feed)
+    for verifier in (cold_feed, cached_feed):
+        poller = verifier.revocations
+        assert poller is not None
+        deadline = time.monotonic() + 30
+        while len(poller.state.revoked) < args.revoked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(poller.state.revoked) >= args.revoked, poller.last_error
     for t in tokens:
         assert cold.verify(t).sub and cached.verify(t).sub
+        assert cold_feed.verify(t).sub and cached_feed.verify(t).sub
     jwks = httpx.get(base + "/oauth2/jwks").json()
     keys = {k["kid"]: jwt.PyJWK(k).key for k in jwks["keys"]}
     split = []
@@ -265,9 +303,11 @@ def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict
     contenders = {
         "cryptography_rsa_verify": per_token(floor, split),
         "jwtverifier_cold": per_token(cold.verify, tokens, reset=cold.clear_cache),
+        "jwtverifier_cold_feed": per_token(cold_feed.verify, tokens, reset=cold_feed.clear_cache),
         "pyjwt_cached_key": per_token(pyjwt_cached_key, tokens),
         "pyjwt_shared_client": per_token(pyjwt_shared, tokens),
         "jwtverifier_cached_same_token": per_token(lambda _: cached.verify(same), tokens),
+        "jwtverifier_cached_same_token_feed": per_token(lambda _: cached_feed.verify(same), tokens),
     }
     log(f"verification of {len(tokens)} distinct tokens: {', '.join(contenders)}")
     figures = {name: 0.0 for name in contenders}
@@ -278,8 +318,8 @@ def bench_verify(base: str, tokens: list[str], args: argparse.Namespace) -> dict
     # Wall time here: most of its cost is waiting for the two HTTP answers.
     docs = per_token(lambda t: authgear_docs_verify(base, t), tokens[:50], clock=time.perf_counter)
     figures["pyjwt_authgear_docs"] = docs(args.docs_seconds)
-    cold.close()
-    cached.close()
+    for verifier in (cold, cached, cold_feed, cached_feed):
+        verifier.close()
     return figures
 
 
@@ -332,6 +372,11 @@ def report(results: dict[str, Any]) -> None:
     print(f"  JWTVerifier cold / raw RSA verify: {ours / floor:.2f} (goal >= 0.5)")
     print(f"  JWTVerifier cold / PyJWKClient shared: {ours / v['pyjwt_shared_client']:.2f}x")
     print(f"  JWTVerifier cold / Authgear-docs PyJWT: {ours / v['pyjwt_authgear_docs']:.1f}x")
+    print(
+        "  revocation feed on / off: cold "
+        f"{v['jwtverifier_cold_feed'] / ours:.3f}, cached same token "
+        f"{v['jwtverifier_cached_same_token_feed'] / v['jwtverifier_cached_same_token']:.3f}"
+    )
     if "http" in results:
         h = results["http"]
         best = {name: max(r["rps"] for r in rounds) for name, rounds in h.items()}

@@ -2,6 +2,9 @@
 
     .venv/bin/python examples/fastapi_backend.py                    # JWT mode, port 8000
     .venv/bin/python examples/fastapi_backend.py --mode resolver    # ask Authgear per request
+    # JWT mode that refuses revoked sessions within seconds (polls the revocation feed as a
+    # confidential client; the secret comes from the environment, never the command line):
+    AUTHGEAR_CLIENT_SECRET=... .venv/bin/python examples/fastapi_backend.py --revocations <client>
     AUTHGEAR_ENDPOINT=https://myapp.authgear.cloud uvicorn fastapi_backend:app --app-dir examples
 
 Behind nginx/Traefik/Caddy (``--mode proxy``): set AUTHGEAR_PROXY_SECRET to the secret the proxy
@@ -27,7 +30,12 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from authgear.backend import AuthenticatedClient, AuthenticatedUser, make_authenticator
+from authgear.backend import (
+    AuthenticatedClient,
+    AuthenticatedUser,
+    RevocationFeed,
+    make_authenticator,
+)
 from authgear.backend.fastapi import AuthgearDependencies
 
 FULL_ACCESS = "https://authgear.com/scopes/full-access"
@@ -41,8 +49,11 @@ def create_app(
     allow_clients: bool = False,
     cookies: bool = False,
     proxy_secret: str | None = None,
+    revocations: RevocationFeed | None = None,
 ) -> FastAPI:
     options: dict[str, object] = {"allow_clients": allow_clients}
+    if mode == "jwt" and revocations is not None:
+        options["revocations"] = revocations
     if mode == "resolver" and cookies:
         options["cookie_name"] = "session"  # Authgear's session cookie, same site as this API
     if mode == "proxy":
@@ -125,6 +136,13 @@ def main() -> None:
     parser.add_argument(
         "--cookies", action="store_true", help="resolver/proxy mode: accept the session cookie"
     )
+    parser.add_argument(
+        "--revocations",
+        metavar="CLIENT_ID",
+        help="jwt mode: poll the revocation feed as this confidential client "
+        "(its secret in AUTHGEAR_CLIENT_SECRET)",
+    )
+    parser.add_argument("--poll-interval", type=float, default=2.0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="warning")
@@ -134,6 +152,10 @@ def main() -> None:
         help="keep uvicorn's X-Forwarded-For rewriting of the peer (unsafe in proxy mode)",
     )
     args = parser.parse_args()
+    feed = None
+    if args.revocations:
+        secret = os.environ.get("AUTHGEAR_CLIENT_SECRET", "")
+        feed = RevocationFeed(args.revocations, secret, poll_interval=args.poll_interval)
     backend = create_app(
         args.mode,
         args.endpoint,
@@ -141,6 +163,7 @@ def main() -> None:
         allow_clients=args.allow_clients,
         cookies=args.cookies,
         proxy_secret=os.environ.get("AUTHGEAR_PROXY_SECRET") or None,
+        revocations=feed,
     )
     # proxy_headers=False: the peer address must be the socket's, not X-Forwarded-For's.
     uvicorn.run(

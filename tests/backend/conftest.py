@@ -11,7 +11,7 @@ from agtest.server import ServerProcess
 # The backend tests run on the SQLite server only (they read and add signing keys in its
 # database file, and storage is the server suite's concern), except the end-to-end story,
 # whose revocation goes through storage and so runs on both.
-BOTH_STORAGES = {"test_backend_story.py"}
+BOTH_STORAGES = {"test_backend_story.py", "test_revocation_feed.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,6 +3,8 @@
     from authgear.backend import JWTVerifier, ResolverClient, TrustedProxyHeaders
 
     verifier = JWTVerifier("https://myapp.authgear.cloud")   # local check, no call per request
+    # ... and revoked sessions refused within seconds (polls the server's revocation feed):
+    verifier = JWTVerifier(endpoint, revocations=RevocationFeed(client_id, client_secret))
     user = verifier.verify(token)                            # or await verifier.verify_async(token)
 
 The core imports no web framework and nothing of ``authgear.server`` or ``authgear.client``.
@@ -35,6 +37,7 @@ from authgear.backend._resolver import (
     principal_from_headers,
     user_from_headers,
 )
+from authgear.backend._revocations import RevocationFeed
 from authgear.backend._types import (
     AuthenticatedClient,
     AuthenticatedUser,
@@ -67,6 +70,7 @@ __all__ = [
     "Principal",
     "RequestLike",
     "ResolverClient",
+    "RevocationFeed",
     "SimpleRequest",
     "TrustedProxyHeaders",
     "as_client",

@@ -27,6 +27,7 @@ import binascii
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -47,6 +48,12 @@ from authgear.backend._jwks import (
     parse_jwks,
 )
 from authgear.backend._request import MAX_AUTHORIZATION_LENGTH, RequestLike, bearer_token
+from authgear.backend._revocations import (
+    RevocationFeed,
+    RevocationPoller,
+    RevokedSessions,
+    feed_url,
+)
 from authgear.backend._types import (
     CLAIM_CAN_REAUTHENTICATE,
     CLAIM_GRANT_TYPE,
@@ -96,6 +103,7 @@ _HEADER_CACHE_SIZE = 64
 #: cache lookup before the Authorization header is parsed.
 _BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
 _isfinite = math.isfinite
+_getpid = os.getpid
 
 
 def _not_b64url(segment: str) -> bool:
@@ -134,8 +142,10 @@ class JWTVerifier:
     backend reaches Authgear by an internal address; a mismatch is a
     :class:`ConfigurationError`, answered 500 and logged once, not a 503). ``audience``
     defaults to the issuer, which is what Authgear puts in ``aud``. A revoked session's tokens
-    verify until they expire; use :class:`ResolverClient` where revocation must take effect
-    at once.
+    verify until they expire, unless ``revocations`` (a :class:`RevocationFeed`) is given: then
+    a daemon thread polls the server's revocation feed and tokens of sessions it lists are
+    refused (:class:`InvalidToken`) within about ``poll_interval`` seconds of the revocation;
+    use :class:`ResolverClient` where revocation must take effect at once.
 
     Keys are only fetched over https, or plain http to a loopback host
     (``allow_insecure_http=True`` lifts that, for a network path you trust). ``max_token_age``
@@ -168,6 +178,7 @@ class JWTVerifier:
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         http_client: httpx2.Client | None = None,
+        revocations: RevocationFeed | None = None,
     ) -> None:
         if endpoint is None and (issuer is None or jwks_uri is None):
             raise ConfigurationError("give endpoint, or both issuer and jwks_uri")
@@ -212,6 +223,15 @@ class JWTVerifier:
         self._own_http = http_client is None
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
         self._async_locks = weakref.WeakKeyDictionary()
+        # The revocation feed (off: an empty set, and one falsy check on the cold path).
+        self._revoked = RevokedSessions(leeway)
+        self._poller: RevocationPoller | None = None
+        if revocations is not None:
+            url = feed_url(revocations, self.endpoint, allow_insecure_http)
+            self._poller = RevocationPoller(
+                revocations, url, self._revoked, self, timeout=timeout, clock=clock
+            )
+            self._poller.ensure_running()
 
     def __repr__(self) -> str:
         return f"JWTVerifier(endpoint={self.endpoint!r}, issuer={self._issuer!r})"
@@ -302,6 +322,12 @@ class JWTVerifier:
             raise InvalidToken("a client's token (client_credentials) is not accepted here")
         return principal
 
+    @property
+    def revocations(self) -> RevocationPoller | None:
+        """The revocation feed's poller (its health: ``healthy``, ``failures``,
+        ``last_success``, ``last_error``), or None when the feed is off."""
+        return self._poller
+
     def clear_cache(self) -> None:
         """Forget verified tokens (done by itself whenever the JWKS changes)."""
         with self._verified_lock:
@@ -324,6 +350,8 @@ class JWTVerifier:
             raise self._cache.config_error
 
     def close(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
         if self._own_http and self._http is not None:
             self._http.close()
             self._http = None
@@ -408,6 +436,12 @@ class JWTVerifier:
         if type(claims) is not dict:
             raise InvalidToken("malformed token")
         until = self._check_claims(claims)
+        poller = self._poller
+        if poller is not None:
+            if poller.pid != _getpid():
+                poller.ensure_running()  # a forked process has no poller thread yet
+            if self._revoked.refuses(claims.get("sid"), claims["iat"]):
+                raise InvalidToken("the session was revoked")
         principal = principal_from_claims(claims)
         if self.cache_size > 0:
             self._remember(token, principal, until, generation)
@@ -419,6 +453,10 @@ class JWTVerifier:
                 # The JWKS changed while this token was being verified (its key may be gone):
                 # remembering it now would outlive the clear_cache() that change did.
                 return
+            if self._poller is not None and _revoked_principal(self._revoked, principal):
+                # Its session's revocation arrived while it was being verified (the feed
+                # drops cached tokens under this same lock): answered once, never cached.
+                return
             verified = self._verified
             if len(verified) >= self.cache_size:
                 now = self._clock() - self.leeway
@@ -427,6 +465,17 @@ class JWTVerifier:
                 while len(verified) >= self.cache_size:  # still full: drop the oldest
                     del verified[next(iter(verified))]
             verified[token] = (principal, until)
+
+    def _sessions_revoked(self, news: Mapping[str, float]) -> None:
+        """The feed's poller: these sessions were just revoked; drop their cached tokens."""
+        del news  # the RevokedSessions already holds them; checked per cached entry below
+        revoked = self._revoked
+        with self._verified_lock:
+            self._verified = {
+                t: hit
+                for t, hit in self._verified.items()
+                if not _revoked_principal(revoked, hit[0])
+            }
 
     def _check_claims(self, claims: Mapping[str, Any]) -> float:
         """Raise InvalidToken unless the claims are acceptable now; return their exp."""
@@ -594,6 +643,11 @@ class JWTVerifier:
         finally:
             with self._cache.cond:
                 self._cache.finish(keys, error, refused, config_error)
+
+
+def _revoked_principal(revoked: RevokedSessions, principal: Principal) -> bool:
+    claims = principal.claims
+    return revoked.refuses(claims.get("sid"), claims.get("iat", 0))
 
 
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:

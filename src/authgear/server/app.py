@@ -32,6 +32,7 @@ from authgear.server.endpoints.discovery import discovery_endpoint, jwks_endpoin
 from authgear.server.endpoints.end_session import end_session_endpoint
 from authgear.server.endpoints.login import home_page, logout_page
 from authgear.server.endpoints.resolver import resolve_endpoint
+from authgear.server.endpoints.revocations import revocations_endpoint
 from authgear.server.endpoints.revoke import revoke_endpoint
 from authgear.server.endpoints.token import token_endpoint
 from authgear.server.endpoints.userinfo import userinfo_endpoint
@@ -175,6 +176,7 @@ def _resolver() -> list[BaseRoute]:
     return [
         Route("/_resolver/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
         Route("/resolve", resolve_endpoint, methods=["GET", "HEAD"]),
+        Route("/_resolver/revocations", revocations_endpoint, methods=["GET"]),
     ]
 
 

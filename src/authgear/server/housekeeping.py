@@ -8,6 +8,7 @@ requests does not stall the requests being served.
 from __future__ import annotations
 
 from authgear.server import metrics
+from authgear.server.sessions import revocation_retention
 from authgear.server.state import ServerState
 from authgear.server.storage import Purged
 
@@ -24,6 +25,8 @@ async def purge(state: ServerState, now: int) -> Purged:
     if config.audit_log_retention_days is not None:
         await state.admin.purge_audit(now - config.audit_log_retention_days * DAY, purged)
     await state.limiter.purge(now, purged)
+    # A revocation older than every access token it could concern refuses nothing any more.
+    await state.repo.purge_revocations(now - revocation_retention(state.config), purged)
     await state.repo.delete_retired_keys(now)
     for table, count in purged.rows.items():
         if count:

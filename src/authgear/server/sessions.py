@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authgear.server.config import ClientConfig
+from authgear.server.config import ClientConfig, ServerConfig
 from authgear.server.http import client_ip, user_agent
 from authgear.server.state import ServerState
 from authgear.server.storage import AccessTokenRecord, IdpSession, OfflineGrant, User
@@ -30,6 +30,17 @@ ACTIVITY_INTERVAL = 60
 # The claim (Auth0's convention) and value that mark a client_credentials access token.
 CLAIM_GRANT_TYPE = "gty"
 CLIENT_CREDENTIALS_GTY = "client-credentials"
+
+
+# Revocation feed rows outlive the longest access-token lifetime by this much (clock skew).
+REVOCATION_RETENTION_MARGIN = 60
+
+
+def revocation_retention(config: ServerConfig) -> int:
+    """Seconds a revocation feed row matters: the longest access-token lifetime of any client,
+    plus a margin; then every token it could refuse has expired, and housekeeping purges it."""
+    longest = max((c.access_token_lifetime for c in config.clients), default=0)
+    return max(longest, 300) + REVOCATION_RETENTION_MARGIN
 
 
 def now_s() -> int:
@@ -236,6 +247,10 @@ async def issue_tokens(
             # that backends never take it for a user (no auth_time, no user claims).
             at_claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
         else:
+            # The session the token belongs to (an app's grant, or the browser session for a
+            # token without offline_access): JWT-mode backends refuse it once the revocation
+            # feed lists that session. Authgear's own access tokens carry no sid; ours add it.
+            at_claims["sid"] = session_id
             if auth_time is not None:
                 at_claims["auth_time"] = auth_time
             at_claims.update(auth_claims)

@@ -20,6 +20,7 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.revocations import Revocation, RevocationPage
 
 if TYPE_CHECKING:
     from authgear.server.security.lockout import LockoutPolicy
@@ -138,6 +139,11 @@ class Repository(Protocol):
         self, now: int, *, failures_before: int, batch_size: int = ...
     ) -> Purged: ...
 
+    async def revocations_after(self, after: int, limit: int, now: int) -> RevocationPage: ...
+    async def purge_revocations(
+        self, before: int, purged: Purged, *, batch_size: int = ...
+    ) -> None: ...
+
 
 __all__ = [
     "AccessTokenRecord",
@@ -152,6 +158,8 @@ __all__ = [
     "PreviousHash",
     "Purged",
     "Repository",
+    "Revocation",
+    "RevocationPage",
     "SigningKey",
     "User",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
+from authgear.server.storage import revocations
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
 from authgear.server.storage.models import Purged, User
@@ -185,8 +186,18 @@ async def _get_user(conn: Conn, user_id: str) -> User | None:
     return _user(r) if r else None
 
 
+async def _user_session_ids(conn: Conn, user_id: str) -> list[str]:
+    ids: list[str] = []
+    for table in (t.idp_sessions, t.offline_grants):
+        q = select(table.c.id).where(table.c.user_id == user_id)
+        ids += [r[0] for r in (await conn.execute(q)).all()]
+    return ids
+
+
 async def _revoke_all(conn: Conn, user_id: str) -> int:
-    """Delete every session of a user and everything issued under them."""
+    """Delete every session of a user and everything issued under them (and tell JWT-mode
+    backends, through the revocation feed, in the same transaction)."""
+    await revocations.record(conn, await _user_session_ids(conn, user_id))
     # Access tokens carry user_id (no foreign key): client_credentials tokens have none.
     await conn.execute(delete(t.access_tokens).where(t.access_tokens.c.user_id == user_id))
     await conn.execute(delete(t.auth_codes).where(t.auth_codes.c.user_id == user_id))
@@ -261,7 +272,12 @@ class AdminRepository:
             return await _get_user(conn, user_id)
 
     async def set_disabled(self, user_id: str, disabled: bool, now: int) -> User | None:
+        """A disabled user's sessions stay (re-enabling brings them back) but stop working at
+        once: userinfo and the resolver check the flag, and JWT-mode backends learn it from
+        the revocation feed, which refuses the tokens issued up to now."""
         async with self.db.begin() as conn:
+            if disabled:
+                await revocations.record(conn, await _user_session_ids(conn, user_id), now)
             await conn.execute(
                 update(t.users)
                 .where(t.users.c.id == user_id)

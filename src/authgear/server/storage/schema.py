@@ -355,6 +355,20 @@ audit_log = Table(
     Index("ix_audit_log_target_id", "target_id"),
 )
 
+# The revocation feed (storage/revocations.py): one row per ended session, in commit order of
+# the ``seq`` cursor, read by JWT-mode backends. AUTOINCREMENT on SQLite: a purged table must
+# not hand out a number again, or a backend's cursor would skip the new rows. Kept only as long
+# as an access token lives (housekeeping purges older rows: their tokens have expired).
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", String(36), nullable=False),
+    Column("revoked_at", BigInteger, nullable=False),
+    Index("ix_revoked_sessions_revoked_at", "revoked_at"),
+    sqlite_autoincrement=True,
+)
+
 # Indexes for "everything of this user" (deleting a user, revoking all of their sessions).
 Index("ix_access_tokens_user_id", access_tokens.c.user_id)
 Index("ix_auth_codes_idp_session_id", auth_codes.c.idp_session_id)

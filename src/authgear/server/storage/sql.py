@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from authgear.server.security import lockout
+from authgear.server.storage import revocations
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.models import (
@@ -27,6 +28,7 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.revocations import RevocationPage
 
 
 class EmailTaken(Exception):
@@ -675,6 +677,19 @@ class SQLRepository:
             await _insert_access_token(conn, token)
         return True
 
+    # -- the revocation feed ------------------------------------------------------------------
+    async def revocations_after(self, after: int, limit: int, now: int) -> RevocationPage:
+        return await revocations.page(self.engine, after, limit, now)
+
+    async def purge_revocations(
+        self, before: int, purged: Purged, *, batch_size: int = PURGE_BATCH
+    ) -> None:
+        """Forget revocations made before ``before``: every token they concern has expired."""
+        table = t.revoked_sessions
+        await delete_in_batches(
+            self.engine, table.c.seq, table.c.revoked_at < before, batch_size, purged
+        )
+
     # -- housekeeping -------------------------------------------------------------------------
     async def purge_expired(
         self, now: int, *, failures_before: int, batch_size: int = PURGE_BATCH
@@ -759,7 +774,8 @@ async def end_session(
     Deleted, in this order: the session's row (with ``user_id``, only a session of that user);
     for a browser (IdP) session, its authorization codes not yet exchanged, so a code issued
     before sign-out cannot be exchanged after it (exchanged ones stay for replay detection);
-    then every access token issued under the session. Offline grants created from a browser
+    then every access token issued under the session; and the session is appended to the
+    revocation feed (storage/revocations.py). Offline grants created from a browser
     session are the apps' own sessions and live on (Authgear's model); end them by their id.
     Codes are deleted before tokens: a concurrent code exchange writes its code's row first,
     so either it fails on the missing code or its token is committed before ours deletes it.
@@ -781,6 +797,9 @@ async def end_session(
         await conn.execute(
             delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id)
         )
+        # JWT-mode backends learn of it from the feed; same transaction, so never one
+        # without the other.
+        await revocations.record(conn, [session_id])
         return EndedSession(kind, dict(row))
     return None
 
