@@ -14,17 +14,11 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
+from authgear.server.storage import rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
 from authgear.server.storage.models import Purged, User
-from authgear.server.storage.sql import (
-    PURGE_BATCH,
-    _grant,
-    _idp,
-    _user,
-    delete_in_batches,
-    end_session,
-)
+from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches, end_session
 from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
@@ -116,7 +110,7 @@ def _like_pattern(text: str) -> str:
 
 
 def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
-    s = _idp(r)
+    s = rows.idp_session(r)
     return SessionRecord(
         id=s.id,
         kind=IDP_SESSION,
@@ -136,7 +130,7 @@ def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
 
 
 def _grant_record(r: Mapping[Any, Any]) -> SessionRecord:
-    g = _grant(r)
+    g = rows.grant(r)
     return SessionRecord(
         id=g.id,
         kind=OFFLINE_GRANT,
@@ -182,7 +176,7 @@ def _entry(r: Mapping[Any, Any]) -> AuditEntry:
 
 async def _get_user(conn: Conn, user_id: str) -> User | None:
     r = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).mappings().first()
-    return _user(r) if r else None
+    return rows.user(r) if r else None
 
 
 async def _revoke_all(conn: Conn, user_id: str) -> int:
@@ -247,9 +241,9 @@ class AdminRepository:
         if after is not None:
             q = q.where(t.users.c.email_key > decode_cursor(after))
         async with self.db.connect() as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        users = [_user(r) for r in rows[:limit]]
-        more = len(rows) > limit
+            found = (await conn.execute(q)).mappings().all()
+        users = [rows.user(r) for r in found[:limit]]
+        more = len(found) > limit
         return users, encode_cursor(users[-1].email.lower()) if more and users else None
 
     async def count_users(self) -> int:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from authgear.server.security import lockout
+from authgear.server.storage import rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.models import (
@@ -32,50 +32,8 @@ class EmailTaken(Exception):
     """A user with this email already exists."""
 
 
-T = TypeVar("T")
-
 # Rows per purge transaction: small enough that each batch is a blip for other requests.
 PURGE_BATCH = 500
-
-
-def _fields(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-# The records' field names are their columns' names.
-_USER, _IDP, _GRANT, _ACCESS, _CODE = map(
-    _fields, (User, IdpSession, OfflineGrant, AccessTokenRecord, AuthCode)
-)
-
-
-def _record(cls: Callable[..., T], names: tuple[str, ...], r: Mapping[Any, Any]) -> T:
-    return cls(**{name: r[name] for name in names})
-
-
-def _user(r: Mapping[Any, Any]) -> User:
-    return _record(User, _USER, r)
-
-
-def _idp(r: Mapping[Any, Any]) -> IdpSession:
-    return _record(IdpSession, _IDP, r)
-
-
-def _grant(r: Mapping[Any, Any]) -> OfflineGrant:
-    values = {name: r[name] for name in _GRANT}
-    values["previous_hashes"] = [PreviousHash(p["h"], p["t"]) for p in values["previous_hashes"]]
-    return OfflineGrant(**values)
-
-
-def _access(r: Mapping[Any, Any]) -> AccessTokenRecord:
-    return _record(AccessTokenRecord, _ACCESS, r)
-
-
-def _code(r: Mapping[Any, Any]) -> AuthCode:
-    return _record(AuthCode, _CODE, r)
-
-
-def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
-    return [{"h": p.hash, "t": p.superseded_at} for p in items]
 
 
 # Hot-path statements, built once: SQLAlchemy memoizes a statement object's cache key, so
@@ -156,7 +114,7 @@ class SQLRepository:
                 await conn.execute(insert(t.users).values(**values))
         except IntegrityError:
             raise EmailTaken(email) from None
-        return _user(values)
+        return rows.user(values)
 
     async def get_user(self, user_id: str) -> User | None:
         async with self.engine.connect() as conn:
@@ -165,13 +123,13 @@ class SQLRepository:
                 .mappings()
                 .first()
             )
-        return _user(r) if r else None
+        return rows.user(r) if r else None
 
     async def get_user_by_email(self, email: str) -> User | None:
         async with self.engine.connect() as conn:
             q = select(t.users).where(t.users.c.email_key == email.lower())
             r = (await conn.execute(q)).mappings().first()
-        return _user(r) if r else None
+        return rows.user(r) if r else None
 
     async def set_last_login(self, user_id: str, now: int) -> None:
         async with self.engine.begin() as conn:
@@ -239,7 +197,7 @@ class SQLRepository:
         async with self.engine.connect() as conn:
             q = select(t.idp_sessions).where(t.idp_sessions.c.id == session_id)
             r = (await conn.execute(q)).mappings().first()
-        return _idp(r) if r else None
+        return rows.idp_session(r) if r else None
 
     async def touch_session(
         self,
@@ -290,14 +248,14 @@ class SQLRepository:
             r = (await conn.execute(_GET_GRANT_AND_USER, {"b_id": grant_id})).mappings().first()
         if r is None:
             return None
-        user = _user({c.name: r[f"u_{c.name}"] for c in t.users.c})
-        return _grant(r), user
+        user = rows.user({c.name: r[f"u_{c.name}"] for c in t.users.c})
+        return rows.grant(r), user
 
     async def get_grant(self, grant_id: str) -> OfflineGrant | None:
         async with self.engine.connect() as conn:
             q = select(t.offline_grants).where(t.offline_grants.c.id == grant_id)
             r = (await conn.execute(q)).mappings().first()
-        return _grant(r) if r else None
+        return rows.grant(r) if r else None
 
     async def refresh_grant(
         self,
@@ -318,7 +276,7 @@ class SQLRepository:
             "b_id": grant_id,
             "b_expected": expected_refresh_hash,
             "b_hash": refresh_hash,
-            "b_previous": _prev(previous_hashes),
+            "b_previous": rows.previous_hashes(previous_hashes),
             "b_now": now,
             "b_ip": ip,
             "b_ua": user_agent,
@@ -344,8 +302,8 @@ class SQLRepository:
             r = (await conn.execute(_GET_ACCESS_TOKEN, {"b_hash": token_hash})).mappings().first()
         if r is None:
             return None
-        user = _user(r) if r["id"] is not None else None
-        return _access(r), user
+        user = rows.user(r) if r["id"] is not None else None
+        return rows.access_token(r), user
 
     async def delete_access_token(self, token_hash: str) -> None:
         async with self.engine.begin() as conn:
@@ -380,7 +338,7 @@ class SQLRepository:
         async with self.engine.connect() as conn:
             q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
             r = (await conn.execute(q)).mappings().first()
-        return _code(r) if r else None
+        return rows.code(r) if r else None
 
     async def claim_code(self, code_hash: str, now: int) -> bool:
         """Mark a code used; False if it is gone or was used already (by a concurrent request)."""
@@ -733,7 +691,7 @@ async def _insert_grant(conn: Conn, g: OfflineGrant) -> None:
             idp_session_id=g.idp_session_id,
             scopes=g.scopes,
             refresh_hash=g.refresh_hash,
-            previous_hashes=_prev(g.previous_hashes),
+            previous_hashes=rows.previous_hashes(g.previous_hashes),
             created_at=g.created_at,
             authenticated_at=g.authenticated_at,
             amr=g.amr,
