@@ -349,7 +349,7 @@ def read_password(args: argparse.Namespace) -> str:
 
 def ops_error(e: Exception) -> CLIError:
     """An admin operation's refusal as a CLI error (InvalidInput, EmailTaken)."""
-    from authgear.server.storage.sql import EmailTaken
+    from authgear.server.storage import EmailTaken
 
     if isinstance(e, EmailTaken):
         return CLIError(f"a user with email {clean(str(e))} already exists")

@@ -62,7 +62,7 @@ async def create_user(args: argparse.Namespace, s: Stores) -> int:
     """``authgear admin users create`` and ``authgear users create``: one operation, with its
     checks (email, password, roles) and its audit entry."""
     from authgear.server.admin.ops import InvalidInput
-    from authgear.server.storage.sql import EmailTaken
+    from authgear.server.storage import EmailTaken
 
     password = None if getattr(args, "no_password", False) else read_password(args)
     try:

@@ -23,8 +23,8 @@ from authgear.server.http import NO_STORE, client_ip
 from authgear.server.passwords import HashingBusy
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
+from authgear.server.storage import EmailTaken
 from authgear.server.storage.admin import Actor, BadCursor
-from authgear.server.storage.sql import EmailTaken
 
 log = logging.getLogger("authgear.admin")
 

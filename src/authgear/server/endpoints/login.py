@@ -26,8 +26,7 @@ from authgear.server.sessions import (
     set_session_cookie,
 )
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import User
-from authgear.server.storage.sql import EmailTaken
+from authgear.server.storage import EmailTaken, User
 from authgear.server.tokens import new_id
 from authgear.server.ui import csrf_ok, error_page, render
 

@@ -9,6 +9,7 @@ from authgear.server.storage.db import PoolStats
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
+    EmailTaken,
     EndedSession,
     IdpSession,
     LoginFailure,
@@ -128,6 +129,7 @@ class Repository(Protocol):
 __all__ = [
     "AccessTokenRecord",
     "AuthCode",
+    "EmailTaken",
     "EndedSession",
     "IdpSession",
     "LoginFailure",

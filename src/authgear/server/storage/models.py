@@ -1,9 +1,13 @@
-"""Plain records passed between the endpoints and the repository."""
+"""Plain records passed between the endpoints and the repository, and its errors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class EmailTaken(Exception):
+    """A user with this email already exists."""
 
 
 @dataclass(frozen=True, slots=True)

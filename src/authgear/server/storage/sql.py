@@ -17,6 +17,7 @@ from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.models import (
     AccessTokenRecord,
     AuthCode,
+    EmailTaken,
     EndedSession,
     IdpSession,
     LoginFailure,
@@ -26,11 +27,6 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
-
-
-class EmailTaken(Exception):
-    """A user with this email already exists."""
-
 
 # Rows per purge transaction: small enough that each batch is a blip for other requests.
 PURGE_BATCH = 500
