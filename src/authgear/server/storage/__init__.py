@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from authgear.server.storage.db import PoolStats
 from authgear.server.storage.models import (
     AccessTokenRecord,
+    AttemptPolicy,
     AuthCode,
     EmailTaken,
     EndedSession,
@@ -19,9 +20,6 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
-
-if TYPE_CHECKING:
-    from authgear.server.security.lockout import LockoutPolicy
 
 
 class Repository(Protocol):
@@ -42,7 +40,7 @@ class Repository(Protocol):
     async def get_user_by_email(self, email: str) -> User | None: ...
     async def set_last_login(self, user_id: str, now: int) -> None: ...
 
-    async def reserve_login_attempt(self, key: str, now: int, policy: LockoutPolicy) -> bool: ...
+    async def reserve_login_attempt(self, key: str, now: int, policy: AttemptPolicy) -> bool: ...
     async def clear_login_failures(self, key: str) -> None: ...
 
     async def create_idp_session(self, s: IdpSession) -> None: ...
@@ -128,6 +126,7 @@ class Repository(Protocol):
 
 __all__ = [
     "AccessTokenRecord",
+    "AttemptPolicy",
     "AuthCode",
     "EmailTaken",
     "EndedSession",

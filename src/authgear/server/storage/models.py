@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 class EmailTaken(Exception):
@@ -135,3 +135,12 @@ class EndedSession:
 
     kind: str
     row: dict[str, Any] = field(repr=False)
+
+
+class AttemptPolicy(Protocol):
+    """Decides a sign-in attempt's new failure count (security/lockout.py's LockoutPolicy);
+    the repository applies it atomically."""
+
+    def reserve(self, current: LoginFailure | None, key: str, now: int) -> LoginFailure | None:
+        """The count after one more attempt, or None when the attempt must not run."""
+        ...

@@ -10,12 +10,12 @@ from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from authgear.server.security import lockout
 from authgear.server.storage import rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.models import (
     AccessTokenRecord,
+    AttemptPolicy,
     AuthCode,
     EmailTaken,
     EndedSession,
@@ -134,9 +134,7 @@ class SQLRepository:
             )
 
     # -- lockout ------------------------------------------------------------------------------
-    async def reserve_login_attempt(
-        self, key: str, now: int, policy: lockout.LockoutPolicy
-    ) -> bool:
+    async def reserve_login_attempt(self, key: str, now: int, policy: AttemptPolicy) -> bool:
         """Count one sign-in attempt for ``key`` before its password is checked; False when the
         account is locked (the attempt must not run). One transaction holding the row's lock
         (FOR UPDATE on PostgreSQL; SQLite's single writer), so concurrent attempts count one
@@ -153,7 +151,7 @@ class SQLRepository:
             )
             q = select(table).where(table.c.key == key).with_for_update()
             row = (await conn.execute(q)).mappings().one()
-            reserved = lockout.reserve(LoginFailure(**row), key, now, policy)
+            reserved = policy.reserve(LoginFailure(**row), key, now)
             if reserved is None:
                 return False
             await conn.execute(
