@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping, Sequence
@@ -19,14 +20,21 @@ from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
 from authgear.server.storage.models import Purged, User
 from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches, end_session
-from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
 OFFLINE_GRANT = "offline_grant"
 KEY_PREFIX = "agk_"
-# Compared against when a key id is unknown, so both answers take the same work.
-_DUMMY_HASH = sha256_hex("no such key")
 KEY_USE_INTERVAL = 60
+
+
+def _secret_hash(secret: str) -> str:
+    """An admin API key's secret as stored: its SHA-256 (hex). Keys are made and checked only
+    here, so the hash is this module's own."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# Compared against when a key id is unknown, so both answers take the same work.
+_DUMMY_HASH = _secret_hash("no such key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +405,7 @@ class AdminRepository:
                 insert(t.admin_api_keys).values(
                     id=key_id,
                     name=name,
-                    secret_hash=sha256_hex(secret),
+                    secret_hash=_secret_hash(secret),
                     created_at=now,
                     last_used_at=None,
                     revoked_at=None,
@@ -434,7 +442,7 @@ class AdminRepository:
             q = select(t.admin_api_keys).where(t.admin_api_keys.c.id == key_id)
             r = (await conn.execute(q)).mappings().first()
         stored = r["secret_hash"] if r is not None else _DUMMY_HASH
-        matches = hmac.compare_digest(stored, sha256_hex(secret))
+        matches = hmac.compare_digest(stored, _secret_hash(secret))
         if r is None or not matches or r["revoked_at"] is not None:
             return None
         key = _key(r)
