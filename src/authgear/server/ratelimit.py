@@ -20,8 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from authgear.server import metrics
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Database
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches
 from authgear.server.storage.models import Purged
-from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches
 
 
 def ip_bucket(ip: str | None) -> str | None:

@@ -18,8 +18,8 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from authgear.server.storage import rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
 from authgear.server.storage.models import Purged, User
-from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches, end_session
 
 IDP_SESSION = "idp_session"
 OFFLINE_GRANT = "offline_grant"
@@ -382,7 +382,7 @@ class AdminRepository:
         self, session_id: str, *, user_id: str | None = None
     ) -> SessionRecord | None:
         """End one session through the one storage operation every way of ending a session
-        uses (:func:`authgear.server.storage.sql.end_session`). With ``user_id``, only a
+        uses (:func:`authgear.server.storage.deletes.end_session`). With ``user_id``, only a
         session of that user. Returns what was revoked, or None."""
         async with self.db.begin() as conn:
             ended = await end_session(conn, session_id, user_id=user_id)
