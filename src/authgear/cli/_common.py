@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from authgear.server.admin.ops import AdminOps
     from authgear.server.config import Settings
-    from authgear.server.storage.admin import Actor, AdminRepository
-    from authgear.server.storage.sql import SQLRepository
+    from authgear.server.storage import AdminRepository, Repository
+    from authgear.server.storage.admin import Actor
 
 DEFAULT_DATA_DIR = ".authgear"
 T = TypeVar("T")
@@ -279,14 +279,11 @@ class Stores:
 
     def __init__(self, settings: Settings) -> None:
         from authgear.server.admin.ops import AdminOps
-        from authgear.server.storage.admin import AdminRepository
-        from authgear.server.storage.sql import SQLRepository
+        from authgear.server.storage import open_repository
 
         self.settings = settings
-        self.repo: SQLRepository = SQLRepository.open(
-            settings.database_url, pool_size=2, max_overflow=0
-        )
-        self.admin: AdminRepository = AdminRepository(self.repo.engine)
+        self.repo: Repository = open_repository(settings.database_url, pool_size=2, max_overflow=0)
+        self.admin: AdminRepository = self.repo.admin
         self.ops: AdminOps = AdminOps(self.repo, self.admin)
         self.actor: Actor = cli_actor()
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
@@ -13,8 +12,7 @@ from starlette.templating import Jinja2Templates
 from authgear.server.config import ServerConfig, Settings
 from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
-from authgear.server.storage import Repository
-from authgear.server.storage.admin import AdminRepository
+from authgear.server.storage import AdminRepository, Repository
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -46,10 +44,10 @@ class ServerState:
     def url(self, path: str) -> str:
         return self.issuer + path
 
-    @functools.cached_property
+    @property
     def admin(self) -> AdminRepository:
         """Session-management storage (admin API, portal), on the repository's database."""
-        return AdminRepository(cast(Any, self.repo).engine)
+        return self.repo.admin
 
 
 def get_state(request: Request) -> ServerState:

@@ -1,10 +1,16 @@
-"""Storage behind a small interface: endpoints call a :class:`Repository`, never SQL."""
+"""Storage behind a small interface: endpoints call a :class:`Repository`, never SQL.
+
+:func:`open_repository` is the way in. What it returns also hands out the session-management
+store (``admin``: admin API, portal, CLI) and the database rate limiter, on the same database;
+nothing outside this package sees the engine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from authgear.server.storage.admin import AdminRepository
 from authgear.server.storage.db import PoolStats
 from authgear.server.storage.models import (
     AccessTokenRecord,
@@ -20,11 +26,17 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.ratelimit import SQLRateLimiter
+from authgear.server.storage.sql import SQLRepository
 
 
 class Repository(Protocol):
+    # Users as an administrator sees them, sessions, admin keys and the audit log.
+    admin: AdminRepository
+
     async def close(self) -> None: ...
     def pool_stats(self) -> PoolStats: ...
+    def rate_limiter(self, enabled: bool) -> SQLRateLimiter: ...
 
     async def create_user(
         self,
@@ -124,8 +136,18 @@ class Repository(Protocol):
     ) -> Purged: ...
 
 
+def open_repository(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None
+) -> Repository:
+    """The repository on the database at ``url`` (SQLite or PostgreSQL). ``pool_size``,
+    ``max_overflow``: a server database's connections. Returning the SQL repository as a
+    :class:`Repository` is where mypy checks that it implements the whole protocol."""
+    return SQLRepository.open(url, pool_size=pool_size, max_overflow=max_overflow)
+
+
 __all__ = [
     "AccessTokenRecord",
+    "AdminRepository",
     "AttemptPolicy",
     "AuthCode",
     "EmailTaken",
@@ -139,4 +161,5 @@ __all__ = [
     "Repository",
     "SigningKey",
     "User",
+    "open_repository",
 ]

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from authgear.server.storage import rows
 from authgear.server.storage import schema as t
+from authgear.server.storage.admin import AdminRepository
 from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
 from authgear.server.storage.models import (
@@ -27,6 +28,7 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.ratelimit import SQLRateLimiter
 
 # Hot-path statements, built once: SQLAlchemy memoizes a statement object's cache key, so
 # reusing it skips rebuilding and re-keying the statement on every request.
@@ -63,11 +65,14 @@ class SQLRepository:
 
     def __init__(self, db: Database) -> None:
         self.engine = db
+        self.admin = AdminRepository(db)
 
     @classmethod
-    def open(cls, url: str, **pool: int) -> SQLRepository:
-        """``pool``: ``pool_size``, ``max_overflow`` (a server database's connections)."""
-        return cls(open_database(url, **pool))
+    def open(
+        cls, url: str, *, pool_size: int = 10, max_overflow: int | None = None
+    ) -> SQLRepository:
+        """``pool_size``, ``max_overflow``: a server database's connections."""
+        return cls(open_database(url, pool_size=pool_size, max_overflow=max_overflow))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -75,6 +80,10 @@ class SQLRepository:
     def pool_stats(self) -> PoolStats:
         """Connections in use and callers waiting for one (for the metrics)."""
         return self.engine.stats
+
+    def rate_limiter(self, enabled: bool) -> SQLRateLimiter:
+        """Rate limits counted in this database (shared by every process that uses it)."""
+        return SQLRateLimiter(self.engine, enabled)
 
     # -- users --------------------------------------------------------------------------------
     async def create_user(
