@@ -99,7 +99,7 @@ def make_limiter(settings: Settings, repo: Repository) -> RateLimiter:
     enabled = config.rate_limits.enabled
     limiter: RateLimiter
     if config.redis_url:
-        limiter = RedisRateLimiter(config.redis_url, repo.rate_limiter(enabled))
+        limiter = RedisRateLimiter(config.redis_url, repo.rate_limiter(enabled), enabled)
     elif config.workers > 1 or not settings.is_sqlite:
         limiter = repo.rate_limiter(enabled)
     else:
