@@ -20,7 +20,6 @@ from authgear.server.tokens import (
     new_id,
     new_secret,
     sha256_hex,
-    sign_jwt,
     split_compound,
     user_claims,
 )
@@ -252,8 +251,8 @@ async def issue_tokens(
     # faster than one), so a worker thread would only add a hand-off. Several processes
     # (`--workers`) are what put more cores to work.
     keys = state.keys
-    signed_at = sign_jwt(keys, at_claims, "at+jwt") if at_claims is not None else None
-    id_token = sign_jwt(keys, id_claims, "JWT") if id_claims is not None else None
+    signed_at = keys.sign(at_claims, "at+jwt") if at_claims is not None else None
+    id_token = keys.sign(id_claims, "JWT") if id_claims is not None else None
     access_token = signed_at if signed_at is not None else new_secret()
     record = AccessTokenRecord(
         token_hash=sha256_hex(access_token),

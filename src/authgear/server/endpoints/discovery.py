@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from authgear.server.endpoints.authorize import SUPPORTED_SCOPES
+from authgear.server.keys import ALGORITHM
 from authgear.server.state import ServerState, get_state
 from authgear.server.tokens import (
     CLAIM_CAN_REAUTHENTICATE,
@@ -43,7 +44,7 @@ def discovery_document(state: ServerState) -> dict[str, Any]:
         ],
         "scopes_supported": sorted(SUPPORTED_SCOPES),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_supported": [
             "iss",

@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, query_params, read_form
+from authgear.server.keys import ALGORITHM
 from authgear.server.security import redirect_uris
 from authgear.server.sessions import clear_session_cookie, session_from_cookie
 from authgear.server.state import ServerState, get_state
@@ -46,7 +47,7 @@ def _verified_hint(state: ServerState, id_token_hint: str | None) -> dict[str, A
         claims: dict[str, Any] = jwt.decode(
             id_token_hint,
             key,
-            algorithms=["RS256"],
+            algorithms=[ALGORITHM],
             issuer=state.issuer,
             options={"verify_exp": False, "verify_aud": False},
         )
