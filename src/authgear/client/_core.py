@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt
 
-from authgear import __version__
+from authgear._version import __version__
 from authgear.client._errors import (
     AuthgearError,
     CannotReauthenticateError,
