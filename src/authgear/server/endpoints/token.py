@@ -22,12 +22,12 @@ from authgear.server.config import ClientConfig, is_user_scope
 from authgear.server.http import (
     NO_STORE,
     OAuthError,
-    basic_credentials,
     client_ip,
     rate_limited,
     read_form,
     user_agent,
 )
+from authgear.server.oauth.client_auth import authenticate_client
 from authgear.server.sessions import (
     Issued,
     end_sessions_over_limit,
@@ -50,41 +50,6 @@ MAX_DEVICE_INFO_DEPTH = 5
 def s256(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def authenticate_client(
-    state: ServerState, request: Request, form: dict[str, str], *, required: bool = True
-) -> ClientConfig | None:
-    """RFC 6749 §2.3: credentials in the body win over HTTP Basic (parity with Authgear)."""
-    basic = basic_credentials(request)
-    client_id = form.get("client_id")
-    secret = form.get("client_secret")
-    used_basic = False
-    if client_id is None and basic is not None:
-        client_id, secret = basic
-        used_basic = True
-    elif basic is not None and secret is None and basic[0] == client_id:
-        secret = basic[1]
-        used_basic = True
-    if not client_id:
-        if not required:
-            return None
-        raise OAuthError("invalid_request", "client_id is required")
-    client = state.config.client(client_id)
-    if client is None:
-        raise _invalid_client(used_basic, "invalid client ID")
-    if not client.is_public and (secret is None or not client.check_secret(secret)):
-        raise _invalid_client(used_basic, "invalid client credentials")
-    return client
-
-
-def _invalid_client(used_basic: bool, description: str) -> OAuthError:
-    if used_basic:
-        # RFC 6749 §5.2: a failed Basic authentication answers 401 with a challenge.
-        return OAuthError(
-            "invalid_client", description, 401, {"WWW-Authenticate": 'Basic realm="authgear"'}
-        )
-    return OAuthError("invalid_client", description)
 
 
 def _token_response(issued: Issued, client: ClientConfig, refresh_token: str | None) -> Response:
