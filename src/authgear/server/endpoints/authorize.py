@@ -4,7 +4,6 @@ session or send the user to the login / sign-up page."""
 from __future__ import annotations
 
 import html
-import re
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
+from authgear.server.oauth import pkce
 from authgear.server.ratelimit import ip_bucket
 from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s, session_from_cookie
@@ -35,7 +35,6 @@ SUPPORTED_SCOPES = frozenset(
         "https://authgear.com/scopes/full-userinfo",
     }
 )
-CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 FLOW_LIFETIME = 3600
 # What a login flow may store of a request, per value (characters). An anonymous visitor makes
 # the server keep these for an hour, so each is capped at what the protocol needs; a longer
@@ -127,16 +126,10 @@ def validate(
         scopes = [s for s in scopes if s != "offline_access"]
     challenge = params.get("code_challenge") or None
     method = params.get("code_challenge_method") or None
-    if challenge is None:
-        if client.pkce_required and response_type == "code":
-            raise RedirectError("invalid_request", "PKCE code challenge is required")
-        if method is not None:
-            raise RedirectError("invalid_request", "code_challenge_method without code_challenge")
-    else:
-        if method != "S256":
-            raise RedirectError("invalid_request", "only code_challenge_method=S256 is supported")
-        if not CHALLENGE_RE.match(challenge):
-            raise RedirectError("invalid_request", "malformed code_challenge")
+    required = client.pkce_required and response_type == "code"
+    problem = pkce.challenge_error(challenge, method, required=required)
+    if problem is not None:
+        raise RedirectError("invalid_request", problem)
     prompt = list(dict.fromkeys(params.get("prompt", "").split()))
     if any(p not in ("none", "login", "consent", "select_account") for p in prompt):
         raise RedirectError("invalid_request", "unsupported prompt value")

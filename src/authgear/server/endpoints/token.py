@@ -11,7 +11,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +26,7 @@ from authgear.server.http import (
     read_form,
     user_agent,
 )
+from authgear.server.oauth import pkce
 from authgear.server.oauth.client_auth import authenticate_client
 from authgear.server.sessions import (
     Issued,
@@ -40,16 +40,10 @@ from authgear.server.state import ServerState, get_state
 from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash
 from authgear.server.tokens import new_secret, sha256_hex, split_compound
 
-VERIFIER_RE = re.compile(r"^[-._~A-Za-z0-9]{43,128}$")
 # Superseded refresh-token hashes remembered for reuse detection.
 MAX_PREVIOUS = 10
 # x_device_info is a flat description of a device; a few levels leave room for Authgear's.
 MAX_DEVICE_INFO_DEPTH = 5
-
-
-def s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _token_response(issued: Issued, client: ClientConfig, refresh_token: str | None) -> Response:
@@ -107,19 +101,7 @@ def _check_code(
         raise OAuthError("invalid_grant", "invalid authorization code")
     if redirect_uri != record.redirect_uri:
         raise OAuthError("invalid_grant", "invalid redirect URI")
-    if record.code_challenge is None:
-        if verifier is not None:
-            # PKCE downgrade: the code was issued without a challenge (RFC 9700 §2.1.1).
-            raise OAuthError("invalid_grant", "code_verifier for a code issued without PKCE")
-        if client.pkce_required:
-            raise OAuthError("invalid_grant", "invalid authorization code")
-        return record
-    if not verifier:
-        raise OAuthError("invalid_request", "PKCE code verifier is required")
-    if not VERIFIER_RE.match(verifier) or not hmac.compare_digest(
-        s256(verifier), record.code_challenge
-    ):
-        raise OAuthError("invalid_grant", "invalid PKCE code verifier")
+    pkce.check_verifier(record.code_challenge, verifier, required=client.pkce_required)
     return record
 
 
