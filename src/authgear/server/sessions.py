@@ -193,7 +193,7 @@ def _user_claims(user: User | None) -> dict[str, Any]:
     )
 
 
-async def issue_tokens(
+def issue_tokens(
     state: ServerState,
     *,
     client: ClientConfig,
@@ -207,53 +207,27 @@ async def issue_tokens(
     nonce: str | None = None,
     with_id_token: bool = True,
 ) -> Issued:
-    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token."""
+    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. Nothing is
+    stored here: the caller writes ``Issued.record`` in the transaction that decides whether
+    the tokens count (a code's exchange, a grant's refresh)."""
     now = now_s()
     jti = new_id()
     scope = " ".join(scopes)
     exp = now + client.access_token_lifetime
-    at_claims: dict[str, Any] | None = None
-    if client.access_token_format == "jwt":
-        at_claims = {
-            "iss": state.issuer,
-            "aud": [state.issuer],
-            "sub": user.id if user else client.id,
-            "client_id": client.id,
-            "scope": scope,
-            "iat": now,
-            "exp": exp,
-            "jti": jti,
-        }
-        if session_kind == "client":
-            # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
-            # that backends never take it for a user (no auth_time, no user claims).
-            at_claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
-        else:
-            if auth_time is not None:
-                at_claims["auth_time"] = auth_time
-            at_claims.update(_user_claims(user))
-    id_claims: dict[str, Any] | None = None
-    if with_id_token and user is not None and "openid" in scopes:
-        id_claims = {
-            "iss": state.issuer,
-            "aud": client.id,
-            "sub": user.id,
-            "iat": now,
-            "exp": now + ID_TOKEN_LIFETIME,
-            "auth_time": auth_time,
-            "amr": amr,
-            **({"sid": sid} if sid else {}),
-            **({"nonce": nonce} if nonce else {}),
-            **_user_claims(user),
-        }
-
     # Signed inline: `cryptography` holds the GIL while it signs (measured: two threads sign no
     # faster than one), so a worker thread would only add a hand-off. Several processes
     # (`--workers`) are what put more cores to work.
-    keys = state.keys
-    signed_at = keys.sign(at_claims, "at+jwt") if at_claims is not None else None
-    id_token = keys.sign(id_claims, "JWT") if id_claims is not None else None
-    access_token = signed_at if signed_at is not None else new_secret()
+    if client.access_token_format == "jwt":
+        claims = _access_token_claims(
+            state.issuer, client, user, session_kind, scope, auth_time, now=now, exp=exp, jti=jti
+        )
+        access_token = state.keys.sign(claims, "at+jwt")
+    else:
+        access_token = new_secret()
+    id_token: str | None = None
+    if with_id_token and user is not None and "openid" in scopes:
+        claims = _id_token_claims(state.issuer, client, user, sid, auth_time, amr, nonce, now)
+        id_token = state.keys.sign(claims, "JWT")
     record = AccessTokenRecord(
         token_hash=sha256_hex(access_token),
         jti=jti,
@@ -268,6 +242,65 @@ async def issue_tokens(
         expires_at=exp,
     )
     return Issued(access_token, record, id_token)
+
+
+def _access_token_claims(
+    issuer: str,
+    client: ClientConfig,
+    user: User | None,
+    session_kind: str,
+    scope: str,
+    auth_time: int | None,
+    *,
+    now: int,
+    exp: int,
+    jti: str,
+) -> dict[str, Any]:
+    """A JWT access token's claims (RFC 9068)."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": [issuer],
+        "sub": user.id if user else client.id,
+        "client_id": client.id,
+        "scope": scope,
+        "iat": now,
+        "exp": exp,
+        "jti": jti,
+    }
+    if session_kind == "client":
+        # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
+        # that backends never take it for a user (no auth_time, no user claims).
+        claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
+        return claims
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
+    claims.update(_user_claims(user))
+    return claims
+
+
+def _id_token_claims(
+    issuer: str,
+    client: ClientConfig,
+    user: User,
+    sid: str | None,
+    auth_time: int | None,
+    amr: list[str],
+    nonce: str | None,
+    now: int,
+) -> dict[str, Any]:
+    """An ID token's claims (OpenID Connect Core §2), ``sid`` per Front/Back-Channel Logout."""
+    return {
+        "iss": issuer,
+        "aud": client.id,
+        "sub": user.id,
+        "iat": now,
+        "exp": now + ID_TOKEN_LIFETIME,
+        "auth_time": auth_time,
+        "amr": amr,
+        **({"sid": sid} if sid else {}),
+        **({"nonce": nonce} if nonce else {}),
+        **_user_claims(user),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from authgear.server.sessions import (
     now_s,
 )
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash
+from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash, User
 from authgear.server.tokens import new_secret, sha256_hex, split_compound
 
 # Superseded refresh-token hashes remembered for reuse detection.
@@ -108,29 +108,16 @@ def _check_code(
 async def _authorization_code(
     state: ServerState, request: Request, form: dict[str, str]
 ) -> Response:
-    client = authenticate_client(state, request, form)
-    assert client is not None
-    _require_grant(client, "authorization_code")
+    """RFC 6749 §4.1.3: every check first, then the code is claimed (once), the tokens are
+    minted, and the exchange is written in one transaction."""
+    client = _client_for(state, request, form, "authorization_code")
     code = form.get("code")
     if not code:
         raise OAuthError("invalid_request", "code is required")
     device_info = _device_info(form.get("x_device_info"))
     now = now_s()
     code_hash = sha256_hex(code)
-    record = _check_code(
-        await state.repo.get_code(code_hash),
-        client,
-        form.get("redirect_uri"),
-        form.get("code_verifier"),
-        now,
-    )
-    if record.used_at is not None:
-        # A replayed code: revoke what its first exchange issued (RFC 6749 §4.1.2).
-        await state.repo.revoke_code_issue(code_hash)
-        raise OAuthError("invalid_grant", "invalid authorization code")
-    user = await state.repo.get_user(record.user_id)
-    if user is None or user.disabled:
-        raise OAuthError("invalid_grant", "invalid authorization code")
+    record, user = await _redeemable_code(state, client, form, code_hash, now)
     offline = "offline_access" in record.scopes and client.allows("refresh_token")
     if not offline and await state.repo.get_idp_session(record.idp_session_id) is None:
         # The tokens would belong to a browser session that has ended (or expired).
@@ -140,21 +127,12 @@ async def _authorization_code(
         # Claimed by a concurrent exchange of the same code: that is a replay too.
         await state.repo.revoke_code_issue(code_hash)
         raise OAuthError("invalid_grant", "invalid authorization code")
-    grant: OfflineGrant | None = None
-    refresh_token: str | None = None
-    if offline:
-        grant, refresh_token = new_grant(
-            client=client,
-            user=user,
-            idp_session_id=record.idp_session_id,
-            scopes=record.scopes,
-            auth_time=record.auth_time,
-            amr=record.amr,
-            request=request,
-            trusted_proxies=state.config.trusted_proxies,
-            device_info=device_info,
-        )
-    issued = await issue_tokens(
+    grant, refresh_token = (
+        _grant_for_code(state, request, client, record, user, device_info)
+        if offline
+        else (None, None)
+    )
+    issued = issue_tokens(
         state,
         client=client,
         user=user,
@@ -175,51 +153,80 @@ async def _authorization_code(
     return _token_response(issued, client, refresh_token)
 
 
-async def _refresh_token(state: ServerState, request: Request, form: dict[str, str]) -> Response:
+def _grant_for_code(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    record: AuthCode,
+    user: User,
+    device_info: dict[str, Any],
+) -> tuple[OfflineGrant, str]:
+    """The app's own session (offline grant) and its refresh token, for offline_access."""
+    return new_grant(
+        client=client,
+        user=user,
+        idp_session_id=record.idp_session_id,
+        scopes=record.scopes,
+        auth_time=record.auth_time,
+        amr=record.amr,
+        request=request,
+        trusted_proxies=state.config.trusted_proxies,
+        device_info=device_info,
+    )
+
+
+def _client_for(
+    state: ServerState, request: Request, form: dict[str, str], grant_type: str
+) -> ClientConfig:
     client = authenticate_client(state, request, form)
     assert client is not None
-    _require_grant(client, "refresh_token")
+    _require_grant(client, grant_type)
+    return client
+
+
+async def _redeemable_code(
+    state: ServerState, client: ClientConfig, form: dict[str, str], code_hash: str, now: int
+) -> tuple[AuthCode, User]:
+    """The code this client may exchange, and its user. A replayed code revokes what its
+    first exchange issued (RFC 6749 §4.1.2)."""
+    record = _check_code(
+        await state.repo.get_code(code_hash),
+        client,
+        form.get("redirect_uri"),
+        form.get("code_verifier"),
+        now,
+    )
+    if record.used_at is not None:
+        await state.repo.revoke_code_issue(code_hash)
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    user = await state.repo.get_user(record.user_id)
+    if user is None or user.disabled:
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    return record, user
+
+
+async def _refresh_token(state: ServerState, request: Request, form: dict[str, str]) -> Response:
+    """RFC 6749 §6, with rotation and reuse detection (RFC 9700 §4.14.2)."""
+    client = _client_for(state, request, form, "refresh_token")
     token = form.get("refresh_token")
     if not token:
         raise OAuthError("invalid_request", "refresh token is required")
-    parts = split_compound(token)
-    if parts is None:
-        raise OAuthError("invalid_grant", "invalid refresh token")
-    found = await state.repo.get_grant_and_user(parts[0])
-    if found is None:
-        raise OAuthError("invalid_grant", "invalid refresh token")
-    grant, user = found
-    now = now_s()
-    presented = sha256_hex(parts[1])
-    current = hmac.compare_digest(presented, grant.refresh_hash)
-    previous = None
-    if not current:
-        previous = next(
-            (p for p in grant.previous_hashes if hmac.compare_digest(presented, p.hash)), None
-        )
-        if previous is None:
-            raise OAuthError("invalid_grant", "invalid refresh token")
+    grant, user, secret, previous = await _presented_grant(state, token)
     if grant.client_id != client.id:
         raise OAuthError("invalid_request", "client id doesn't match the refresh token")
+    now = now_s()
     # With rotation, the successor of a refresh secret is derived from it, so the client's own
     # retry (a lost response, or two of its requests racing) gets the same successor.
-    successor = _successor(state, grant.id, parts[1]) if client.refresh_token_rotation else None
-    retry = previous is not None
+    successor = _successor(state, grant.id, secret) if client.refresh_token_rotation else None
     if previous is not None:
-        in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
-        if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
-            # RFC 9700 §4.14.2: a rotated token used again; assume theft, end the grant.
-            events.refresh_reuse(request, grant.id, user.id, client.id)
-            await state.repo.end_session(grant.id)
-            raise OAuthError("invalid_grant", "invalid refresh token")
+        await _refuse_reuse(state, request, client, grant, user, previous, successor, now)
     if grant.expires_at <= now:
         await state.repo.end_session(grant.id)
         raise OAuthError("invalid_grant", "invalid refresh token")
     if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
     await _limit_user(state, user.id)
-
-    issued = await issue_tokens(
+    issued = issue_tokens(
         state,
         client=client,
         user=user,
@@ -230,39 +237,96 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         auth_time=grant.authenticated_at,
         amr=grant.amr,
     )
-    new_refresh = f"{grant.id}.{successor}" if successor is not None else None
-    if retry:
-        ok = await state.repo.add_access_token_and_touch(
-            issued.record, grant.id, grant.refresh_hash, now
-        )
-    else:
-        new_hash = sha256_hex(successor) if successor is not None else grant.refresh_hash
-        history = grant.previous_hashes
-        if successor is not None:
-            history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
-        idle = (
-            client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
-        )
-        ok = await state.repo.refresh_grant(
-            grant.id,
-            token=issued.record,
-            expected_refresh_hash=grant.refresh_hash,
-            refresh_hash=new_hash,
-            previous_hashes=history,
-            now=now,
-            ip=client_ip(request, state.config.trusted_proxies),
-            user_agent=user_agent(request),
-            expires_at=expiry(grant.created_at, now, client.refresh_token_lifetime, idle),
-        )
-        if not ok and successor is not None:
-            # A concurrent request with the same token rotated first: to the same successor.
-            ok = await state.repo.add_access_token_and_touch(
-                issued.record, grant.id, sha256_hex(successor), now
-            )
-    if not ok:
+    retry = previous is not None
+    if not await _store_refresh(state, request, client, grant, issued, successor, retry, now):
         raise OAuthError("invalid_grant", "invalid refresh token")
     state.touched[grant.id] = now
+    new_refresh = f"{grant.id}.{successor}" if successor is not None else None
     return _token_response(issued, client, new_refresh)
+
+
+async def _presented_grant(
+    state: ServerState, token: str
+) -> tuple[OfflineGrant, User, str, PreviousHash | None]:
+    """The grant and user of a refresh token ``<grant id>.<secret>``, its secret, and the
+    superseded hash it matched (None: it is the current one)."""
+    parts = split_compound(token)
+    if parts is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    found = await state.repo.get_grant_and_user(parts[0])
+    if found is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    grant, user = found
+    presented = sha256_hex(parts[1])
+    if hmac.compare_digest(presented, grant.refresh_hash):
+        return grant, user, parts[1], None
+    previous = next(
+        (p for p in grant.previous_hashes if hmac.compare_digest(presented, p.hash)), None
+    )
+    if previous is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    return grant, user, parts[1], previous
+
+
+async def _refuse_reuse(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    grant: OfflineGrant,
+    user: User,
+    previous: PreviousHash,
+    successor: str | None,
+    now: int,
+) -> None:
+    """A superseded refresh token is only a retry of the client's own rotation: within the
+    grace period, and its successor is the grant's current token. Anything else is reuse
+    (RFC 9700 §4.14.2): assume theft, end the grant."""
+    in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
+    if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
+        events.refresh_reuse(request, grant.id, user.id, client.id)
+        await state.repo.end_session(grant.id)
+        raise OAuthError("invalid_grant", "invalid refresh token")
+
+
+async def _store_refresh(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    grant: OfflineGrant,
+    issued: Issued,
+    successor: str | None,
+    retry: bool,
+    now: int,
+) -> bool:
+    """Write the new access token with the grant's rotation (or, for a retry, next to the
+    rotation already done); False when the grant changed under us in a way that is not the
+    same rotation."""
+    if retry:
+        return await state.repo.add_access_token_and_touch(
+            issued.record, grant.id, grant.refresh_hash, now
+        )
+    new_hash = sha256_hex(successor) if successor is not None else grant.refresh_hash
+    history = grant.previous_hashes
+    if successor is not None:
+        history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
+    idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+    ok = await state.repo.refresh_grant(
+        grant.id,
+        token=issued.record,
+        expected_refresh_hash=grant.refresh_hash,
+        refresh_hash=new_hash,
+        previous_hashes=history,
+        now=now,
+        ip=client_ip(request, state.config.trusted_proxies),
+        user_agent=user_agent(request),
+        expires_at=expiry(grant.created_at, now, client.refresh_token_lifetime, idle),
+    )
+    if not ok and successor is not None:
+        # A concurrent request with the same token rotated first: to the same successor.
+        ok = await state.repo.add_access_token_and_touch(
+            issued.record, grant.id, sha256_hex(successor), now
+        )
+    return ok
 
 
 def _device_info(raw: str | None) -> dict[str, Any]:
@@ -330,7 +394,7 @@ async def _client_credentials(
         raise OAuthError("unauthorized_client", "public clients cannot use client_credentials")
     _require_grant(client, "client_credentials")
     scopes = _client_scopes(client, form.get("scope"))
-    issued = await issue_tokens(
+    issued = issue_tokens(
         state,
         client=client,
         user=None,
