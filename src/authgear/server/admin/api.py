@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -190,6 +190,7 @@ def _user_or_404(user: Any) -> UserOut:
 
 
 def build_api() -> FastAPI:
+    """The admin API app: :data:`router`'s routes with the API's own error shapes."""
     api = FastAPI(
         title="Authgear admin API",
         version="1",
@@ -198,212 +199,231 @@ def build_api() -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
-    )
-
-    @api.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        headers = dict(NO_STORE)
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="authgear-admin"'
-        return JSONResponse(
-            {"error": exc.error, "error_description": exc.description},
-            status_code=exc.status,
-            headers=headers,
-        )
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse(validation_error_body(exc), status_code=422, headers=NO_STORE)
-
-    @api.exception_handler(HashingBusy)
-    async def _busy(request: Request, exc: HashingBusy) -> Response:
-        return JSONResponse(
-            {
-                "error": "temporarily_unavailable",
-                "error_description": "password hashing is busy, retry shortly",
-            },
-            status_code=503,
-            headers={**NO_STORE, "Retry-After": str(exc.retry_after)},
-        )
-
-    @api.exception_handler(Exception)
-    async def _server_error(request: Request, exc: Exception) -> Response:
-        log.error("internal error in the admin API: %s", type(exc).__name__)
-        return JSONResponse(
-            {"error": "server_error", "error_description": "internal server error"},
-            status_code=500,
-        )
-
-    @api.get("/users", response_model=UserPage, responses=ERRORS, tags=["users"])
-    async def list_users(
-        request: Request,
-        actor: ActorDep,
-        q: Annotated[
-            str | None, Query(max_length=320, description="part of an email, or a user id")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=600)] = None,
-    ) -> UserPage:
-        """Users ordered by email; page with `next_cursor`."""
-        try:
-            users, nxt = await _state(request).admin.list_users(query=q, limit=limit, after=cursor)
-        except BadCursor:
-            raise ApiError(400, "invalid_request", "invalid cursor") from None
-        return UserPage(users=[UserOut(**user_json(u)) for u in users], next_cursor=nxt)
-
-    @api.post(
-        "/users",
-        response_model=UserOut,
-        status_code=201,
-        responses={
-            **ERRORS,
-            400: {"model": ErrorOut, "description": "invalid email, password or roles"},
-            409: {"model": ErrorOut, "description": "the email is taken"},
+        exception_handlers={
+            ApiError: _api_error,
+            StarletteHTTPException: _http_error,
+            RequestValidationError: _invalid,
+            HashingBusy: _busy,
+            Exception: _server_error,
         },
-        tags=["users"],
     )
-    async def create_user(request: Request, actor: ActorDep, body: CreateUser) -> UserOut:
-        try:
-            user = await _ops(request).create_user(
-                actor,
-                now_s(),
-                email=body.email,
-                password=body.password,
-                email_verified=body.email_verified,
-                roles=body.roles,
-            )
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-        except EmailTaken:
-            raise ApiError(409, "conflict", "a user with this email exists") from None
-        return UserOut(**user_json(user))
-
-    @api.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
-    async def get_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        return _user_or_404(await _state(request).admin.get_user(user_id))
-
-    @api.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND, tags=["users"])
-    async def delete_user(request: Request, actor: ActorDep, user_id: UserId) -> Response:
-        """Delete the user with their sessions, grants and tokens, in one transaction."""
-        if await _ops(request).delete_user(actor, now_s(), user_id) is None:
-            raise ApiError(404, "not_found", "no such user")
-        return Response(status_code=204)
-
-    @api.post(
-        "/users/{user_id}/disable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
-    )
-    async def disable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        """A disabled user is refused everywhere at once: sign-in, refresh, userinfo, resolver."""
-        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, True))
-
-    @api.post(
-        "/users/{user_id}/enable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
-    )
-    async def enable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, False))
-
-    @api.put(
-        "/users/{user_id}/roles",
-        response_model=UserOut,
-        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid roles"}},
-        tags=["users"],
-    )
-    async def set_roles(
-        request: Request, actor: ActorDep, user_id: UserId, body: SetRoles
-    ) -> UserOut:
-        try:
-            user = await _ops(request).set_roles(actor, now_s(), user_id, body.roles)
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-        return _user_or_404(user)
-
-    @api.get(
-        "/users/{user_id}/sessions",
-        response_model=SessionList,
-        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid cursor"}},
-        tags=["sessions"],
-    )
-    async def list_sessions(
-        request: Request,
-        actor: ActorDep,
-        user_id: UserId,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=600)] = None,
-    ) -> SessionList:
-        """The user's browser sessions and app sessions, most recently used first; page with
-        `next_cursor`."""
-        state = _state(request)
-        if await state.admin.get_user(user_id) is None:
-            raise ApiError(404, "not_found", "no such user")
-        try:
-            sessions, nxt = await state.admin.session_page(
-                user_id, now_s(), limit=limit, after=cursor
-            )
-        except BadCursor:
-            raise ApiError(400, "invalid_request", "invalid cursor") from None
-        return SessionList(
-            sessions=[SessionOut(**session_json(s, state.config)) for s in sessions],
-            next_cursor=nxt,
-        )
-
-    @api.delete(
-        "/users/{user_id}/sessions",
-        response_model=RevokeAllOut,
-        responses=NOT_FOUND,
-        tags=["sessions"],
-    )
-    async def revoke_all_sessions(
-        request: Request, actor: ActorDep, user_id: UserId
-    ) -> RevokeAllOut:
-        """Revoke all of the user's sessions and everything issued under them."""
-        count = await _ops(request).revoke_all(actor, now_s(), user_id)
-        if count is None:
-            raise ApiError(404, "not_found", "no such user")
-        return RevokeAllOut(revoked=count)
-
-    @api.get(
-        "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]
-    )
-    async def get_session(
-        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
-    ) -> SessionOut:
-        state = _state(request)
-        found = await state.admin.get_session(session_id)
-        if found is None:
-            raise ApiError(404, "not_found", "no such session")
-        return SessionOut(**session_json(found, state.config))
-
-    @api.delete("/sessions/{session_id}", status_code=204, responses=NOT_FOUND, tags=["sessions"])
-    async def revoke_session(
-        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
-    ) -> Response:
-        """Revoke one session: its refresh token, access tokens and cookie stop working at once."""
-        if await _ops(request).revoke_session(actor, now_s(), session_id) is None:
-            raise ApiError(404, "not_found", "no such session")
-        return Response(status_code=204)
-
-    @api.get("/audit-log", response_model=AuditPage, responses=ERRORS, tags=["audit"])
-    async def audit_log(
-        request: Request,
-        actor: ActorDep,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-        target_id: Annotated[str | None, Query(max_length=200)] = None,
-        actor_id: Annotated[str | None, Query(max_length=200)] = None,
-        action: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> AuditPage:
-        """Admin actions, newest first; page with `next_cursor`."""
-        entries, nxt = await _state(request).admin.list_audit(
-            limit=limit, before=cursor, target_id=target_id, actor_id=actor_id, action=action
-        )
-        return AuditPage(entries=[AuditOut(**audit_json(e)) for e in entries], next_cursor=nxt)
-
+    api.include_router(router)
     return api
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    headers = dict(NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="authgear-admin"'
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+    return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    return JSONResponse(validation_error_body(exc), status_code=422, headers=NO_STORE)
+
+
+async def _busy(request: Request, exc: HashingBusy) -> Response:
+    return JSONResponse(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "password hashing is busy, retry shortly",
+        },
+        status_code=503,
+        headers={**NO_STORE, "Retry-After": str(exc.retry_after)},
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error in the admin API: %s", type(exc).__name__)
+    return JSONResponse(
+        {"error": "server_error", "error_description": "internal server error"},
+        status_code=500,
+    )
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/users", response_model=UserPage, responses=ERRORS, tags=["users"])
+async def list_users(
+    request: Request,
+    actor: ActorDep,
+    q: Annotated[
+        str | None, Query(max_length=320, description="part of an email, or a user id")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+) -> UserPage:
+    """Users ordered by email; page with `next_cursor`."""
+    try:
+        users, nxt = await _state(request).admin.list_users(query=q, limit=limit, after=cursor)
+    except BadCursor:
+        raise ApiError(400, "invalid_request", "invalid cursor") from None
+    return UserPage(users=[UserOut(**user_json(u)) for u in users], next_cursor=nxt)
+
+
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    responses={
+        **ERRORS,
+        400: {"model": ErrorOut, "description": "invalid email, password or roles"},
+        409: {"model": ErrorOut, "description": "the email is taken"},
+    },
+    tags=["users"],
+)
+async def create_user(request: Request, actor: ActorDep, body: CreateUser) -> UserOut:
+    try:
+        user = await _ops(request).create_user(
+            actor,
+            now_s(),
+            email=body.email,
+            password=body.password,
+            email_verified=body.email_verified,
+            roles=body.roles,
+        )
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+    except EmailTaken:
+        raise ApiError(409, "conflict", "a user with this email exists") from None
+    return UserOut(**user_json(user))
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
+async def get_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    return _user_or_404(await _state(request).admin.get_user(user_id))
+
+
+@router.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND, tags=["users"])
+async def delete_user(request: Request, actor: ActorDep, user_id: UserId) -> Response:
+    """Delete the user with their sessions, grants and tokens, in one transaction."""
+    if await _ops(request).delete_user(actor, now_s(), user_id) is None:
+        raise ApiError(404, "not_found", "no such user")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/users/{user_id}/disable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
+)
+async def disable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    """A disabled user is refused everywhere at once: sign-in, refresh, userinfo, resolver."""
+    return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, True))
+
+
+@router.post("/users/{user_id}/enable", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
+async def enable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, False))
+
+
+@router.put(
+    "/users/{user_id}/roles",
+    response_model=UserOut,
+    responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid roles"}},
+    tags=["users"],
+)
+async def set_roles(request: Request, actor: ActorDep, user_id: UserId, body: SetRoles) -> UserOut:
+    try:
+        user = await _ops(request).set_roles(actor, now_s(), user_id, body.roles)
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+    return _user_or_404(user)
+
+
+@router.get(
+    "/users/{user_id}/sessions",
+    response_model=SessionList,
+    responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid cursor"}},
+    tags=["sessions"],
+)
+async def list_sessions(
+    request: Request,
+    actor: ActorDep,
+    user_id: UserId,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+) -> SessionList:
+    """The user's browser sessions and app sessions, most recently used first; page with
+    `next_cursor`."""
+    state = _state(request)
+    if await state.admin.get_user(user_id) is None:
+        raise ApiError(404, "not_found", "no such user")
+    try:
+        sessions, nxt = await state.admin.session_page(user_id, now_s(), limit=limit, after=cursor)
+    except BadCursor:
+        raise ApiError(400, "invalid_request", "invalid cursor") from None
+    return SessionList(
+        sessions=[SessionOut(**session_json(s, state.config)) for s in sessions],
+        next_cursor=nxt,
+    )
+
+
+@router.delete(
+    "/users/{user_id}/sessions",
+    response_model=RevokeAllOut,
+    responses=NOT_FOUND,
+    tags=["sessions"],
+)
+async def revoke_all_sessions(request: Request, actor: ActorDep, user_id: UserId) -> RevokeAllOut:
+    """Revoke all of the user's sessions and everything issued under them."""
+    count = await _ops(request).revoke_all(actor, now_s(), user_id)
+    if count is None:
+        raise ApiError(404, "not_found", "no such user")
+    return RevokeAllOut(revoked=count)
+
+
+@router.get(
+    "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]
+)
+async def get_session(
+    request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+) -> SessionOut:
+    state = _state(request)
+    found = await state.admin.get_session(session_id)
+    if found is None:
+        raise ApiError(404, "not_found", "no such session")
+    return SessionOut(**session_json(found, state.config))
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=NOT_FOUND, tags=["sessions"])
+async def revoke_session(
+    request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+) -> Response:
+    """Revoke one session: its refresh token, access tokens and cookie stop working at once."""
+    if await _ops(request).revoke_session(actor, now_s(), session_id) is None:
+        raise ApiError(404, "not_found", "no such session")
+    return Response(status_code=204)
+
+
+@router.get("/audit-log", response_model=AuditPage, responses=ERRORS, tags=["audit"])
+async def audit_log(
+    request: Request,
+    actor: ActorDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    target_id: Annotated[str | None, Query(max_length=200)] = None,
+    actor_id: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> AuditPage:
+    """Admin actions, newest first; page with `next_cursor`."""
+    entries, nxt = await _state(request).admin.list_audit(
+        limit=limit, before=cursor, target_id=target_id, actor_id=actor_id, action=action
+    )
+    return AuditPage(entries=[AuditOut(**audit_json(e)) for e in entries], next_cursor=nxt)
 
 
 def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
