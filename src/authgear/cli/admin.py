@@ -235,6 +235,12 @@ def register(subparsers: Any) -> None:
     admin = subparsers.add_parser("admin", help=text, description=text)
     groups = admin.add_subparsers(dest="admin_command", metavar="GROUP")
 
+    _register_users(groups)
+    _register_sessions(groups)
+    _register_keys(groups)
+
+
+def _register_users(groups: Any) -> None:
     text = "list, create, disable, enable, delete users; set their roles"
     users = groups.add_parser("users", help=text, description=text)
     us = users.add_subparsers(dest="admin_users_command", metavar="ACTION")
@@ -262,6 +268,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("user", help="user id or email")
     p.add_argument("roles", nargs="*", metavar="ROLE", help="the roles (none: remove all)")
 
+
+def _register_sessions(groups: Any) -> None:
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)
     ss = sessions.add_subparsers(dest="admin_sessions_command", metavar="ACTION")
@@ -273,6 +281,8 @@ def register(subparsers: Any) -> None:
     p = _add(ss, "revoke-all", "revoke all sessions of a user", sessions_revoke_all)
     p.add_argument("user", help="user id or email")
 
+
+def _register_keys(groups: Any) -> None:
     text = "admin API keys (for /_api/admin)"
     keys = groups.add_parser("keys", help=text, description=text)
     ks = keys.add_subparsers(dest="admin_keys_command", metavar="ACTION")
