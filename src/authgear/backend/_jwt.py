@@ -203,8 +203,7 @@ class JWTVerifier:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._issuer = issuer.rstrip("/") if issuer else None
         self._jwks_uri = jwks_uri
-        if isinstance(audience, str):
-            audience = (audience,)
+        audience = (audience,) if isinstance(audience, str) else audience
         self._audience = frozenset(audience) if audience is not None else None
         self._issuer_set = frozenset((self._issuer,)) if self._issuer else frozenset()
         self.leeway = leeway
