@@ -4,7 +4,7 @@ Each sign-in attempt first reserves a place in the account's failure count, atom
 database (:meth:`LockoutPolicy.reserve` runs inside one locked transaction). The attempt that
 reaches ``max_attempts`` sets the lock at once, so concurrent guesses cannot all slip in while
 the first ones are still in argon2; a correct password clears the count. Without this, 16
-parallel wrong passwords were all checked and the right one still signed in (issue 9).
+parallel wrong passwords were all checked and the right one still signed in.
 """
 
 from __future__ import annotations
