@@ -263,6 +263,20 @@ def test_storage_imports_nothing_above_it() -> None:
     assert _above_storage(IMPORTS) == []
 
 
+SPEC = ("RFC ", "OpenID Connect")
+
+
+def test_every_endpoint_and_protocol_module_cites_its_specification() -> None:
+    uncited = [
+        module
+        for module, path in MODULES.items()
+        if module.startswith(("authgear.server.endpoints.", "authgear.server.oauth."))
+        and not any(ref in (ast.get_docstring(ast.parse(path.read_text())) or "") for ref in SPEC)
+    ]
+    assert "authgear.server.endpoints.token" in MODULES
+    assert uncited == []
+
+
 def _functions(path: Path) -> list[tuple[str, int, int]]:
     tree = ast.parse(path.read_text(), str(path))
     found: list[tuple[str, int, int]] = []

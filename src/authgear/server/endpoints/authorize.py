@@ -1,5 +1,6 @@
-"""GET/POST /oauth2/authorize: validate the request, then skip the form with a live browser
-session or send the user to the login / sign-up page."""
+"""GET/POST /oauth2/authorize (RFC 6749 §3.1, §4.1; OpenID Connect Core §3.1.2): validate the
+request, then skip the form with a live browser session or send the user to the login / sign-up
+page."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Discovery (both well-known paths) and the JWKS."""
+"""Discovery (OpenID Connect Discovery 1.0 and RFC 8414: both well-known paths) and the JWKS
+(RFC 7517)."""
 
 from __future__ import annotations
 

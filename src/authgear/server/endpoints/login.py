@@ -1,4 +1,5 @@
-"""The login and sign-up pages (/login, /signup) and the signed-in home page (/)."""
+"""The login and sign-up pages (/login, /signup), where the end-user is authenticated during an
+authorization request (OpenID Connect Core §3.1.2.3), and the signed-in home page (/)."""
 
 from __future__ import annotations
 
