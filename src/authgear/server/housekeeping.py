@@ -1,7 +1,7 @@
 """Periodic housekeeping: delete what has expired, and audit entries past their retention.
 
 Everything is deleted in small batches with the event loop free in between (see
-:func:`authgear.server.storage.sql.delete_in_batches`), so a purge after a flood of anonymous
+:func:`authgear.server.storage.deletes.delete_in_batches`), so a purge after a flood of anonymous
 requests does not stall the requests being served.
 """
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -33,6 +34,8 @@ from authgear.server.storage import Repository, SigningKey
 from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.tokens import ID_TOKEN_LIFETIME
 
+# The one algorithm the server signs with (tokens, JWKS, discovery, ID token hints).
+ALGORITHM = "RS256"
 ENCRYPTED_PREFIX = "enc:v1:"
 ROTATION_KEY = "refresh_rotation_key"
 CSRF_KEY = "csrf_key"
@@ -157,7 +160,7 @@ def _load(k: SigningKey, cipher: KeyCipher) -> LoadedKey:
         raise ValueError(f"signing key {k.kid} is not an RSA key")
     jwk: dict[str, Any] = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
     jwk.pop("key_ops", None)
-    jwk.update({"kid": k.kid, "use": "sig", "alg": "RS256"})
+    jwk.update({"kid": k.kid, "use": "sig", "alg": ALGORITHM})
     return LoadedKey(k.kid, private, jwk)
 
 
@@ -189,6 +192,14 @@ class KeySet:
         self.fingerprint = tuple(sorted((k.kid, k.kid == newest.kid) for k in usable))
         self.jwks: dict[str, Any] = {"keys": [lk.public_jwk for lk in self._by_kid.values()]}
         self.public_keys = {kid: lk.private_key.public_key() for kid, lk in self._by_kid.items()}
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """A JWT of ``claims`` signed by the current signing key, with its ``kid`` and ``typ``
+        (``at+jwt`` for access tokens, RFC 9068; ``JWT`` for ID tokens)."""
+        key = self.signing
+        return jwt.encode(
+            claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ}
+        )
 
 
 async def load_or_create_keys(repo: Repository, cipher: KeyCipher = PLAINTEXT) -> KeySet:
