@@ -6,6 +6,9 @@
   top-level package (``client``, ``backend``, ``server``, ``cli``, ``_errors``) imported.
 - Layering: ``client``, ``backend`` and ``server`` never import each other; ``server.storage``
   imports nothing of the server above it. These two rules also cover imports inside functions.
+- Storage has one way in: outside ``server.storage`` no module imports its SQL modules
+  (``sql``, ``schema``, ``db``) or reads an ``.engine`` attribute; what needs the database gets
+  its store from the repository (``repo.admin``, ``repo.authenticators``...).
 - No function over 50 lines unless it is in :data:`LONG_FUNCTIONS` with its reason.
 """
 
@@ -224,6 +227,29 @@ def _above_storage(imports: list[Import]) -> list[str]:
     ]
 
 
+# The modules that hold the engine and the tables: the repository's insides.
+STORAGE_INSIDES = frozenset(f"{STORAGE}.{m}" for m in ("sql", "schema", "db"))
+
+
+def _storage_insides(imports: list[Import]) -> list[str]:
+    return [
+        f"{_where(i)} imports {i.target}"
+        for i in imports
+        if not _in_storage(i.importer) and i.target in STORAGE_INSIDES
+    ]
+
+
+def _engine_reads(module: str, tree: ast.AST) -> list[str]:
+    """``x.engine`` read outside storage (the repository's database handle)."""
+    if _in_storage(module):
+        return []
+    return [
+        f"{MODULES[module].relative_to(SRC)}:{node.lineno} reads .engine"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "engine"
+    ]
+
+
 def _fake(importer: str, target: str, *names: str) -> Import:
     return Import(importer, target, names or ("",), 1, True)
 
@@ -240,6 +266,14 @@ def test_the_rules_catch_what_they_forbid() -> None:
     assert not _siblings([_fake(f"{PACKAGE}.cli.serve", f"{PACKAGE}.server.app", "x")])
     assert _above_storage([_fake(sql, f"{PACKAGE}.server.security.lockout", "x")])
     assert not _above_storage([_fake(sql, f"{STORAGE}.rows", "x")])
+    state = f"{PACKAGE}.server.state"
+    assert _storage_insides([_fake(state, sql, "SQLRepository")])
+    assert not _storage_insides([_fake(state, STORAGE, "Repository")])
+    assert not _storage_insides([_fake(admin, sql, "SQLRepository")])
+    reads = ast.parse("store = AuthenticatorStore(cast(Any, self.repo).engine)")
+    assert _engine_reads(state, reads)
+    assert not _engine_reads(sql, reads)
+    assert not _engine_reads(state, ast.parse("from authgear.server.signin import engine"))
 
 
 def test_no_private_names_imported_from_another_module() -> None:
@@ -256,6 +290,16 @@ def test_client_backend_and_server_never_import_each_other() -> None:
 
 def test_storage_imports_nothing_above_it() -> None:
     assert _above_storage(IMPORTS) == []
+
+
+def test_nothing_outside_storage_reaches_past_the_repository() -> None:
+    assert _storage_insides(IMPORTS) == []
+    reads = [
+        found
+        for module, path in MODULES.items()
+        for found in _engine_reads(module, ast.parse(path.read_text(), str(path)))
+    ]
+    assert reads == []
 
 
 SPEC = ("RFC ", "OpenID Connect")
