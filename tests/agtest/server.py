@@ -136,7 +136,9 @@ class ServerProcess:
             env={**os.environ, **(env or {})},
         )
         self._log = log
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine (several test workers) the first start runs every
+        # migration; a server that fails exits, and that is reported at once below.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")

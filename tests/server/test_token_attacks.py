@@ -293,6 +293,7 @@ def test_discovery_still_lists_every_grant_type(server: ServerProcess) -> None:
         "authorization_code",
         "refresh_token",
         "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",
     ]
     assert doc["code_challenge_methods_supported"] == ["S256"]
 
