@@ -31,7 +31,6 @@ from jwt.algorithms import RSAAlgorithm
 from authgear.server.config import ServerConfig, kek_bytes
 from authgear.server.security.sealing import totp_purpose
 from authgear.server.storage import Repository, SigningKey
-from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.tokens import ID_TOKEN_LIFETIME
 
 # The one algorithm the server signs with (tokens, JWKS, discovery, ID token hints).
@@ -226,21 +225,18 @@ async def load_server_secret(repo: Repository, name: str, cipher: KeyCipher = PL
     return bytes.fromhex(cipher.decrypt(stored, name))
 
 
-async def reencrypt(
-    repo: Repository, cipher: KeyCipher, totp: AuthenticatorStore | None = None
-) -> int:
-    """Store every key under the current KEK: plaintext rows from before a KEK was set, and
-    rows under an old KEK after a rotation; with ``totp``, the sealed TOTP secrets too (else an
-    old KEK could not be dropped without locking users out of their second factor). Safe with
-    several processes at once (each row is replaced only if unchanged). Returns how many rows
-    this call changed."""
+async def reencrypt(repo: Repository, cipher: KeyCipher) -> int:
+    """Store every key under the current KEK: plaintext rows from before a KEK was set, rows
+    under an old KEK after a rotation, and the sealed TOTP secrets (else an old KEK could not be
+    dropped without locking users out of their second factor). Safe with several processes at
+    once (each row is replaced only if unchanged). Returns how many rows this call changed."""
     changed = 0
-    if totp is not None:
-        for authenticator_id, sealed in await totp.sealed_totp_secrets():
-            if not cipher.is_current(sealed):
-                purpose = totp_purpose(authenticator_id)
-                new = cipher.encrypt(cipher.decrypt(sealed, purpose), purpose)
-                changed += await totp.replace_totp_secret(authenticator_id, sealed, new)
+    totp = repo.authenticators
+    for authenticator_id, sealed in await totp.sealed_totp_secrets():
+        if not cipher.is_current(sealed):
+            purpose = totp_purpose(authenticator_id)
+            new = cipher.encrypt(cipher.decrypt(sealed, purpose), purpose)
+            changed += await totp.replace_totp_secret(authenticator_id, sealed, new)
     for k in await repo.list_signing_keys():
         if not cipher.is_current(k.private_pem):
             purpose = _key_purpose(k.kid)

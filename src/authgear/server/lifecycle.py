@@ -75,7 +75,7 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
     try:
         cipher = KeyCipher.from_config(settings.config)
         if cipher.current is not None or settings.config.old_key_encryption_keys:
-            changed = await reencrypt(repo, cipher, repo.authenticators)
+            changed = await reencrypt(repo, cipher)
             if changed:
                 log.warning("re-encrypted %d stored keys under the current KEK", changed)
         keys = await load_or_create_keys(repo, cipher)
