@@ -19,7 +19,7 @@ async def purge(state: ServerState, now: int) -> Purged:
     purged = await state.repo.purge_expired(
         now, failures_before=now - config.lockout.history_duration
     )
-    await state.accounts.store.purge(now, purged)
+    await state.repo.accounts.purge(now, purged)
     await state.device_codes.purge(now, purged)
     if config.audit_log_retention_days is not None:
         await state.admin.purge_audit(now - config.audit_log_retention_days * DAY, purged)
