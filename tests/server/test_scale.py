@@ -136,6 +136,28 @@ def test_rate_limits_are_shared(tmp_path: Path, postgres: Postgres, redis_server
             s.stop()
 
 
+def test_rate_limits_turned_off_are_off_with_redis_too(tmp_path: Path, redis_server: Redis) -> None:
+    """``rate_limits.enabled: false`` turned off the database and memory limiters but not
+    Redis's (it was built with its default, on): the same requests were refused with 429."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()  # counters of earlier tests
+    port = free_port()
+    config = server_config(
+        port,
+        redis_url=redis_server.url,
+        rate_limits={"enabled": False, "token_per_ip_per_minute": 2},
+    )
+    server = ServerProcess(tmp_path / "data", port, config)
+    server.start()
+    try:
+        form = {"grant_type": "refresh_token", "client_id": NATIVE, "refresh_token": "a.b"}
+        codes = [httpx2.post(server.url + "/oauth2/token", data=form).status_code for _ in range(5)]
+        assert codes == [400] * 5
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("shared", ["postgresql", "sqlite"])
 def test_rate_limits_without_redis_live_in_the_database(
     tmp_path: Path, postgres: Postgres, shared: str

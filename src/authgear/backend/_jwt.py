@@ -134,6 +134,33 @@ def _number(value: Any) -> TypeGuard[int | float]:
     return t is int or (t is float and _isfinite(value))
 
 
+def _check_options(
+    endpoint: str | None,
+    issuer: str | None,
+    jwks_uri: str | None,
+    algorithms: Iterable[str],
+    max_token_age: float | None,
+    allow_insecure_http: bool,
+) -> frozenset[str]:
+    """A verifier's options, checked when it is made (ConfigurationError); the algorithms."""
+    if endpoint is None and (issuer is None or jwks_uri is None):
+        raise ConfigurationError("give endpoint, or both issuer and jwks_uri")
+    allowed = frozenset(algorithms)
+    bad = allowed - SUPPORTED_ALGORITHMS
+    if bad or not allowed:
+        raise ConfigurationError(
+            f"unsupported algorithms {sorted(bad)}: only asymmetric ones "
+            f"({', '.join(sorted(SUPPORTED_ALGORITHMS))}); never none or HMAC"
+        )
+    if max_token_age is not None and not max_token_age > 0:
+        raise ConfigurationError("max_token_age must be a positive number of seconds")
+    if endpoint is not None:
+        check_url(endpoint, "endpoint", allow_insecure_http)
+    if jwks_uri is not None:
+        check_url(jwks_uri, "jwks_uri", allow_insecure_http)
+    return allowed
+
+
 class JWTVerifier:
     """Verify Authgear access tokens locally (no call to Authgear per request).
 
@@ -180,27 +207,14 @@ class JWTVerifier:
         http_client: httpx2.Client | None = None,
         revocations: RevocationFeed | None = None,
     ) -> None:
-        if endpoint is None and (issuer is None or jwks_uri is None):
-            raise ConfigurationError("give endpoint, or both issuer and jwks_uri")
-        self.algorithms = frozenset(algorithms)
-        bad = self.algorithms - SUPPORTED_ALGORITHMS
-        if bad or not self.algorithms:
-            raise ConfigurationError(
-                f"unsupported algorithms {sorted(bad)}: only asymmetric ones "
-                f"({', '.join(sorted(SUPPORTED_ALGORITHMS))}); never none or HMAC"
-            )
-        if max_token_age is not None and not max_token_age > 0:
-            raise ConfigurationError("max_token_age must be a positive number of seconds")
+        self.algorithms = _check_options(
+            endpoint, issuer, jwks_uri, algorithms, max_token_age, allow_insecure_http
+        )
         self.allow_insecure_http = allow_insecure_http
-        if endpoint is not None:
-            check_url(endpoint, "endpoint", allow_insecure_http)
-        if jwks_uri is not None:
-            check_url(jwks_uri, "jwks_uri", allow_insecure_http)
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._issuer = issuer.rstrip("/") if issuer else None
         self._jwks_uri = jwks_uri
-        if isinstance(audience, str):
-            audience = (audience,)
+        audience = (audience,) if isinstance(audience, str) else audience
         self._audience = frozenset(audience) if audience is not None else None
         self._issuer_set = frozenset((self._issuer,)) if self._issuer else frozenset()
         self.leeway = leeway

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from authgear.server.accounts import AccountService
     from authgear.server.admin.ops import AdminOps
     from authgear.server.config import Settings
-    from authgear.server.storage.admin import Actor, AdminRepository
-    from authgear.server.storage.sql import SQLRepository
+    from authgear.server.storage import AdminRepository, Repository
+    from authgear.server.storage.admin import Actor
 
 DEFAULT_DATA_DIR = ".authgear"
 T = TypeVar("T")
@@ -283,20 +283,16 @@ class Stores:
         from authgear.server.admin.ops import AdminOps
         from authgear.server.mail import MailService
         from authgear.server.ratelimit import MemoryRateLimiter
-        from authgear.server.storage.admin import AdminRepository
-        from authgear.server.storage.sql import SQLRepository
+        from authgear.server.storage import open_repository
 
         self.settings = settings
-        self.repo: SQLRepository = SQLRepository.open(
-            settings.database_url, pool_size=2, max_overflow=0
-        )
-        self.admin: AdminRepository = AdminRepository(self.repo.engine)
+        self.repo: Repository = open_repository(settings.database_url, pool_size=2, max_overflow=0)
+        self.admin: AdminRepository = self.repo.admin
         # Account recovery (mail, password policy) for send-reset and set-password; building
         # it does no I/O (mail goes out only when a command submits one).
         self.accounts: AccountService = AccountService(
             config=settings.config,
             repo=self.repo,
-            db=self.repo.engine,
             limiter=MemoryRateLimiter(False),
             mail=MailService(settings),
         )
@@ -362,7 +358,7 @@ def read_password(args: argparse.Namespace) -> str:
 
 def ops_error(e: Exception) -> CLIError:
     """An admin operation's refusal as a CLI error (InvalidInput, EmailTaken)."""
-    from authgear.server.storage.sql import EmailTaken
+    from authgear.server.storage import EmailTaken
 
     if isinstance(e, EmailTaken):
         return CLIError(f"a user with email {clean(str(e))} already exists")

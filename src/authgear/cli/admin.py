@@ -63,7 +63,7 @@ async def create_user(args: argparse.Namespace, s: Stores) -> int:
     """``authgear admin users create`` and ``authgear users create``: one operation, with its
     checks (email, password, roles) and its audit entry."""
     from authgear.server.admin.ops import InvalidInput
-    from authgear.server.storage.sql import EmailTaken
+    from authgear.server.storage import EmailTaken
 
     password = None if getattr(args, "no_password", False) else read_password(args)
     try:
@@ -236,6 +236,12 @@ def register(subparsers: Any) -> None:
     admin = subparsers.add_parser("admin", help=text, description=text)
     groups = admin.add_subparsers(dest="admin_command", metavar="GROUP")
 
+    _register_users(groups)
+    _register_sessions(groups)
+    _register_keys(groups)
+
+
+def _register_users(groups: Any) -> None:
     text = "list, create, disable, enable, delete users; set their roles"
     users = groups.add_parser("users", help=text, description=text)
     us = users.add_subparsers(dest="admin_users_command", metavar="ACTION")
@@ -266,6 +272,8 @@ def register(subparsers: Any) -> None:
     authenticators.register(lambda n, h, fn, w: _add(us, n, h, fn, writes=w))
     authenticators.register_identities(lambda n, h, fn, w: _add(us, n, h, fn, writes=w))
 
+
+def _register_sessions(groups: Any) -> None:
     text = "list and revoke a user's sessions"
     sessions = groups.add_parser("sessions", help=text, description=text)
     ss = sessions.add_subparsers(dest="admin_sessions_command", metavar="ACTION")
@@ -277,6 +285,8 @@ def register(subparsers: Any) -> None:
     p = _add(ss, "revoke-all", "revoke all sessions of a user", sessions_revoke_all)
     p.add_argument("user", help="user id or email")
 
+
+def _register_keys(groups: Any) -> None:
     text = "admin API keys (for /_api/admin)"
     keys = groups.add_parser("keys", help=text, description=text)
     ks = keys.add_subparsers(dest="admin_keys_command", metavar="ACTION")

@@ -25,11 +25,8 @@ Add = Callable[[str, str, Handler, bool], argparse.ArgumentParser]
 
 def _ops(stores: Stores) -> Any:
     from authgear.server.admin.authenticators import AuthenticatorOps
-    from authgear.server.storage.admin import AdminRepository
-    from authgear.server.storage.authenticators import AuthenticatorStore
 
-    engine = stores.repo.engine
-    return AuthenticatorOps(AdminRepository(engine), AuthenticatorStore(engine))
+    return AuthenticatorOps(stores.admin, stores.repo.authenticators)
 
 
 async def authenticators(args: argparse.Namespace, stores: Stores) -> int:
@@ -99,11 +96,8 @@ def register(add: Add) -> None:
 
 def _identity_ops(stores: Stores) -> Any:
     from authgear.server.admin.identities import IdentityOps
-    from authgear.server.storage.admin import AdminRepository
-    from authgear.server.storage.identities import IdentityStore
 
-    engine = stores.repo.engine
-    return IdentityOps(AdminRepository(engine), IdentityStore(engine), stores.settings.config)
+    return IdentityOps(stores.admin, stores.repo.identities, stores.settings.config)
 
 
 async def identities(args: argparse.Namespace, stores: Stores) -> int:

@@ -70,9 +70,7 @@ def reencrypt(args: argparse.Namespace) -> int:
     cipher = keys.KeyCipher.from_config(settings.config)
 
     async def body(s: Stores) -> int:
-        from authgear.server.storage.authenticators import AuthenticatorStore
-
-        return await keys.reencrypt(s.repo, cipher, AuthenticatorStore(s.repo.engine))
+        return await keys.reencrypt(s.repo, cipher)
 
     changed = with_stores(settings, body)
     state = "encrypted under the current key-encryption key" if cipher.current else "plaintext"

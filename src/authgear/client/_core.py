@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jwt
 
-from authgear import __version__
+from authgear._version import __version__
 from authgear.client._errors import (
     AuthgearError,
     CannotReauthenticateError,
@@ -500,6 +500,20 @@ def _optional_authorize_params(
 
 
 # --- the core ------------------------------------------------------------------------------
+
+
+def _id_token_header(id_token: str, config: OIDCConfiguration) -> tuple[str, Any]:
+    """The ID token's ``alg`` (asymmetric, advertised by the server) and ``kid``."""
+    try:
+        header = jwt.get_unverified_header(id_token)
+    except jwt.PyJWTError as e:
+        raise IDTokenError(f"the ID token is not a JWS: {e}") from None
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg.lower() == "none" or alg.startswith("HS"):
+        raise IDTokenError(f"the ID token uses a refused algorithm {alg!r}")
+    if alg not in config.id_token_signing_alg_values_supported:
+        raise IDTokenError(f"the ID token algorithm {alg!r} is not advertised by the server")
+    return alg, header.get("kid")
 
 
 class SessionCore:
@@ -1261,16 +1275,7 @@ class SessionCore:
     ) -> Flow[dict[str, Any]]:
         """Signature (JWKS, refetched once for an unknown key), ``iss``, ``aud``, ``exp``,
         ``iat``, and ``nonce`` when one was sent (the device grant sends none)."""
-        try:
-            header = jwt.get_unverified_header(id_token)
-        except jwt.PyJWTError as e:
-            raise IDTokenError(f"the ID token is not a JWS: {e}") from None
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg.lower() == "none" or alg.startswith("HS"):
-            raise IDTokenError(f"the ID token uses a refused algorithm {alg!r}")
-        if alg not in config.id_token_signing_alg_values_supported:
-            raise IDTokenError(f"the ID token algorithm {alg!r} is not advertised by the server")
-        kid = header.get("kid")
+        alg, kid = _id_token_header(id_token, config)
         key: jwt.PyJWK | None = None
         for refetch in (False, True):
             jwks = yield from self._jwks_flow(config, refetch)

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import httpx2
 
-from authgear import __version__
+from authgear._version import __version__
 from authgear.client._base import open_url
 from authgear.client._errors import (
     AccessDeniedError,

@@ -17,20 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from authgear.server.clock import now_s
 from authgear.server.config import ServerConfig
 from authgear.server.passwords import hash_password, run_bounded, verify_password
 from authgear.server.ratelimit import RateLimiter, ip_bucket
 from authgear.server.security import codes, password_policy
 from authgear.server.security.lockout import LockoutPolicy
-from authgear.server.sessions import now_s
-from authgear.server.storage import Repository, User
+from authgear.server.storage import EmailTaken, Repository, User
 from authgear.server.storage.accounts import AccountRepository, CodeRef, EmailCode, PasswordSet
-from authgear.server.storage.db import Database
-from authgear.server.storage.sql import EmailTaken
 
 if TYPE_CHECKING:
     from authgear.server.mail import MailService
-    from authgear.server.state import ServerState
 
 GENERIC_CHANGE_FAILURE = "We could not change your email address to this one. Try another address."
 
@@ -100,26 +97,15 @@ class AccountService:
         *,
         config: ServerConfig,
         repo: Repository,
-        db: Database,
         limiter: RateLimiter,
         mail: MailService,
     ) -> None:
         self.config = config
         self.repo = repo
-        self.store = AccountRepository(db)
+        self.store: AccountRepository = repo.accounts
         self.limiter = limiter
         self.mail = mail
         self._key: bytes | None = None
-
-    @classmethod
-    def of(cls, state: ServerState) -> AccountService:
-        return cls(
-            config=state.config,
-            repo=state.repo,
-            db=state.admin.db,
-            limiter=state.limiter,
-            mail=state.mail,
-        )
 
     async def key(self) -> bytes:
         """The HMAC key of stored codes, made once and shared by every process."""

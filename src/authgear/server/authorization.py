@@ -14,6 +14,7 @@ import jwt
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from authgear.server.config import ClientConfig
+from authgear.server.keys import ALGORITHM
 from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
@@ -175,7 +176,7 @@ def verified_id_token_hint(state: ServerState, id_token_hint: str | None) -> dic
         claims: dict[str, Any] = jwt.decode(
             id_token_hint,
             key,
-            algorithms=["RS256"],
+            algorithms=[ALGORITHM],
             issuer=state.issuer,
             options={"verify_exp": False, "verify_aud": False},
         )

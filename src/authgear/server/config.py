@@ -277,8 +277,9 @@ class LockoutConfig(_Model):
 
 
 class HTTPConfig(_Model):
-    """What one connection may cost the server (issue: a 64 MiB header, slow sockets, idle
-    connections holding every file descriptor)."""
+    """What one connection may cost the server: without these limits one client could send a
+    64 MiB header, trickle a request for ever, or hold every file descriptor with idle
+    connections."""
 
     # Request line + headers: more is answered 431 (an over-long URL alone, 414).
     max_header_bytes: int = Field(default=65536, ge=4096, le=1048576)

@@ -296,7 +296,7 @@ async def _issue(
             trusted_proxies=state.config.trusted_proxies,
             device_info=device_info,
         )
-    issued = await issue_tokens(
+    issued = issue_tokens(
         state,
         client=client,
         user=user,

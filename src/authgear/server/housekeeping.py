@@ -1,7 +1,7 @@
 """Periodic housekeeping: delete what has expired, and audit entries past their retention.
 
 Everything is deleted in small batches with the event loop free in between (see
-:func:`authgear.server.storage.sql.delete_in_batches`), so a purge after a flood of anonymous
+:func:`authgear.server.storage.deletes.delete_in_batches`), so a purge after a flood of anonymous
 requests does not stall the requests being served.
 """
 
@@ -20,7 +20,7 @@ async def purge(state: ServerState, now: int) -> Purged:
     purged = await state.repo.purge_expired(
         now, failures_before=now - config.lockout.history_duration
     )
-    await state.accounts.store.purge(now, purged)
+    await state.repo.accounts.purge(now, purged)
     await state.device_codes.purge(now, purged)
     if config.audit_log_retention_days is not None:
         await state.admin.purge_audit(now - config.audit_log_retention_days * DAY, purged)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -30,9 +31,10 @@ from jwt.algorithms import RSAAlgorithm
 from authgear.server.config import ServerConfig, kek_bytes
 from authgear.server.security.sealing import totp_purpose
 from authgear.server.storage import Repository, SigningKey
-from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.tokens import ID_TOKEN_LIFETIME
 
+# The one algorithm the server signs with (tokens, JWKS, discovery, ID token hints).
+ALGORITHM = "RS256"
 ENCRYPTED_PREFIX = "enc:v1:"
 ROTATION_KEY = "refresh_rotation_key"
 CSRF_KEY = "csrf_key"
@@ -157,7 +159,7 @@ def _load(k: SigningKey, cipher: KeyCipher) -> LoadedKey:
         raise ValueError(f"signing key {k.kid} is not an RSA key")
     jwk: dict[str, Any] = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
     jwk.pop("key_ops", None)
-    jwk.update({"kid": k.kid, "use": "sig", "alg": "RS256"})
+    jwk.update({"kid": k.kid, "use": "sig", "alg": ALGORITHM})
     return LoadedKey(k.kid, private, jwk)
 
 
@@ -190,6 +192,14 @@ class KeySet:
         self.jwks: dict[str, Any] = {"keys": [lk.public_jwk for lk in self._by_kid.values()]}
         self.public_keys = {kid: lk.private_key.public_key() for kid, lk in self._by_kid.items()}
 
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """A JWT of ``claims`` signed by the current signing key, with its ``kid`` and ``typ``
+        (``at+jwt`` for access tokens, RFC 9068; ``JWT`` for ID tokens)."""
+        key = self.signing
+        return jwt.encode(
+            claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ}
+        )
+
 
 async def load_or_create_keys(repo: Repository, cipher: KeyCipher = PLAINTEXT) -> KeySet:
     now = int(time.time())
@@ -215,21 +225,18 @@ async def load_server_secret(repo: Repository, name: str, cipher: KeyCipher = PL
     return bytes.fromhex(cipher.decrypt(stored, name))
 
 
-async def reencrypt(
-    repo: Repository, cipher: KeyCipher, totp: AuthenticatorStore | None = None
-) -> int:
-    """Store every key under the current KEK: plaintext rows from before a KEK was set, and
-    rows under an old KEK after a rotation; with ``totp``, the sealed TOTP secrets too (else an
-    old KEK could not be dropped without locking users out of their second factor). Safe with
-    several processes at once (each row is replaced only if unchanged). Returns how many rows
-    this call changed."""
+async def reencrypt(repo: Repository, cipher: KeyCipher) -> int:
+    """Store every key under the current KEK: plaintext rows from before a KEK was set, rows
+    under an old KEK after a rotation, and the sealed TOTP secrets (else an old KEK could not be
+    dropped without locking users out of their second factor). Safe with several processes at
+    once (each row is replaced only if unchanged). Returns how many rows this call changed."""
     changed = 0
-    if totp is not None:
-        for authenticator_id, sealed in await totp.sealed_totp_secrets():
-            if not cipher.is_current(sealed):
-                purpose = totp_purpose(authenticator_id)
-                new = cipher.encrypt(cipher.decrypt(sealed, purpose), purpose)
-                changed += await totp.replace_totp_secret(authenticator_id, sealed, new)
+    totp = repo.authenticators
+    for authenticator_id, sealed in await totp.sealed_totp_secrets():
+        if not cipher.is_current(sealed):
+            purpose = totp_purpose(authenticator_id)
+            new = cipher.encrypt(cipher.decrypt(sealed, purpose), purpose)
+            changed += await totp.replace_totp_secret(authenticator_id, sealed, new)
     for k in await repo.list_signing_keys():
         if not cipher.is_current(k.private_pem):
             purpose = _key_purpose(k.kid)

@@ -23,16 +23,14 @@ from authgear.server.keys import (
     reload_keys,
 )
 from authgear.server.ratelimit import (
+    CountedRefusals,
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
-    SQLRateLimiter,
 )
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
-from authgear.server.storage import migrate
-from authgear.server.storage.authenticators import AuthenticatorStore
-from authgear.server.storage.sql import SQLRepository
+from authgear.server.storage import Repository, migrate, open_repository
 
 log = logging.getLogger("authgear.server")
 SAMPLE_INTERVAL = 5
@@ -57,9 +55,9 @@ class Drain:
 DRAIN = Drain()
 
 
-def open_repository(settings: Settings) -> SQLRepository:
+def open_server_repository(settings: Settings) -> Repository:
     config = settings.config
-    return SQLRepository.open(
+    return open_repository(
         settings.database_url,
         pool_size=config.database_pool_size,
         max_overflow=config.database_max_overflow,
@@ -73,11 +71,11 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
     passwords.configure(hashing.max_concurrent, hashing.queue_timeout)
     if migrate_first:
         await anyio.to_thread.run_sync(migrate.upgrade, settings.database_url)
-    repo = open_repository(settings)
+    repo = open_server_repository(settings)
     try:
         cipher = KeyCipher.from_config(settings.config)
         if cipher.current is not None or settings.config.old_key_encryption_keys:
-            changed = await reencrypt(repo, cipher, AuthenticatorStore(repo.engine))
+            changed = await reencrypt(repo, cipher)
             if changed:
                 log.warning("re-encrypted %d stored keys under the current KEK", changed)
         keys = await load_or_create_keys(repo, cipher)
@@ -100,17 +98,19 @@ async def build_state(settings: Settings, *, migrate_first: bool = True) -> Serv
     )
 
 
-def make_limiter(settings: Settings, repo: SQLRepository) -> RateLimiter:
+def make_limiter(settings: Settings, repo: Repository) -> RateLimiter:
     """Memory for one process on SQLite; shared (Redis, else the database) otherwise. Redis
     falls back to the database while it is away."""
     config = settings.config
     enabled = config.rate_limits.enabled
-    dialect = "sqlite" if settings.is_sqlite else "postgresql"
+    limiter: RateLimiter
     if config.redis_url:
-        return RedisRateLimiter(config.redis_url, SQLRateLimiter(repo.engine, dialect, enabled))
-    if config.workers > 1 or not settings.is_sqlite:
-        return SQLRateLimiter(repo.engine, dialect, enabled)
-    return MemoryRateLimiter(enabled)
+        limiter = RedisRateLimiter(config.redis_url, repo.rate_limiter(enabled), enabled)
+    elif config.workers > 1 or not settings.is_sqlite:
+        limiter = repo.rate_limiter(enabled)
+    else:
+        limiter = MemoryRateLimiter(enabled)
+    return CountedRefusals(limiter)
 
 
 async def close_state(state: ServerState) -> None:

@@ -1,10 +1,12 @@
 """Fixed-window rate limits: in memory (one process), in the database, or in Redis.
 
 One process on SQLite counts in memory. Once several processes serve (``--workers``, or a
-shared PostgreSQL), counts must be shared: in Redis when configured, else in the database.
+shared PostgreSQL), counts must be shared: in Redis when configured, else in the database
+(storage/ratelimit.py, which the repository hands out).
 
 When Redis is away, the limits are counted in the database instead (never a 500, never
-unlimited): see :class:`RedisRateLimiter`. Every refusal is counted in the metrics.
+unlimited): see :class:`RedisRateLimiter`. Every refusal is counted in the metrics
+(:class:`CountedRefusals`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,9 @@ import logging
 import time
 from typing import Any, Protocol
 
-from sqlalchemy import case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
 from authgear.server import metrics
-from authgear.server.storage import schema as t
-from authgear.server.storage.db import Database
-from authgear.server.storage.models import Purged
-from authgear.server.storage.sql import PURGE_BATCH, delete_in_batches
+from authgear.server.storage import Purged
+from authgear.server.storage.ratelimit import window_key
 
 
 def ip_bucket(ip: str | None) -> str | None:
@@ -71,7 +68,34 @@ class RateLimiter(Protocol):
     async def close(self) -> None: ...
 
 
-def _allowed(bucket: str, ok: bool) -> bool:
+class CountedRefusals:
+    """A limiter whose refusals are counted in the metrics, whichever limiter decided them
+    (memory, Redis, or the database while Redis is away): one place counts them all."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self.enabled = limiter.enabled
+
+    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        return _counted(bucket, await self.limiter.hit(bucket, key, limit, window))
+
+    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
+        return _counted(bucket, await self.limiter.check(bucket, key, limit, window))
+
+    async def refund(self, bucket: str, key: str | None, window: int) -> None:
+        await self.limiter.refund(bucket, key, window)
+
+    async def purge(self, now: int, purged: Purged) -> None:
+        await self.limiter.purge(now, purged)
+
+    async def status(self) -> dict[str, str]:
+        return await self.limiter.status()
+
+    async def close(self) -> None:
+        await self.limiter.close()
+
+
+def _counted(bucket: str, ok: bool) -> bool:
     if not ok:
         metrics.RATE_LIMITED.labels(bucket).inc()
     return ok
@@ -93,14 +117,14 @@ class MemoryRateLimiter:
             start, count = now, 0
         count += 1
         self._windows[(bucket, key)] = (start, count)
-        return _allowed(bucket, count <= limit)
+        return count <= limit
 
     async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
         now = time.monotonic()
         start, count = self._windows.get((bucket, key), (now, 0))
-        return _allowed(bucket, now - start >= window or count < limit)
+        return now - start >= window or count < limit
 
     async def purge(self, now: int, purged: Purged) -> None:
         self._sweep(time.monotonic())
@@ -124,11 +148,6 @@ class MemoryRateLimiter:
         self._last_sweep = now
         # Windows are at most an hour long.
         self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 3600}
-
-
-def _window_key(bucket: str, key: str, window: int, now: int) -> tuple[str, int]:
-    start = now - now % window
-    return f"rl:{bucket}:{window}:{key}"[:255], start
 
 
 # DECR only a live counter above zero: a window that rolled over is not pushed below zero.
@@ -192,7 +211,7 @@ class RedisRateLimiter:
         if not self.enabled or key is None:
             return True
         if self._use_redis():
-            name, _ = _window_key(bucket, key, window, int(time.time()))
+            name, _ = window_key(bucket, key, window, int(time.time()))
             try:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.incr(name)
@@ -202,21 +221,21 @@ class RedisRateLimiter:
                 self._failed(e)
             else:
                 self._worked()
-                return _allowed(bucket, int(count) <= limit)
+                return int(count) <= limit
         return await self.fallback.hit(bucket, key, limit, window)
 
     async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
         if not self.enabled or key is None:
             return True
         if self._use_redis():
-            name, _ = _window_key(bucket, key, window, int(time.time()))
+            name, _ = window_key(bucket, key, window, int(time.time()))
             try:
                 count = await self.redis.get(name)
             except _redis_errors() as e:
                 self._failed(e)
             else:
                 self._worked()
-                return _allowed(bucket, count is None or int(count) < limit)
+                return count is None or int(count) < limit
         return await self.fallback.check(bucket, key, limit, window)
 
     async def purge(self, now: int, purged: Purged) -> None:
@@ -236,7 +255,7 @@ class RedisRateLimiter:
         if not self.enabled or key is None:
             return
         if self._use_redis():
-            name, _ = _window_key(bucket, key, window, int(time.time()))
+            name, _ = window_key(bucket, key, window, int(time.time()))
             try:
                 await self.redis.eval(_REDIS_REFUND, 1, name)
             except _redis_errors() as e:
@@ -254,64 +273,3 @@ def _redis_errors() -> tuple[type[Exception], ...]:
     import redis.exceptions
 
     return (redis.exceptions.RedisError, OSError, TimeoutError)
-
-
-class SQLRateLimiter:
-    """One row per key; an upsert resets it when its window has passed."""
-
-    def __init__(self, db: Database, dialect: str, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.db = db
-        self.insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-    async def hit(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
-        if not self.enabled or key is None:
-            return True
-        name, start = _window_key(bucket, key, window, int(time.time()))
-        table = t.rate_limits
-        stmt = self.insert(table).values(key=name, window_start=start, count=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={
-                "count": case((table.c.window_start == start, table.c.count + 1), else_=1),
-                "window_start": start,
-            },
-        ).returning(table.c.count)
-        async with self.db.begin() as conn:
-            count = (await conn.execute(stmt)).scalar_one()
-        return _allowed(bucket, int(count) <= limit)
-
-    async def check(self, bucket: str, key: str | None, limit: int, window: int) -> bool:
-        if not self.enabled or key is None:
-            return True
-        name, start = _window_key(bucket, key, window, int(time.time()))
-        table = t.rate_limits
-        q = select(table.c.count).where(table.c.key == name, table.c.window_start == start)
-        async with self.db.connect() as conn:
-            count = (await conn.execute(q)).scalar_one_or_none()
-        return _allowed(bucket, count is None or int(count) < limit)
-
-    async def refund(self, bucket: str, key: str | None, window: int) -> None:
-        if not self.enabled or key is None:
-            return
-        name, start = _window_key(bucket, key, window, int(time.time()))
-        table = t.rate_limits
-        async with self.db.begin() as conn:
-            await conn.execute(
-                update(table)
-                .where(table.c.key == name, table.c.window_start == start, table.c.count > 0)
-                .values(count=table.c.count - 1)
-            )
-
-    async def purge(self, now: int, purged: Purged) -> None:
-        # Windows are at most an hour long.
-        table = t.rate_limits
-        await delete_in_batches(
-            self.db, table.c.key, table.c.window_start < now - 3600, PURGE_BATCH, purged
-        )
-
-    async def status(self) -> dict[str, str]:
-        return {}
-
-    async def close(self) -> None:
-        return None

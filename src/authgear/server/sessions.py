@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authgear.server.clock import now_s as now_s
 from authgear.server.config import ClientConfig, ServerConfig
 from authgear.server.http import client_ip, user_agent
 from authgear.server.state import ServerState
@@ -20,7 +20,6 @@ from authgear.server.tokens import (
     new_id,
     new_secret,
     sha256_hex,
-    sign_jwt,
     split_compound,
     user_claims,
 )
@@ -41,10 +40,6 @@ def revocation_retention(config: ServerConfig) -> int:
     plus a margin; then every token it could refuse has expired, and housekeeping purges it."""
     longest = max((c.access_token_lifetime for c in config.clients), default=0)
     return max(longest, 300) + REVOCATION_RETENTION_MARGIN
-
-
-def now_s() -> int:
-    return int(time.time())
 
 
 def expiry(created_at: int, now: int, lifetime: int, idle_timeout: int | None) -> int:
@@ -205,7 +200,7 @@ def _user_claims(user: User | None) -> dict[str, Any]:
     )
 
 
-async def issue_tokens(
+def issue_tokens(
     state: ServerState,
     *,
     client: ClientConfig,
@@ -220,63 +215,37 @@ async def issue_tokens(
     with_id_token: bool = True,
     acr: str | None = None,
 ) -> Issued:
-    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. ``amr`` is
-    left out when empty (Authgear); ``acr`` only when a requested acr was satisfied."""
-    auth_claims: dict[str, Any] = {
-        **({"amr": amr} if amr else {}),
-        **({"acr": acr} if acr else {}),
-    }
+    """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. Nothing is
+    stored here: the caller writes ``Issued.record`` in the transaction that decides whether
+    the tokens count (a code's exchange, a grant's refresh)."""
     now = now_s()
     jti = new_id()
     scope = " ".join(scopes)
     exp = now + client.access_token_lifetime
-    at_claims: dict[str, Any] | None = None
+    # Signed inline: `cryptography` holds the GIL while it signs (two threads sign no faster
+    # than one), so a thread would only add a hand-off; `--workers` puts more cores to work.
     if client.access_token_format == "jwt":
-        at_claims = {
-            "iss": state.issuer,
-            "aud": [state.issuer],
-            "sub": user.id if user else client.id,
-            "client_id": client.id,
-            "scope": scope,
-            "iat": now,
-            "exp": exp,
-            "jti": jti,
-        }
-        if session_kind == "client":
-            # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
-            # that backends never take it for a user (no auth_time, no user claims).
-            at_claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
-        else:
-            # The session the token belongs to (an app's grant, or the browser session for a
-            # token without offline_access): JWT-mode backends refuse it once the revocation
-            # feed lists that session. Authgear's own access tokens carry no sid; ours add it.
-            at_claims["sid"] = session_id
-            if auth_time is not None:
-                at_claims["auth_time"] = auth_time
-            at_claims.update(auth_claims)
-            at_claims.update(_user_claims(user))
-    id_claims: dict[str, Any] | None = None
+        claims = _access_token_claims(
+            state.issuer,
+            client,
+            user,
+            session_kind,
+            session_id,
+            scope,
+            auth_time,
+            amr,
+            acr,
+            now,
+            exp,
+            jti,
+        )
+        access_token = state.keys.sign(claims, "at+jwt")
+    else:
+        access_token = new_secret()
+    id_token: str | None = None
     if with_id_token and user is not None and "openid" in scopes:
-        id_claims = {
-            "iss": state.issuer,
-            "aud": client.id,
-            "sub": user.id,
-            "iat": now,
-            "exp": now + ID_TOKEN_LIFETIME,
-            "auth_time": auth_time,
-            **auth_claims,
-            **({"sid": sid} if sid else {}),
-            **({"nonce": nonce} if nonce else {}),
-            **_user_claims(user),
-        }
-
-    # Signed inline: `cryptography` holds the GIL while it signs (measured: two threads sign no
-    # faster than one), so a worker thread would only add a hand-off. Several processes
-    # (`--workers`) are what put more cores to work.
-    keys = state.keys
-    signed_at = sign_jwt(keys, at_claims, "at+jwt") if at_claims is not None else None
-    id_token = sign_jwt(keys, id_claims, "JWT") if id_claims is not None else None
-    access_token = signed_at if signed_at is not None else new_secret()
+        claims = _id_token_claims(state.issuer, client, user, sid, auth_time, amr, acr, nonce, now)
+        id_token = state.keys.sign(claims, "JWT")
     record = AccessTokenRecord(
         token_hash=sha256_hex(access_token),
         jti=jti,
@@ -291,6 +260,79 @@ async def issue_tokens(
         expires_at=exp,
     )
     return Issued(access_token, record, id_token)
+
+
+def _auth_claims(amr: list[str], acr: str | None) -> dict[str, Any]:
+    """How the user signed in, as both tokens carry it: ``amr`` when there is one, ``acr``
+    when a requested one was satisfied."""
+    return {**({"amr": amr} if amr else {}), **({"acr": acr} if acr else {})}
+
+
+def _access_token_claims(
+    issuer: str,
+    client: ClientConfig,
+    user: User | None,
+    session_kind: str,
+    session_id: str,
+    scope: str,
+    auth_time: int | None,
+    amr: list[str],
+    acr: str | None,
+    now: int,
+    exp: int,
+    jti: str,
+) -> dict[str, Any]:
+    """A JWT access token's claims (RFC 9068)."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": [issuer],
+        "sub": user.id if user else client.id,
+        "client_id": client.id,
+        "scope": scope,
+        "iat": now,
+        "exp": exp,
+        "jti": jti,
+    }
+    if session_kind == "client":
+        # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
+        # that backends never take it for a user (no auth_time, no user claims).
+        claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
+        return claims
+    # The session the token belongs to (an app's grant, or the browser session for a token
+    # without offline_access): JWT-mode backends refuse it once the revocation feed lists
+    # that session. Authgear's own access tokens carry no sid; ours add it.
+    claims["sid"] = session_id
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
+    claims.update(_auth_claims(amr, acr))
+    claims.update(_user_claims(user))
+    return claims
+
+
+def _id_token_claims(
+    issuer: str,
+    client: ClientConfig,
+    user: User,
+    sid: str | None,
+    auth_time: int | None,
+    amr: list[str],
+    acr: str | None,
+    nonce: str | None,
+    now: int,
+) -> dict[str, Any]:
+    """An ID token's claims (OpenID Connect Core §2), ``sid`` per Front/Back-Channel Logout."""
+    return {
+        "iss": issuer,
+        "aud": client.id,
+        "sub": user.id,
+        "iat": now,
+        "exp": now + ID_TOKEN_LIFETIME,
+        "auth_time": auth_time,
+        **_auth_claims(amr, acr),
+        **({"sid": sid} if sid else {}),
+        **({"nonce": nonce} if nonce else {}),
+        **_user_claims(user),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
@@ -14,15 +14,14 @@ from authgear.server.config import ServerConfig, Settings
 from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
 from authgear.server.security.sealing import UNSEALED, Sealer
-from authgear.server.storage import Repository
-from authgear.server.storage.admin import AdminRepository
-from authgear.server.storage.authenticators import AuthenticatorStore
-from authgear.server.storage.devices import DeviceCodeStore
+from authgear.server.storage import AdminRepository, Repository
 
 if TYPE_CHECKING:
     from authgear.server.accounts import AccountService
     from authgear.server.mail import MailService
     from authgear.server.sso.client import UpstreamClients
+    from authgear.server.storage.authenticators import AuthenticatorStore
+    from authgear.server.storage.devices import DeviceCodeStore
     from authgear.server.storage.identities import IdentityStore
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -60,10 +59,10 @@ class ServerState:
     def url(self, path: str) -> str:
         return self.issuer + path
 
-    @functools.cached_property
+    @property
     def admin(self) -> AdminRepository:
         """Session-management storage (admin API, portal), on the repository's database."""
-        return AdminRepository(cast(Any, self.repo).engine)
+        return self.repo.admin
 
     @functools.cached_property
     def mail(self) -> MailService:
@@ -77,29 +76,29 @@ class ServerState:
         """Verification, password reset and change, change of email (accounts.py)."""
         from authgear.server.accounts import AccountService
 
-        return AccountService.of(self)
+        return AccountService(
+            config=self.config, repo=self.repo, limiter=self.limiter, mail=self.mail
+        )
 
     async def close_mail(self, grace: float = 10.0) -> None:
         """Send what is queued (bounded), at shutdown; nothing to do if no mail was sent."""
         if "mail" in self.__dict__:
             await self.mail.aclose(grace)
 
-    @functools.cached_property
+    @property
     def authenticators(self) -> AuthenticatorStore:
         """Second factors and passkeys, on the repository's database."""
-        return AuthenticatorStore(cast(Any, self.repo).engine)
+        return self.repo.authenticators
 
-    @functools.cached_property
+    @property
     def device_codes(self) -> DeviceCodeStore:
         """The device authorization grant's codes (RFC 8628), on the repository's database."""
-        return DeviceCodeStore(cast(Any, self.repo).engine)
+        return self.repo.device_codes
 
-    @functools.cached_property
+    @property
     def identities(self) -> IdentityStore:
         """Users' accounts at upstream identity providers, on the repository's database."""
-        from authgear.server.storage.identities import IdentityStore
-
-        return IdentityStore(cast(Any, self.repo).engine)
+        return self.repo.identities
 
     @functools.cached_property
     def upstream(self) -> UpstreamClients:

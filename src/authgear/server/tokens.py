@@ -1,16 +1,12 @@
-"""Token minting and hashing. Only SHA-256 hashes of secrets are stored."""
+"""Token minting and hashing. Only SHA-256 hashes of secrets are stored. Signing is the key
+set's (:meth:`authgear.server.keys.KeySet.sign`)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any
-
-import jwt
-
-if TYPE_CHECKING:
-    from authgear.server.keys import KeySet
+from typing import Any
 
 CLAIM_IS_ANONYMOUS = "https://authgear.com/claims/user/is_anonymous"
 CLAIM_IS_VERIFIED = "https://authgear.com/claims/user/is_verified"
@@ -38,13 +34,6 @@ def split_compound(token: str) -> tuple[str, str] | None:
     if not sep or not ident or not secret or len(token) > 512:
         return None
     return ident, secret
-
-
-def sign_jwt(keys: KeySet, claims: dict[str, Any], typ: str) -> str:
-    key = keys.signing
-    return jwt.encode(
-        claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": typ}
-    )
 
 
 def user_claims(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,8 +25,8 @@ from authgear.server.http import NO_STORE, client_ip
 from authgear.server.passwords import HashingBusy, log_busy
 from authgear.server.sessions import now_s
 from authgear.server.state import ServerState
+from authgear.server.storage import EmailTaken
 from authgear.server.storage.admin import Actor, BadCursor
-from authgear.server.storage.sql import EmailTaken
 
 log = logging.getLogger("authgear.admin")
 
@@ -269,6 +269,7 @@ def _user_or_404(user: Any) -> UserOut:
 
 
 def build_api() -> FastAPI:
+    """The admin API app: :data:`router`'s routes with the API's own error shapes."""
     api = FastAPI(
         title="Authgear admin API",
         version="1",
@@ -277,366 +278,394 @@ def build_api() -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
-    )
-
-    @api.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> Response:
-        headers = dict(NO_STORE)
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="authgear-admin"'
-        return JSONResponse(
-            {"error": exc.error, "error_description": exc.description},
-            status_code=exc.status,
-            headers=headers,
-        )
-
-    @api.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
-
-    @api.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse(validation_error_body(exc), status_code=422, headers=NO_STORE)
-
-    @api.exception_handler(HashingBusy)
-    async def _busy(request: Request, exc: HashingBusy) -> Response:
-        log_busy(request.scope)
-        return JSONResponse(
-            {
-                "error": "temporarily_unavailable",
-                "error_description": "password hashing is busy, retry shortly",
-            },
-            status_code=503,
-            headers={**NO_STORE, "Retry-After": str(exc.retry_after)},
-        )
-
-    @api.exception_handler(Exception)
-    async def _server_error(request: Request, exc: Exception) -> Response:
-        log.error("internal error in the admin API: %s", type(exc).__name__)
-        return JSONResponse(
-            {"error": "server_error", "error_description": "internal server error"},
-            status_code=500,
-        )
-
-    @api.get("/users", response_model=UserPage, responses=ERRORS, tags=["users"])
-    async def list_users(
-        request: Request,
-        actor: ActorDep,
-        q: Annotated[
-            str | None, Query(max_length=320, description="part of an email, or a user id")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=600)] = None,
-    ) -> UserPage:
-        """Users ordered by email; page with `next_cursor`."""
-        try:
-            users, nxt = await _state(request).admin.list_users(query=q, limit=limit, after=cursor)
-        except BadCursor:
-            raise ApiError(400, "invalid_request", "invalid cursor") from None
-        return UserPage(users=[UserOut(**user_json(u)) for u in users], next_cursor=nxt)
-
-    @api.post(
-        "/users",
-        response_model=UserOut,
-        status_code=201,
-        responses={
-            **ERRORS,
-            400: {"model": ErrorOut, "description": "invalid email, password or roles"},
-            409: {"model": ErrorOut, "description": "the email is taken"},
+        exception_handlers={
+            ApiError: _api_error,
+            StarletteHTTPException: _http_error,
+            RequestValidationError: _invalid,
+            HashingBusy: _busy,
+            Exception: _server_error,
         },
-        tags=["users"],
     )
-    async def create_user(request: Request, actor: ActorDep, body: CreateUser) -> UserOut:
-        try:
-            user = await _ops(request).create_user(
-                actor,
-                now_s(),
-                email=body.email,
-                password=body.password,
-                email_verified=body.email_verified,
-                roles=body.roles,
-            )
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-        except EmailTaken:
-            raise ApiError(409, "conflict", "a user with this email exists") from None
-        return UserOut(**user_json(user))
-
-    @api.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
-    async def get_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        return _user_or_404(await _state(request).admin.get_user(user_id))
-
-    @api.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND, tags=["users"])
-    async def delete_user(request: Request, actor: ActorDep, user_id: UserId) -> Response:
-        """Delete the user with their sessions, grants and tokens, in one transaction."""
-        if await _ops(request).delete_user(actor, now_s(), user_id) is None:
-            raise ApiError(404, "not_found", "no such user")
-        return Response(status_code=204)
-
-    @api.post(
-        "/users/{user_id}/disable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
-    )
-    async def disable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        """A disabled user is refused everywhere at once: sign-in, refresh, userinfo, resolver."""
-        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, True))
-
-    @api.post(
-        "/users/{user_id}/enable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
-    )
-    async def enable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, False))
-
-    @api.put(
-        "/users/{user_id}/roles",
-        response_model=UserOut,
-        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid roles"}},
-        tags=["users"],
-    )
-    async def set_roles(
-        request: Request, actor: ActorDep, user_id: UserId, body: SetRoles
-    ) -> UserOut:
-        try:
-            user = await _ops(request).set_roles(actor, now_s(), user_id, body.roles)
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-        return _user_or_404(user)
-
-    @api.post(
-        "/users/{user_id}/send-reset",
-        response_model=UserOut,
-        status_code=202,
-        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "the user is disabled"}},
-        tags=["users"],
-    )
-    async def send_reset(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        """Email the user a password reset code and link (single use, `forgot_password.lifetime`
-        seconds). Queued: the mail is sent in the background, with retries."""
-        try:
-            return _user_or_404(await _ops(request).send_reset(actor, now_s(), user_id))
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-
-    @api.post(
-        "/users/{user_id}/mark-verified",
-        response_model=UserOut,
-        responses=NOT_FOUND,
-        tags=["users"],
-    )
-    async def mark_verified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        """Mark the user's email address verified (`email_verified`, `is_verified`)."""
-        return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, True))
-
-    @api.post(
-        "/users/{user_id}/mark-unverified",
-        response_model=UserOut,
-        responses=NOT_FOUND,
-        tags=["users"],
-    )
-    async def mark_unverified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
-        return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, False))
-
-    @api.put(
-        "/users/{user_id}/password",
-        response_model=PasswordSetOut,
-        responses={
-            **NOT_FOUND,
-            400: {"model": ErrorOut, "description": "the password breaks the password policy"},
-        },
-        tags=["users"],
-    )
-    async def set_password(
-        request: Request, actor: ActorDep, user_id: UserId, body: SetPassword
-    ) -> PasswordSetOut:
-        """Set the user's password (under the password policy). The user gets a notice mail;
-        their sessions end unless `end_sessions` is false. Never logged or audited in clear."""
-        try:
-            result = await _ops(request).set_password(
-                actor, now_s(), user_id, body.password, end_sessions=body.end_sessions
-            )
-        except InvalidInput as e:
-            raise ApiError(400, "invalid_request", str(e)) from None
-        if result is None:
-            raise ApiError(404, "not_found", "no such user")
-        return PasswordSetOut(
-            user=UserOut(**user_json(result.user)), sessions_ended=result.ended_sessions
-        )
-
-    @api.get(
-        "/users/{user_id}/sessions",
-        response_model=SessionList,
-        responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid cursor"}},
-        tags=["sessions"],
-    )
-    async def list_sessions(
-        request: Request,
-        actor: ActorDep,
-        user_id: UserId,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=600)] = None,
-    ) -> SessionList:
-        """The user's browser sessions and app sessions, most recently used first; page with
-        `next_cursor`."""
-        state = _state(request)
-        if await state.admin.get_user(user_id) is None:
-            raise ApiError(404, "not_found", "no such user")
-        try:
-            sessions, nxt = await state.admin.session_page(
-                user_id, now_s(), limit=limit, after=cursor
-            )
-        except BadCursor:
-            raise ApiError(400, "invalid_request", "invalid cursor") from None
-        return SessionList(
-            sessions=[SessionOut(**session_json(s, state.config)) for s in sessions],
-            next_cursor=nxt,
-        )
-
-    @api.delete(
-        "/users/{user_id}/sessions",
-        response_model=RevokeAllOut,
-        responses=NOT_FOUND,
-        tags=["sessions"],
-    )
-    async def revoke_all_sessions(
-        request: Request, actor: ActorDep, user_id: UserId
-    ) -> RevokeAllOut:
-        """Revoke all of the user's sessions and everything issued under them."""
-        count = await _ops(request).revoke_all(actor, now_s(), user_id)
-        if count is None:
-            raise ApiError(404, "not_found", "no such user")
-        return RevokeAllOut(revoked=count)
-
-    @api.get(
-        "/users/{user_id}/authenticators",
-        response_model=AuthenticatorsOut,
-        responses=NOT_FOUND,
-        tags=["authenticators"],
-    )
-    async def list_authenticators(
-        request: Request, actor: ActorDep, user_id: UserId
-    ) -> AuthenticatorsOut:
-        """The user's password, TOTP authenticators, passkeys, recovery codes (counts) and
-        trusted browsers (count), with when each was added and last used."""
-        found = await _authenticator_ops(request).describe(user_id, now_s())
-        if found is None:
-            raise ApiError(404, "not_found", "no such user")
-        return AuthenticatorsOut(**found)
-
-    @api.post(
-        "/users/{user_id}/reset-mfa",
-        response_model=MfaResetOut,
-        responses=NOT_FOUND,
-        tags=["authenticators"],
-    )
-    async def reset_mfa(request: Request, actor: ActorDep, user_id: UserId) -> MfaResetOut:
-        """Remove the user's second factor: TOTP authenticators, recovery codes and trusted
-        browsers (passkeys stay). In `required` mode they enrol again at their next sign-in."""
-        reset = await _authenticator_ops(request).reset_mfa(actor, now_s(), user_id)
-        if reset is None:
-            raise ApiError(404, "not_found", "no such user")
-        return MfaResetOut(
-            totp=reset.totp,
-            recovery_codes=reset.recovery_codes,
-            trusted_devices=reset.device_tokens,
-        )
-
-    @api.delete(
-        "/users/{user_id}/passkeys/{authenticator_id}",
-        status_code=204,
-        responses=NOT_FOUND,
-        tags=["authenticators"],
-    )
-    async def remove_passkey(
-        request: Request,
-        actor: ActorDep,
-        user_id: UserId,
-        authenticator_id: Annotated[str, ID_PATH],
-    ) -> Response:
-        ops = _authenticator_ops(request)
-        if await ops.remove_passkey(actor, now_s(), user_id, authenticator_id) is None:
-            raise ApiError(404, "not_found", "no such passkey")
-        return Response(status_code=204)
-
-    @api.get(
-        "/users/{user_id}/identities",
-        response_model=IdentitiesOut,
-        responses=NOT_FOUND,
-        tags=["identities"],
-    )
-    async def list_identities(request: Request, actor: ActorDep, user_id: UserId) -> IdentitiesOut:
-        """The user's linked accounts at upstream identity providers ("Continue with ...")."""
-        found = await _identity_ops(request).describe(user_id)
-        if found is None:
-            raise ApiError(404, "not_found", "no such user")
-        return IdentitiesOut(**found)
-
-    @api.delete(
-        "/users/{user_id}/identities/{identity_id}",
-        status_code=204,
-        responses={
-            **NOT_FOUND,
-            409: {"model": ErrorOut, "description": "the user's last way to sign in"},
-        },
-        tags=["identities"],
-    )
-    async def unlink_identity(
-        request: Request,
-        actor: ActorDep,
-        user_id: UserId,
-        identity_id: Annotated[str, ID_PATH],
-        force: bool = False,
-    ) -> Response:
-        """Unlink one of the user's identities. Refused (409) when it is the user's last way to
-        sign in (no password, passkey or other identity), unless `force=true`."""
-        ops = _identity_ops(request)
-        try:
-            removed = await ops.unlink(actor, now_s(), user_id, identity_id, force=force)
-        except LastSignInMethod:
-            raise ApiError(
-                409, "last_sign_in_method", "this is the user's last way to sign in"
-            ) from None
-        if removed is None:
-            raise ApiError(404, "not_found", "no such identity")
-        return Response(status_code=204)
-
-    @api.get(
-        "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]
-    )
-    async def get_session(
-        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
-    ) -> SessionOut:
-        state = _state(request)
-        found = await state.admin.get_session(session_id)
-        if found is None:
-            raise ApiError(404, "not_found", "no such session")
-        return SessionOut(**session_json(found, state.config))
-
-    @api.delete("/sessions/{session_id}", status_code=204, responses=NOT_FOUND, tags=["sessions"])
-    async def revoke_session(
-        request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
-    ) -> Response:
-        """Revoke one session: its refresh token, access tokens and cookie stop working at once."""
-        if await _ops(request).revoke_session(actor, now_s(), session_id) is None:
-            raise ApiError(404, "not_found", "no such session")
-        return Response(status_code=204)
-
-    @api.get("/audit-log", response_model=AuditPage, responses=ERRORS, tags=["audit"])
-    async def audit_log(
-        request: Request,
-        actor: ActorDep,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-        target_id: Annotated[str | None, Query(max_length=200)] = None,
-        actor_id: Annotated[str | None, Query(max_length=200)] = None,
-        action: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> AuditPage:
-        """Admin actions, newest first; page with `next_cursor`."""
-        entries, nxt = await _state(request).admin.list_audit(
-            limit=limit, before=cursor, target_id=target_id, actor_id=actor_id, action=action
-        )
-        return AuditPage(entries=[AuditOut(**audit_json(e)) for e in entries], next_cursor=nxt)
-
+    api.include_router(router)
     return api
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    headers = dict(NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="authgear-admin"'
+    return JSONResponse(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+    return JSONResponse({"error": error}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    return JSONResponse(validation_error_body(exc), status_code=422, headers=NO_STORE)
+
+
+async def _busy(request: Request, exc: HashingBusy) -> Response:
+    log_busy(request.scope)
+    return JSONResponse(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "password hashing is busy, retry shortly",
+        },
+        status_code=503,
+        headers={**NO_STORE, "Retry-After": str(exc.retry_after)},
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error in the admin API: %s", type(exc).__name__)
+    return JSONResponse(
+        {"error": "server_error", "error_description": "internal server error"},
+        status_code=500,
+    )
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/users", response_model=UserPage, responses=ERRORS, tags=["users"])
+async def list_users(
+    request: Request,
+    actor: ActorDep,
+    q: Annotated[
+        str | None, Query(max_length=320, description="part of an email, or a user id")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+) -> UserPage:
+    """Users ordered by email; page with `next_cursor`."""
+    try:
+        users, nxt = await _state(request).admin.list_users(query=q, limit=limit, after=cursor)
+    except BadCursor:
+        raise ApiError(400, "invalid_request", "invalid cursor") from None
+    return UserPage(users=[UserOut(**user_json(u)) for u in users], next_cursor=nxt)
+
+
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=201,
+    responses={
+        **ERRORS,
+        400: {"model": ErrorOut, "description": "invalid email, password or roles"},
+        409: {"model": ErrorOut, "description": "the email is taken"},
+    },
+    tags=["users"],
+)
+async def create_user(request: Request, actor: ActorDep, body: CreateUser) -> UserOut:
+    try:
+        user = await _ops(request).create_user(
+            actor,
+            now_s(),
+            email=body.email,
+            password=body.password,
+            email_verified=body.email_verified,
+            roles=body.roles,
+        )
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+    except EmailTaken:
+        raise ApiError(409, "conflict", "a user with this email exists") from None
+    return UserOut(**user_json(user))
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
+async def get_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    return _user_or_404(await _state(request).admin.get_user(user_id))
+
+
+@router.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND, tags=["users"])
+async def delete_user(request: Request, actor: ActorDep, user_id: UserId) -> Response:
+    """Delete the user with their sessions, grants and tokens, in one transaction."""
+    if await _ops(request).delete_user(actor, now_s(), user_id) is None:
+        raise ApiError(404, "not_found", "no such user")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/users/{user_id}/disable", response_model=UserOut, responses=NOT_FOUND, tags=["users"]
+)
+async def disable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    """A disabled user is refused everywhere at once: sign-in, refresh, userinfo, resolver."""
+    return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, True))
+
+
+@router.post("/users/{user_id}/enable", response_model=UserOut, responses=NOT_FOUND, tags=["users"])
+async def enable_user(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    return _user_or_404(await _ops(request).set_disabled(actor, now_s(), user_id, False))
+
+
+@router.put(
+    "/users/{user_id}/roles",
+    response_model=UserOut,
+    responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid roles"}},
+    tags=["users"],
+)
+async def set_roles(request: Request, actor: ActorDep, user_id: UserId, body: SetRoles) -> UserOut:
+    try:
+        user = await _ops(request).set_roles(actor, now_s(), user_id, body.roles)
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+    return _user_or_404(user)
+
+
+@router.post(
+    "/users/{user_id}/send-reset",
+    response_model=UserOut,
+    status_code=202,
+    responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "the user is disabled"}},
+    tags=["users"],
+)
+async def send_reset(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    """Email the user a password reset code and link (single use, `forgot_password.lifetime`
+    seconds). Queued: the mail is sent in the background, with retries."""
+    try:
+        return _user_or_404(await _ops(request).send_reset(actor, now_s(), user_id))
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+
+
+@router.post(
+    "/users/{user_id}/mark-verified",
+    response_model=UserOut,
+    responses=NOT_FOUND,
+    tags=["users"],
+)
+async def mark_verified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    """Mark the user's email address verified (`email_verified`, `is_verified`)."""
+    return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, True))
+
+
+@router.post(
+    "/users/{user_id}/mark-unverified",
+    response_model=UserOut,
+    responses=NOT_FOUND,
+    tags=["users"],
+)
+async def mark_unverified(request: Request, actor: ActorDep, user_id: UserId) -> UserOut:
+    return _user_or_404(await _ops(request).mark_verified(actor, now_s(), user_id, False))
+
+
+@router.put(
+    "/users/{user_id}/password",
+    response_model=PasswordSetOut,
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorOut, "description": "the password breaks the password policy"},
+    },
+    tags=["users"],
+)
+async def set_password(
+    request: Request, actor: ActorDep, user_id: UserId, body: SetPassword
+) -> PasswordSetOut:
+    """Set the user's password (under the password policy). The user gets a notice mail;
+    their sessions end unless `end_sessions` is false. Never logged or audited in clear."""
+    try:
+        result = await _ops(request).set_password(
+            actor, now_s(), user_id, body.password, end_sessions=body.end_sessions
+        )
+    except InvalidInput as e:
+        raise ApiError(400, "invalid_request", str(e)) from None
+    if result is None:
+        raise ApiError(404, "not_found", "no such user")
+    return PasswordSetOut(
+        user=UserOut(**user_json(result.user)), sessions_ended=result.ended_sessions
+    )
+
+
+@router.get(
+    "/users/{user_id}/sessions",
+    response_model=SessionList,
+    responses={**NOT_FOUND, 400: {"model": ErrorOut, "description": "invalid cursor"}},
+    tags=["sessions"],
+)
+async def list_sessions(
+    request: Request,
+    actor: ActorDep,
+    user_id: UserId,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+) -> SessionList:
+    """The user's browser sessions and app sessions, most recently used first; page with
+    `next_cursor`."""
+    state = _state(request)
+    if await state.admin.get_user(user_id) is None:
+        raise ApiError(404, "not_found", "no such user")
+    try:
+        sessions, nxt = await state.admin.session_page(user_id, now_s(), limit=limit, after=cursor)
+    except BadCursor:
+        raise ApiError(400, "invalid_request", "invalid cursor") from None
+    return SessionList(
+        sessions=[SessionOut(**session_json(s, state.config)) for s in sessions],
+        next_cursor=nxt,
+    )
+
+
+@router.delete(
+    "/users/{user_id}/sessions",
+    response_model=RevokeAllOut,
+    responses=NOT_FOUND,
+    tags=["sessions"],
+)
+async def revoke_all_sessions(request: Request, actor: ActorDep, user_id: UserId) -> RevokeAllOut:
+    """Revoke all of the user's sessions and everything issued under them."""
+    count = await _ops(request).revoke_all(actor, now_s(), user_id)
+    if count is None:
+        raise ApiError(404, "not_found", "no such user")
+    return RevokeAllOut(revoked=count)
+
+
+@router.get(
+    "/users/{user_id}/authenticators",
+    response_model=AuthenticatorsOut,
+    responses=NOT_FOUND,
+    tags=["authenticators"],
+)
+async def list_authenticators(
+    request: Request, actor: ActorDep, user_id: UserId
+) -> AuthenticatorsOut:
+    """The user's password, TOTP authenticators, passkeys, recovery codes (counts) and
+    trusted browsers (count), with when each was added and last used."""
+    found = await _authenticator_ops(request).describe(user_id, now_s())
+    if found is None:
+        raise ApiError(404, "not_found", "no such user")
+    return AuthenticatorsOut(**found)
+
+
+@router.post(
+    "/users/{user_id}/reset-mfa",
+    response_model=MfaResetOut,
+    responses=NOT_FOUND,
+    tags=["authenticators"],
+)
+async def reset_mfa(request: Request, actor: ActorDep, user_id: UserId) -> MfaResetOut:
+    """Remove the user's second factor: TOTP authenticators, recovery codes and trusted
+    browsers (passkeys stay). In `required` mode they enrol again at their next sign-in."""
+    reset = await _authenticator_ops(request).reset_mfa(actor, now_s(), user_id)
+    if reset is None:
+        raise ApiError(404, "not_found", "no such user")
+    return MfaResetOut(
+        totp=reset.totp,
+        recovery_codes=reset.recovery_codes,
+        trusted_devices=reset.device_tokens,
+    )
+
+
+@router.delete(
+    "/users/{user_id}/passkeys/{authenticator_id}",
+    status_code=204,
+    responses=NOT_FOUND,
+    tags=["authenticators"],
+)
+async def remove_passkey(
+    request: Request,
+    actor: ActorDep,
+    user_id: UserId,
+    authenticator_id: Annotated[str, ID_PATH],
+) -> Response:
+    ops = _authenticator_ops(request)
+    if await ops.remove_passkey(actor, now_s(), user_id, authenticator_id) is None:
+        raise ApiError(404, "not_found", "no such passkey")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/users/{user_id}/identities",
+    response_model=IdentitiesOut,
+    responses=NOT_FOUND,
+    tags=["identities"],
+)
+async def list_identities(request: Request, actor: ActorDep, user_id: UserId) -> IdentitiesOut:
+    """The user's linked accounts at upstream identity providers ("Continue with ...")."""
+    found = await _identity_ops(request).describe(user_id)
+    if found is None:
+        raise ApiError(404, "not_found", "no such user")
+    return IdentitiesOut(**found)
+
+
+@router.delete(
+    "/users/{user_id}/identities/{identity_id}",
+    status_code=204,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "the user's last way to sign in"},
+    },
+    tags=["identities"],
+)
+async def unlink_identity(
+    request: Request,
+    actor: ActorDep,
+    user_id: UserId,
+    identity_id: Annotated[str, ID_PATH],
+    force: bool = False,
+) -> Response:
+    """Unlink one of the user's identities. Refused (409) when it is the user's last way to
+    sign in (no password, passkey or other identity), unless `force=true`."""
+    ops = _identity_ops(request)
+    try:
+        removed = await ops.unlink(actor, now_s(), user_id, identity_id, force=force)
+    except LastSignInMethod:
+        raise ApiError(
+            409, "last_sign_in_method", "this is the user's last way to sign in"
+        ) from None
+    if removed is None:
+        raise ApiError(404, "not_found", "no such identity")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/sessions/{session_id}", response_model=SessionOut, responses=NOT_FOUND, tags=["sessions"]
+)
+async def get_session(
+    request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+) -> SessionOut:
+    state = _state(request)
+    found = await state.admin.get_session(session_id)
+    if found is None:
+        raise ApiError(404, "not_found", "no such session")
+    return SessionOut(**session_json(found, state.config))
+
+
+@router.delete("/sessions/{session_id}", status_code=204, responses=NOT_FOUND, tags=["sessions"])
+async def revoke_session(
+    request: Request, actor: ActorDep, session_id: Annotated[str, ID_PATH]
+) -> Response:
+    """Revoke one session: its refresh token, access tokens and cookie stop working at once."""
+    if await _ops(request).revoke_session(actor, now_s(), session_id) is None:
+        raise ApiError(404, "not_found", "no such session")
+    return Response(status_code=204)
+
+
+@router.get("/audit-log", response_model=AuditPage, responses=ERRORS, tags=["audit"])
+async def audit_log(
+    request: Request,
+    actor: ActorDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    target_id: Annotated[str | None, Query(max_length=200)] = None,
+    actor_id: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+) -> AuditPage:
+    """Admin actions, newest first; page with `next_cursor`."""
+    entries, nxt = await _state(request).admin.list_audit(
+        limit=limit, before=cursor, target_id=target_id, actor_id=actor_id, action=action
+    )
+    return AuditPage(entries=[AuditOut(**audit_json(e)) for e in entries], next_cursor=nxt)
 
 
 def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:

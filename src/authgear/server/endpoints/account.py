@@ -3,7 +3,10 @@ change the password (the current one first, counted like a sign-in), change the 
 to the new address before it takes effect, a notice to the old one), and verify the email.
 
 Every change is a POST with a session-bound CSRF token (security/csrf.py); the pages need the
-browser session of the login page.
+browser session of the login page. A changed or verified address is what the ``email`` and
+``email_verified`` claims (OpenID Connect Core §5.1) carry from then on; a password change ends
+the user's other sessions and their refresh tokens when configured (RFC 9700 §4.14.2 names a
+password change as such a security event).
 """
 
 from __future__ import annotations

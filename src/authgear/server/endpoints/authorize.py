@@ -1,10 +1,10 @@
-"""GET/POST /oauth2/authorize: validate the request, then skip the form with a live browser
-session or send the user to the login / sign-up page."""
+"""GET/POST /oauth2/authorize (RFC 6749 §3.1, §4.1; OpenID Connect Core §3.1.2): validate the
+request, then skip the form with a live browser session or send the user to the login / sign-up
+page."""
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from authgear.server.authorization import (
 )
 from authgear.server.config import ClientConfig
 from authgear.server.http import OAuthError, client_ip, query_params, read_form
+from authgear.server.oauth import pkce
 from authgear.server.ratelimit import ip_bucket
 from authgear.server.security import redirect_uris
 from authgear.server.sessions import now_s, session_from_cookie
@@ -44,7 +45,6 @@ SUPPORTED_SCOPES = frozenset(
         "https://authgear.com/scopes/full-userinfo",
     }
 )
-CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # What a login flow may store of a request, per value (characters). An anonymous visitor makes
 # the server keep these for an hour, so each is capped at what the protocol needs; a longer
 # value is refused (an error redirect), never cut short (a cut state would not match).
@@ -107,42 +107,14 @@ def validate(
         raise RedirectError("unsupported_response_type", "only response_type=code is supported")
     if response_type == "code" and not client.allows("authorization_code"):
         raise RedirectError("unauthorized_client", "this client cannot use the code flow")
-    # Repeats are dropped (order kept): a repeated scope means nothing and would be stored.
-    scopes = list(dict.fromkeys(params.get("scope", "").split()))
-    if "openid" not in scopes:
-        raise RedirectError("invalid_scope", "scope must contain openid")
-    unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
-    if unknown:
-        raise RedirectError("invalid_scope", f"unsupported scope: {unknown[0][:60]}")
-    if "offline_access" in scopes and not client.allows("refresh_token"):
-        # OIDC Core §11 lets the server ignore offline_access; the client gets no refresh token.
-        scopes = [s for s in scopes if s != "offline_access"]
+    scopes = _scopes(client, params)
     challenge = params.get("code_challenge") or None
     method = params.get("code_challenge_method") or None
-    if challenge is None:
-        if client.pkce_required and response_type == "code":
-            raise RedirectError("invalid_request", "PKCE code challenge is required")
-        if method is not None:
-            raise RedirectError("invalid_request", "code_challenge_method without code_challenge")
-    else:
-        if method != "S256":
-            raise RedirectError("invalid_request", "only code_challenge_method=S256 is supported")
-        if not CHALLENGE_RE.match(challenge):
-            raise RedirectError("invalid_request", "malformed code_challenge")
-    prompt = list(dict.fromkeys(params.get("prompt", "").split()))
-    if any(p not in ("none", "login", "consent", "select_account") for p in prompt):
-        raise RedirectError("invalid_request", "unsupported prompt value")
-    if "none" in prompt and len(prompt) > 1:
-        raise RedirectError("invalid_request", "prompt=none cannot be combined")
-    max_age: int | None = None
-    if params.get("max_age"):
-        raw = params["max_age"]
-        if not raw.isdigit() or len(raw) > 10:
-            raise RedirectError("invalid_request", "max_age must be a non-negative integer")
-        max_age = int(raw)
-    if "none" in prompt and "max_age" in params:
-        # Authgear: no session can be proven fresh without asking the user.
-        raise RedirectError("invalid_request", "prompt=none cannot be combined with max_age")
+    required = client.pkce_required and response_type == "code"
+    problem = pkce.challenge_error(challenge, method, required=required)
+    if problem is not None:
+        raise RedirectError("invalid_request", problem)
+    prompt, max_age = _prompt_and_max_age(params)
     _check_lengths(params)
     acr_values = list(dict.fromkeys(params.get("acr_values", "").split()))[:10]
     page = params.get("x_page") or "login"
@@ -164,6 +136,42 @@ def validate(
         page=page,
         acr_values=acr_values,
     )
+
+
+def _scopes(client: ClientConfig, params: dict[str, str]) -> list[str]:
+    """The requested scopes: openid and only known ones; offline_access dropped for a client
+    without refresh tokens."""
+    # Repeats are dropped (order kept): a repeated scope means nothing and would be stored.
+    scopes = list(dict.fromkeys(params.get("scope", "").split()))
+    if "openid" not in scopes:
+        raise RedirectError("invalid_scope", "scope must contain openid")
+    unknown = [s for s in scopes if s not in SUPPORTED_SCOPES]
+    if unknown:
+        raise RedirectError("invalid_scope", f"unsupported scope: {unknown[0][:60]}")
+    if "offline_access" in scopes and not client.allows("refresh_token"):
+        # OIDC Core §11 lets the server ignore offline_access; the client gets no refresh token.
+        scopes = [s for s in scopes if s != "offline_access"]
+    return scopes
+
+
+def _prompt_and_max_age(params: dict[str, str]) -> tuple[list[str], int | None]:
+    """``prompt`` (OpenID Connect Core §3.1.2.1) and ``max_age``, checked together: prompt=none
+    cannot ask the user, so it combines with neither another prompt nor max_age."""
+    prompt = list(dict.fromkeys(params.get("prompt", "").split()))
+    if any(p not in ("none", "login", "consent", "select_account") for p in prompt):
+        raise RedirectError("invalid_request", "unsupported prompt value")
+    if "none" in prompt and len(prompt) > 1:
+        raise RedirectError("invalid_request", "prompt=none cannot be combined")
+    max_age: int | None = None
+    if params.get("max_age"):
+        raw = params["max_age"]
+        if not raw.isdigit() or len(raw) > 10:
+            raise RedirectError("invalid_request", "max_age must be a non-negative integer")
+        max_age = int(raw)
+    if "none" in prompt and "max_age" in params:
+        # Authgear: no session can be proven fresh without asking the user.
+        raise RedirectError("invalid_request", "prompt=none cannot be combined with max_age")
+    return prompt, max_age
 
 
 def _check_lengths(params: dict[str, str]) -> None:

@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from authgear.server import device_flow
 from authgear.server.config import DEVICE_CODE_GRANT
 from authgear.server.endpoints.authorize import SUPPORTED_SCOPES
-from authgear.server.endpoints.token import authenticate_client
 from authgear.server.http import NO_STORE, OAuthError, client_ip, rate_limited, read_form
+from authgear.server.oauth.client_auth import authenticate_client
 from authgear.server.ratelimit import ip_bucket
 from authgear.server.security import user_codes
 from authgear.server.sessions import now_s, session_from_cookie

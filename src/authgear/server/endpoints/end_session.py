@@ -4,7 +4,7 @@ The browser session ends without a question only when the request carries an
 ``id_token_hint`` we issued for *this* browser session (its ``sid``). Anything else (a bare GET
 from any site, a hint for someone else's session, an invalid hint) gets a confirmation page,
 and the session ends on its POST, which needs our CSRF token and our origin: a cross-site
-``<img src=/oauth2/end_session>`` no longer signs anyone out (issue 9).
+``<img src=/oauth2/end_session>`` signs no one out.
 
 ``post_logout_redirect_uri`` is followed only when it is registered exactly
 (security/redirect_uris.py) for the client the hint's ``aud`` or ``client_id`` names (both, if

@@ -1,5 +1,6 @@
 """The signed-in home page (/) and its sign-out button (/logout). The sign-in pages themselves
-(/login, /signup and their steps) are the sign-in flow: see signin/."""
+(/login, /signup and their steps, where the end-user is authenticated during an authorization
+request, OpenID Connect Core §3.1.2.3) are the sign-in flow: see signin/."""
 
 from __future__ import annotations
 

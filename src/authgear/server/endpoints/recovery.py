@@ -6,7 +6,8 @@ both are in one mail and valid 15 minutes (``forgot_password.lifetime``; Authgea
 after the same work (accounts.AccountService.request_reset). Opening the link shows the form
 (GET spends nothing: mail scanners fetch links); the code or link is spent by the POST that sets
 the new password, atomically with it. A reset ends the user's sessions when configured (beyond
-Authgear) and mails a notice.
+Authgear; their refresh tokens with them, as RFC 9700 §4.14.2 suggests on a password change) and
+mails a notice.
 """
 
 from __future__ import annotations

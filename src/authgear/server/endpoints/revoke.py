@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authgear.server import events
-from authgear.server.endpoints.token import authenticate_client
 from authgear.server.http import NO_STORE, OAuthError, read_form
+from authgear.server.oauth.client_auth import authenticate_client
 from authgear.server.state import get_state
 from authgear.server.tokens import sha256_hex, split_compound
 

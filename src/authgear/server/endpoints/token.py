@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -23,12 +22,13 @@ from authgear.server.config import DEVICE_CODE_GRANT, ClientConfig, is_user_scop
 from authgear.server.http import (
     NO_STORE,
     OAuthError,
-    basic_credentials,
     client_ip,
     rate_limited,
     read_form,
     user_agent,
 )
+from authgear.server.oauth import pkce
+from authgear.server.oauth.client_auth import authenticate_client
 from authgear.server.sessions import (
     Issued,
     end_sessions_over_limit,
@@ -38,54 +38,13 @@ from authgear.server.sessions import (
     now_s,
 )
 from authgear.server.state import ServerState, get_state
-from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash
+from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash, User
 from authgear.server.tokens import new_secret, sha256_hex, split_compound
 
-VERIFIER_RE = re.compile(r"^[-._~A-Za-z0-9]{43,128}$")
 # Superseded refresh-token hashes remembered for reuse detection.
 MAX_PREVIOUS = 10
 # x_device_info is a flat description of a device; a few levels leave room for Authgear's.
 MAX_DEVICE_INFO_DEPTH = 5
-
-
-def s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def authenticate_client(
-    state: ServerState, request: Request, form: dict[str, str], *, required: bool = True
-) -> ClientConfig | None:
-    """RFC 6749 §2.3: credentials in the body win over HTTP Basic (parity with Authgear)."""
-    basic = basic_credentials(request)
-    client_id = form.get("client_id")
-    secret = form.get("client_secret")
-    used_basic = False
-    if client_id is None and basic is not None:
-        client_id, secret = basic
-        used_basic = True
-    elif basic is not None and secret is None and basic[0] == client_id:
-        secret = basic[1]
-        used_basic = True
-    if not client_id:
-        if not required:
-            return None
-        raise OAuthError("invalid_request", "client_id is required")
-    client = state.config.client(client_id)
-    if client is None:
-        raise _invalid_client(used_basic, "invalid client ID")
-    if not client.is_public and (secret is None or not client.check_secret(secret)):
-        raise _invalid_client(used_basic, "invalid client credentials")
-    return client
-
-
-def _invalid_client(used_basic: bool, description: str) -> OAuthError:
-    if used_basic:
-        # RFC 6749 §5.2: a failed Basic authentication answers 401 with a challenge.
-        return OAuthError(
-            "invalid_client", description, 401, {"WWW-Authenticate": 'Basic realm="authgear"'}
-        )
-    return OAuthError("invalid_client", description)
 
 
 def _token_response(issued: Issued, client: ClientConfig, refresh_token: str | None) -> Response:
@@ -145,48 +104,23 @@ def _check_code(
         raise OAuthError("invalid_grant", "invalid authorization code")
     if redirect_uri != record.redirect_uri:
         raise OAuthError("invalid_grant", "invalid redirect URI")
-    if record.code_challenge is None:
-        if verifier is not None:
-            # PKCE downgrade: the code was issued without a challenge (RFC 9700 §2.1.1).
-            raise OAuthError("invalid_grant", "code_verifier for a code issued without PKCE")
-        if client.pkce_required:
-            raise OAuthError("invalid_grant", "invalid authorization code")
-        return record
-    if not verifier:
-        raise OAuthError("invalid_request", "PKCE code verifier is required")
-    if not VERIFIER_RE.match(verifier) or not hmac.compare_digest(
-        s256(verifier), record.code_challenge
-    ):
-        raise OAuthError("invalid_grant", "invalid PKCE code verifier")
+    pkce.check_verifier(record.code_challenge, verifier, required=client.pkce_required)
     return record
 
 
 async def _authorization_code(
     state: ServerState, request: Request, form: dict[str, str]
 ) -> Response:
-    client = authenticate_client(state, request, form)
-    assert client is not None
-    _require_grant(client, "authorization_code")
+    """RFC 6749 §4.1.3: every check first, then the code is claimed (once), the tokens are
+    minted, and the exchange is written in one transaction."""
+    client = _client_for(state, request, form, "authorization_code")
     code = form.get("code")
     if not code:
         raise OAuthError("invalid_request", "code is required")
     device_info = _device_info(form.get("x_device_info"))
     now = now_s()
     code_hash = sha256_hex(code)
-    record = _check_code(
-        await state.repo.get_code(code_hash),
-        client,
-        form.get("redirect_uri"),
-        form.get("code_verifier"),
-        now,
-    )
-    if record.used_at is not None:
-        # A replayed code: revoke what its first exchange issued (RFC 6749 §4.1.2).
-        await state.repo.revoke_code_issue(code_hash)
-        raise OAuthError("invalid_grant", "invalid authorization code")
-    user = await state.repo.get_user(record.user_id)
-    if user is None or user.disabled:
-        raise OAuthError("invalid_grant", "invalid authorization code")
+    record, user = await _redeemable_code(state, client, form, code_hash, now)
     offline = "offline_access" in record.scopes and client.allows("refresh_token")
     if not offline and await state.repo.get_idp_session(record.idp_session_id) is None:
         # The tokens would belong to a browser session that has ended (or expired).
@@ -196,21 +130,12 @@ async def _authorization_code(
         # Claimed by a concurrent exchange of the same code: that is a replay too.
         await state.repo.revoke_code_issue(code_hash)
         raise OAuthError("invalid_grant", "invalid authorization code")
-    grant: OfflineGrant | None = None
-    refresh_token: str | None = None
-    if offline:
-        grant, refresh_token = new_grant(
-            client=client,
-            user=user,
-            idp_session_id=record.idp_session_id,
-            scopes=record.scopes,
-            auth_time=record.auth_time,
-            amr=record.amr,
-            request=request,
-            trusted_proxies=state.config.trusted_proxies,
-            device_info=device_info,
-        )
-    issued = await issue_tokens(
+    grant, refresh_token = (
+        _grant_for_code(state, request, client, record, user, device_info)
+        if offline
+        else (None, None)
+    )
+    issued = issue_tokens(
         state,
         client=client,
         user=user,
@@ -223,11 +148,7 @@ async def _authorization_code(
         nonce=record.nonce,
         acr=record.acr,
     )
-    reauth = (
-        (record.reauth_grant_id, user.id, client.id, record.auth_time)
-        if record.reauth_grant_id
-        else None
-    )
+    reauth = _reauth(record, user, client)
     # False when the browser session ended since the code was issued: ending a session deletes
     # its codes, and this checks (in the same transaction) that the code is still there.
     if not await state.repo.exchange_code(
@@ -239,51 +160,89 @@ async def _authorization_code(
     return _token_response(issued, client, refresh_token)
 
 
-async def _refresh_token(state: ServerState, request: Request, form: dict[str, str]) -> Response:
+def _reauth(record: AuthCode, user: User, client: ClientConfig) -> tuple[str, str, str, int] | None:
+    """For a code from a re-authentication of an app's session (the ID token hint's ``sid``):
+    that session, the user and client, and the new sign-in time the exchange moves the app
+    session's ``authenticated_at`` to (repository.exchange_code)."""
+    if not record.reauth_grant_id:
+        return None
+    return (record.reauth_grant_id, user.id, client.id, record.auth_time)
+
+
+def _grant_for_code(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    record: AuthCode,
+    user: User,
+    device_info: dict[str, Any],
+) -> tuple[OfflineGrant, str]:
+    """The app's own session (offline grant) and its refresh token, for offline_access."""
+    return new_grant(
+        client=client,
+        user=user,
+        idp_session_id=record.idp_session_id,
+        scopes=record.scopes,
+        auth_time=record.auth_time,
+        amr=record.amr,
+        request=request,
+        trusted_proxies=state.config.trusted_proxies,
+        device_info=device_info,
+    )
+
+
+def _client_for(
+    state: ServerState, request: Request, form: dict[str, str], grant_type: str
+) -> ClientConfig:
     client = authenticate_client(state, request, form)
     assert client is not None
-    _require_grant(client, "refresh_token")
+    _require_grant(client, grant_type)
+    return client
+
+
+async def _redeemable_code(
+    state: ServerState, client: ClientConfig, form: dict[str, str], code_hash: str, now: int
+) -> tuple[AuthCode, User]:
+    """The code this client may exchange, and its user. A replayed code revokes what its
+    first exchange issued (RFC 6749 §4.1.2)."""
+    record = _check_code(
+        await state.repo.get_code(code_hash),
+        client,
+        form.get("redirect_uri"),
+        form.get("code_verifier"),
+        now,
+    )
+    if record.used_at is not None:
+        await state.repo.revoke_code_issue(code_hash)
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    user = await state.repo.get_user(record.user_id)
+    if user is None or user.disabled:
+        raise OAuthError("invalid_grant", "invalid authorization code")
+    return record, user
+
+
+async def _refresh_token(state: ServerState, request: Request, form: dict[str, str]) -> Response:
+    """RFC 6749 §6, with rotation and reuse detection (RFC 9700 §4.14.2)."""
+    client = _client_for(state, request, form, "refresh_token")
     token = form.get("refresh_token")
     if not token:
         raise OAuthError("invalid_request", "refresh token is required")
-    parts = split_compound(token)
-    if parts is None:
-        raise OAuthError("invalid_grant", "invalid refresh token")
-    found = await state.repo.get_grant_and_user(parts[0])
-    if found is None:
-        raise OAuthError("invalid_grant", "invalid refresh token")
-    grant, user = found
-    now = now_s()
-    presented = sha256_hex(parts[1])
-    current = hmac.compare_digest(presented, grant.refresh_hash)
-    previous = None
-    if not current:
-        previous = next(
-            (p for p in grant.previous_hashes if hmac.compare_digest(presented, p.hash)), None
-        )
-        if previous is None:
-            raise OAuthError("invalid_grant", "invalid refresh token")
+    grant, user, secret, previous = await _presented_grant(state, token)
     if grant.client_id != client.id:
         raise OAuthError("invalid_request", "client id doesn't match the refresh token")
+    now = now_s()
     # With rotation, the successor of a refresh secret is derived from it, so the client's own
     # retry (a lost response, or two of its requests racing) gets the same successor.
-    successor = _successor(state, grant.id, parts[1]) if client.refresh_token_rotation else None
-    retry = previous is not None
+    successor = _successor(state, grant.id, secret) if client.refresh_token_rotation else None
     if previous is not None:
-        in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
-        if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
-            # RFC 9700 §4.14.2: a rotated token used again; assume theft, end the grant.
-            events.refresh_reuse(request, grant.id, user.id, client.id)
-            await state.repo.end_session(grant.id)
-            raise OAuthError("invalid_grant", "invalid refresh token")
+        await _refuse_reuse(state, request, client, grant, user, previous, successor, now)
     if grant.expires_at <= now:
         await state.repo.end_session(grant.id)
         raise OAuthError("invalid_grant", "invalid refresh token")
     if user.disabled:
         raise OAuthError("invalid_grant", "invalid refresh token")
     await _limit_user(state, user.id)
-
-    issued = await issue_tokens(
+    issued = issue_tokens(
         state,
         client=client,
         user=user,
@@ -294,52 +253,107 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
         auth_time=grant.authenticated_at,
         amr=grant.amr,
     )
-    new_refresh = f"{grant.id}.{successor}" if successor is not None else None
-    if retry:
-        ok = await state.repo.add_access_token_and_touch(
-            issued.record, grant.id, grant.refresh_hash, now
-        )
-    else:
-        new_hash = sha256_hex(successor) if successor is not None else grant.refresh_hash
-        history = grant.previous_hashes
-        if successor is not None:
-            history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
-        idle = (
-            client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
-        )
-        ok = await state.repo.refresh_grant(
-            grant.id,
-            token=issued.record,
-            expected_refresh_hash=grant.refresh_hash,
-            refresh_hash=new_hash,
-            previous_hashes=history,
-            now=now,
-            ip=client_ip(request, state.config.trusted_proxies),
-            user_agent=user_agent(request),
-            expires_at=expiry(grant.created_at, now, client.refresh_token_lifetime, idle),
-        )
-        if not ok and successor is not None:
-            # A concurrent request with the same token rotated first: to the same successor.
-            ok = await state.repo.add_access_token_and_touch(
-                issued.record, grant.id, sha256_hex(successor), now
-            )
-    if not ok:
+    retry = previous is not None
+    if not await _store_refresh(state, request, client, grant, issued, successor, retry, now):
         raise OAuthError("invalid_grant", "invalid refresh token")
     state.touched[grant.id] = now
+    new_refresh = f"{grant.id}.{successor}" if successor is not None else None
     return _token_response(issued, client, new_refresh)
 
 
 async def _device_code(state: ServerState, request: Request, form: dict[str, str]) -> Response:
     """RFC 8628 §3.4: a device's poll; pending, slow_down, expired_token, access_denied until
     the user decides, then the tokens, once (device_flow.redeem)."""
-    client = authenticate_client(state, request, form)
-    assert client is not None
-    _require_grant(client, DEVICE_CODE_GRANT)
+    client = _client_for(state, request, form, DEVICE_CODE_GRANT)
     device_info = _device_info(form.get("x_device_info"))
     issued, refresh_token = await device_flow.redeem(
         state, request, client, form.get("device_code"), device_info
     )
     return _token_response(issued, client, refresh_token)
+
+
+async def _presented_grant(
+    state: ServerState, token: str
+) -> tuple[OfflineGrant, User, str, PreviousHash | None]:
+    """The grant and user of a refresh token ``<grant id>.<secret>``, its secret, and the
+    superseded hash it matched (None: it is the current one)."""
+    parts = split_compound(token)
+    if parts is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    found = await state.repo.get_grant_and_user(parts[0])
+    if found is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    grant, user = found
+    presented = sha256_hex(parts[1])
+    if hmac.compare_digest(presented, grant.refresh_hash):
+        return grant, user, parts[1], None
+    previous = next(
+        (p for p in grant.previous_hashes if hmac.compare_digest(presented, p.hash)), None
+    )
+    if previous is None:
+        raise OAuthError("invalid_grant", "invalid refresh token")
+    return grant, user, parts[1], previous
+
+
+async def _refuse_reuse(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    grant: OfflineGrant,
+    user: User,
+    previous: PreviousHash,
+    successor: str | None,
+    now: int,
+) -> None:
+    """A superseded refresh token is only a retry of the client's own rotation: within the
+    grace period, and its successor is the grant's current token. Anything else is reuse
+    (RFC 9700 §4.14.2): assume theft, end the grant."""
+    in_grace = now - previous.superseded_at <= client.refresh_token_rotation_grace_period
+    if not in_grace or successor is None or sha256_hex(successor) != grant.refresh_hash:
+        events.refresh_reuse(request, grant.id, user.id, client.id)
+        await state.repo.end_session(grant.id)
+        raise OAuthError("invalid_grant", "invalid refresh token")
+
+
+async def _store_refresh(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    grant: OfflineGrant,
+    issued: Issued,
+    successor: str | None,
+    retry: bool,
+    now: int,
+) -> bool:
+    """Write the new access token with the grant's rotation (or, for a retry, next to the
+    rotation already done); False when the grant changed under us in a way that is not the
+    same rotation."""
+    if retry:
+        return await state.repo.add_access_token_and_touch(
+            issued.record, grant.id, grant.refresh_hash, now
+        )
+    new_hash = sha256_hex(successor) if successor is not None else grant.refresh_hash
+    history = grant.previous_hashes
+    if successor is not None:
+        history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
+    idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
+    ok = await state.repo.refresh_grant(
+        grant.id,
+        token=issued.record,
+        expected_refresh_hash=grant.refresh_hash,
+        refresh_hash=new_hash,
+        previous_hashes=history,
+        now=now,
+        ip=client_ip(request, state.config.trusted_proxies),
+        user_agent=user_agent(request),
+        expires_at=expiry(grant.created_at, now, client.refresh_token_lifetime, idle),
+    )
+    if not ok and successor is not None:
+        # A concurrent request with the same token rotated first: to the same successor.
+        ok = await state.repo.add_access_token_and_touch(
+            issued.record, grant.id, sha256_hex(successor), now
+        )
+    return ok
 
 
 def _device_info(raw: str | None) -> dict[str, Any]:
@@ -407,7 +421,7 @@ async def _client_credentials(
         raise OAuthError("unauthorized_client", "public clients cannot use client_credentials")
     _require_grant(client, "client_credentials")
     scopes = _client_scopes(client, form.get("scope"))
-    issued = await issue_tokens(
+    issued = issue_tokens(
         state,
         client=client,
         user=None,

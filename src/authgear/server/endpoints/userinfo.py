@@ -1,4 +1,5 @@
-"""GET/POST /oauth2/userinfo: the claims of the user behind a Bearer token (or the cookie)."""
+"""GET/POST /oauth2/userinfo (OpenID Connect Core §5.3): the claims of the user behind a Bearer
+token (RFC 6750) or the session cookie."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Email verification page (/verify-email): a signed-in user verifies their address (the
-settings' "verify" action, ``verification: optional``), and the mailed link lands here.
+settings' "verify" action, ``verification: optional``), and the mailed link lands here. A
+verified address is what the ``email_verified`` claim (OpenID Connect Core §5.1) reports.
 
 Authgear parity (spec §5.2): a 6-digit code valid 5 minutes, resent at most once a minute; we
 also mail a link (``/verify-email?code=<32 characters>``). Opening the link shows a button: a

@@ -13,13 +13,15 @@ import hashlib
 import hmac
 import secrets
 
+# The purposes are the stored rows' values, named where the rows are kept.
+from authgear.server.storage.accounts import PURPOSE_CHANGE_EMAIL as PURPOSE_CHANGE_EMAIL
+from authgear.server.storage.accounts import PURPOSE_RESET as PURPOSE_RESET
+from authgear.server.storage.accounts import PURPOSE_VERIFY as PURPOSE_VERIFY
+
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_DIGITS = 6
 LINK_CHARS = 32
 
-PURPOSE_VERIFY = "verify_email"
-PURPOSE_RESET = "reset_password"
-PURPOSE_CHANGE_EMAIL = "change_email"
 PURPOSES = frozenset({PURPOSE_VERIFY, PURPOSE_RESET, PURPOSE_CHANGE_EMAIL})
 
 

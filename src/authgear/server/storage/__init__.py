@@ -1,15 +1,29 @@
-"""Storage behind a small interface: endpoints call a :class:`Repository`, never SQL."""
+"""Storage behind a small interface: endpoints call a :class:`Repository`, never SQL.
+
+:func:`open_repository` is the way in. What it returns also hands out the session-management
+store (``admin``: admin API, portal, CLI), the stores of account recovery (``accounts``), second
+factors (``authenticators``), the device grant (``device_codes``) and upstream identities
+(``identities``), and the database rate limiter, all on the same database; nothing outside this
+package sees the engine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from authgear.server.storage.accounts import AccountRepository
+from authgear.server.storage.admin import AdminRepository
+from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.storage.db import PoolStats
+from authgear.server.storage.devices import DeviceCodeStore
+from authgear.server.storage.identities import IdentityStore
 from authgear.server.storage.models import (
     AccessTokenRecord,
+    AttemptPolicy,
     AuthCode,
     Authenticator,
+    EmailTaken,
     EndedSession,
     FlowRow,
     IdpSession,
@@ -20,15 +34,26 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.ratelimit import SQLRateLimiter
 from authgear.server.storage.revocations import Revocation, RevocationPage
-
-if TYPE_CHECKING:
-    from authgear.server.security.lockout import LockoutPolicy
+from authgear.server.storage.sql import SQLRepository
 
 
 class Repository(Protocol):
+    # Users as an administrator sees them, sessions, admin keys and the audit log.
+    admin: AdminRepository
+    # Emailed codes, password changes and their history, changes of email (account recovery).
+    accounts: AccountRepository
+    # Second factors: TOTP, recovery codes, passkeys.
+    authenticators: AuthenticatorStore
+    # The device authorization grant's codes (RFC 8628).
+    device_codes: DeviceCodeStore
+    # Users' accounts at upstream identity providers.
+    identities: IdentityStore
+
     async def close(self) -> None: ...
     def pool_stats(self) -> PoolStats: ...
+    def rate_limiter(self, enabled: bool) -> SQLRateLimiter: ...
 
     async def create_user(
         self,
@@ -44,7 +69,7 @@ class Repository(Protocol):
     async def get_user_by_email(self, email: str) -> User | None: ...
     async def set_last_login(self, user_id: str, now: int) -> None: ...
 
-    async def reserve_login_attempt(self, key: str, now: int, policy: LockoutPolicy) -> bool: ...
+    async def reserve_login_attempt(self, key: str, now: int, policy: AttemptPolicy) -> bool: ...
     async def clear_login_failures(self, key: str) -> None: ...
 
     async def create_idp_session(self, s: IdpSession) -> None: ...
@@ -145,10 +170,22 @@ class Repository(Protocol):
     ) -> None: ...
 
 
+def open_repository(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None
+) -> Repository:
+    """The repository on the database at ``url`` (SQLite or PostgreSQL). ``pool_size``,
+    ``max_overflow``: a server database's connections. Returning the SQL repository as a
+    :class:`Repository` is where mypy checks that it implements the whole protocol."""
+    return SQLRepository.open(url, pool_size=pool_size, max_overflow=max_overflow)
+
+
 __all__ = [
     "AccessTokenRecord",
+    "AdminRepository",
+    "AttemptPolicy",
     "AuthCode",
     "Authenticator",
+    "EmailTaken",
     "EndedSession",
     "FlowRow",
     "IdpSession",
@@ -162,4 +199,5 @@ __all__ = [
     "RevocationPage",
     "SigningKey",
     "User",
+    "open_repository",
 ]

@@ -6,6 +6,7 @@ first, so concurrent requests are ordered: PostgreSQL's row lock, SQLite's write
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,19 +15,17 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from authgear.server.security import codes
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
-from authgear.server.storage.models import Purged, User
-from authgear.server.storage.sql import (
-    PURGE_BATCH,
-    EmailTaken,
-    _user,
-    delete_in_batches,
-    end_session,
-)
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
+from authgear.server.storage.models import EmailTaken, Purged, User
+from authgear.server.storage.rows import user as user_record
 
 DAY = 86400
+# What an emailed code is for (the ``purpose`` column); security/codes.py keys its hashes by it.
+PURPOSE_VERIFY = "verify_email"
+PURPOSE_RESET = "reset_password"
+PURPOSE_CHANGE_EMAIL = "change_email"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +147,7 @@ class AccountRepository:
             )
             if row is None:
                 return None
-            if codes.same(row["code_hash"], code_hash):
+            if hmac.compare_digest(row["code_hash"].encode(), code_hash.encode()):
                 await conn.execute(
                     update(table).where(where).values(failed_attempts=row["failed_attempts"] - 1)
                 )
@@ -260,7 +259,7 @@ class AccountRepository:
                     delete(table).where(
                         or_(
                             and_(
-                                table.c.purpose == codes.PURPOSE_RESET,
+                                table.c.purpose == PURPOSE_RESET,
                                 table.c.subject == before.email.lower(),
                             ),
                             table.c.user_id == before.id,
@@ -335,7 +334,7 @@ class AccountRepository:
                 await _push_history(conn, user_id, before.password_hash, now, *history)
             await conn.execute(
                 delete(t.email_codes).where(
-                    t.email_codes.c.purpose == codes.PURPOSE_RESET,
+                    t.email_codes.c.purpose == PURPOSE_RESET,
                     t.email_codes.c.subject == before.email.lower(),
                 )
             )
@@ -354,7 +353,7 @@ class AccountRepository:
 
 async def _get_user(conn: Conn, user_id: str) -> User | None:
     r = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).mappings().first()
-    return _user(r) if r else None
+    return user_record(r) if r else None
 
 
 async def _mark_verified(conn: Conn, user_id: str, address: str, now: int) -> User | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping, Sequence
@@ -14,26 +15,26 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
-from authgear.server.storage import revocations
+from authgear.server.storage import revocations, rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Conn, Database
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
 from authgear.server.storage.models import Purged, User
-from authgear.server.storage.sql import (
-    PURGE_BATCH,
-    _grant,
-    _idp,
-    _user,
-    delete_in_batches,
-    end_session,
-)
-from authgear.server.tokens import sha256_hex
 
 IDP_SESSION = "idp_session"
 OFFLINE_GRANT = "offline_grant"
 KEY_PREFIX = "agk_"
-# Compared against when a key id is unknown, so both answers take the same work.
-_DUMMY_HASH = sha256_hex("no such key")
 KEY_USE_INTERVAL = 60
+
+
+def _secret_hash(secret: str) -> str:
+    """An admin API key's secret as stored: its SHA-256 (hex). Keys are made and checked only
+    here, so the hash is this module's own."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# Compared against when a key id is unknown, so both answers take the same work.
+_DUMMY_HASH = _secret_hash("no such key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ def _like_pattern(text: str) -> str:
 
 
 def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
-    s = _idp(r)
+    s = rows.idp_session(r)
     return SessionRecord(
         id=s.id,
         kind=IDP_SESSION,
@@ -137,7 +138,7 @@ def _idp_record(r: Mapping[Any, Any]) -> SessionRecord:
 
 
 def _grant_record(r: Mapping[Any, Any]) -> SessionRecord:
-    g = _grant(r)
+    g = rows.grant(r)
     return SessionRecord(
         id=g.id,
         kind=OFFLINE_GRANT,
@@ -183,7 +184,7 @@ def _entry(r: Mapping[Any, Any]) -> AuditEntry:
 
 async def _get_user(conn: Conn, user_id: str) -> User | None:
     r = (await conn.execute(select(t.users).where(t.users.c.id == user_id))).mappings().first()
-    return _user(r) if r else None
+    return rows.user(r) if r else None
 
 
 async def _user_session_ids(conn: Conn, user_id: str) -> list[str]:
@@ -258,9 +259,9 @@ class AdminRepository:
         if after is not None:
             q = q.where(t.users.c.email_key > decode_cursor(after))
         async with self.db.connect() as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        users = [_user(r) for r in rows[:limit]]
-        more = len(rows) > limit
+            found = (await conn.execute(q)).mappings().all()
+        users = [rows.user(r) for r in found[:limit]]
+        more = len(found) > limit
         return users, encode_cursor(users[-1].email.lower()) if more and users else None
 
     async def count_users(self) -> int:
@@ -396,7 +397,7 @@ class AdminRepository:
         self, session_id: str, *, user_id: str | None = None
     ) -> SessionRecord | None:
         """End one session through the one storage operation every way of ending a session
-        uses (:func:`authgear.server.storage.sql.end_session`). With ``user_id``, only a
+        uses (:func:`authgear.server.storage.deletes.end_session`). With ``user_id``, only a
         session of that user. Returns what was revoked, or None."""
         async with self.db.begin() as conn:
             ended = await end_session(conn, session_id, user_id=user_id)
@@ -419,7 +420,7 @@ class AdminRepository:
                 insert(t.admin_api_keys).values(
                     id=key_id,
                     name=name,
-                    secret_hash=sha256_hex(secret),
+                    secret_hash=_secret_hash(secret),
                     created_at=now,
                     last_used_at=None,
                     revoked_at=None,
@@ -456,7 +457,7 @@ class AdminRepository:
             q = select(t.admin_api_keys).where(t.admin_api_keys.c.id == key_id)
             r = (await conn.execute(q)).mappings().first()
         stored = r["secret_hash"] if r is not None else _DUMMY_HASH
-        matches = hmac.compare_digest(stored, sha256_hex(secret))
+        matches = hmac.compare_digest(stored, _secret_hash(secret))
         if r is None or not matches or r["revoked_at"] is not None:
             return None
         key = _key(r)

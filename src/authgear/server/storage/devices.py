@@ -13,15 +13,11 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from authgear.server.storage import rows
 from authgear.server.storage import schema as t
 from authgear.server.storage.db import Database
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches
 from authgear.server.storage.models import AccessTokenRecord, OfflineGrant, Purged
-from authgear.server.storage.sql import (
-    PURGE_BATCH,
-    _insert_access_token,
-    _insert_grant,
-    delete_in_batches,
-)
 
 PENDING = "pending"
 APPROVED = "approved"
@@ -222,8 +218,8 @@ class DeviceCodeStore:
                     # Nothing to bind the tokens to: the code stays issued (used up).
                     return False
             if grant is not None:
-                await _insert_grant(conn, grant)
-            await _insert_access_token(conn, token)
+                await rows.insert_grant(conn, grant)
+            await rows.insert_access_token(conn, token)
         return True
 
     async def purge(self, now: int, purged: Purged) -> None:

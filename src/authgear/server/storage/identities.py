@@ -15,8 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from authgear.server.storage import schema as t
 from authgear.server.storage.authenticators import PASSKEY
 from authgear.server.storage.db import Conn, Database
-from authgear.server.storage.models import User
-from authgear.server.storage.sql import EmailTaken
+from authgear.server.storage.models import EmailTaken, User
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,13 @@
-"""Plain records passed between the endpoints and the repository."""
+"""Plain records passed between the endpoints and the repository, and its errors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class EmailTaken(Exception):
+    """A user with this email already exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +171,12 @@ class FlowRow:
     data: dict[str, Any]
     rev: int
     binding: str | None = field(repr=False)
+
+
+class AttemptPolicy(Protocol):
+    """Decides a sign-in attempt's new failure count (security/lockout.py's LockoutPolicy);
+    the repository applies it atomically."""
+
+    def reserve(self, current: LoginFailure | None, key: str, now: int) -> LoginFailure | None:
+        """The count after one more attempt, or None when the attempt must not run."""
+        ...

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from authgear.server.security import lockout
-from authgear.server.storage import revocations
+from authgear.server.storage import revocations, rows
 from authgear.server.storage import schema as t
-from authgear.server.storage.db import Conn, Database, PoolStats, open_database
+from authgear.server.storage.accounts import AccountRepository
+from authgear.server.storage.admin import AdminRepository
+from authgear.server.storage.authenticators import AuthenticatorStore
+from authgear.server.storage.db import Database, PoolStats, open_database
+from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
+from authgear.server.storage.devices import DeviceCodeStore
+from authgear.server.storage.identities import IdentityStore
 from authgear.server.storage.models import (
     AccessTokenRecord,
+    AttemptPolicy,
     AuthCode,
+    EmailTaken,
     EndedSession,
     FlowRow,
     IdpSession,
@@ -28,58 +33,8 @@ from authgear.server.storage.models import (
     SigningKey,
     User,
 )
+from authgear.server.storage.ratelimit import SQLRateLimiter
 from authgear.server.storage.revocations import RevocationPage
-
-
-class EmailTaken(Exception):
-    """A user with this email already exists."""
-
-
-T = TypeVar("T")
-
-# Rows per purge transaction: small enough that each batch is a blip for other requests.
-PURGE_BATCH = 500
-
-
-def _fields(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-# The records' field names are their columns' names.
-_USER, _IDP, _GRANT, _ACCESS, _CODE = map(
-    _fields, (User, IdpSession, OfflineGrant, AccessTokenRecord, AuthCode)
-)
-
-
-def _record(cls: Callable[..., T], names: tuple[str, ...], r: Mapping[Any, Any]) -> T:
-    return cls(**{name: r[name] for name in names})
-
-
-def _user(r: Mapping[Any, Any]) -> User:
-    return _record(User, _USER, r)
-
-
-def _idp(r: Mapping[Any, Any]) -> IdpSession:
-    return _record(IdpSession, _IDP, r)
-
-
-def _grant(r: Mapping[Any, Any]) -> OfflineGrant:
-    values = {name: r[name] for name in _GRANT}
-    values["previous_hashes"] = [PreviousHash(p["h"], p["t"]) for p in values["previous_hashes"]]
-    return OfflineGrant(**values)
-
-
-def _access(r: Mapping[Any, Any]) -> AccessTokenRecord:
-    return _record(AccessTokenRecord, _ACCESS, r)
-
-
-def _code(r: Mapping[Any, Any]) -> AuthCode:
-    return _record(AuthCode, _CODE, r)
-
-
-def _prev(items: Sequence[PreviousHash]) -> list[dict[str, Any]]:
-    return [{"h": p.hash, "t": p.superseded_at} for p in items]
-
 
 # Hot-path statements, built once: SQLAlchemy memoizes a statement object's cache key, so
 # reusing it skips rebuilding and re-keying the statement on every request.
@@ -108,7 +63,6 @@ _REFRESH_GRANT = (
         expires_at=bindparam("b_expires"),
     )
 )
-_INSERT_ACCESS_TOKEN = insert(t.access_tokens)
 
 
 class SQLRepository:
@@ -116,11 +70,20 @@ class SQLRepository:
 
     def __init__(self, db: Database) -> None:
         self.engine = db
+        # The stores of the server's other parts, on the same database (building one does no
+        # I/O); callers reach them here instead of through the engine.
+        self.admin = AdminRepository(db)
+        self.accounts = AccountRepository(db)
+        self.authenticators = AuthenticatorStore(db)
+        self.device_codes = DeviceCodeStore(db)
+        self.identities = IdentityStore(db)
 
     @classmethod
-    def open(cls, url: str, **pool: int) -> SQLRepository:
-        """``pool``: ``pool_size``, ``max_overflow`` (a server database's connections)."""
-        return cls(open_database(url, **pool))
+    def open(
+        cls, url: str, *, pool_size: int = 10, max_overflow: int | None = None
+    ) -> SQLRepository:
+        """``pool_size``, ``max_overflow``: a server database's connections."""
+        return cls(open_database(url, pool_size=pool_size, max_overflow=max_overflow))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -128,6 +91,10 @@ class SQLRepository:
     def pool_stats(self) -> PoolStats:
         """Connections in use and callers waiting for one (for the metrics)."""
         return self.engine.stats
+
+    def rate_limiter(self, enabled: bool) -> SQLRateLimiter:
+        """Rate limits counted in this database (shared by every process that uses it)."""
+        return SQLRateLimiter(self.engine, enabled)
 
     # -- users --------------------------------------------------------------------------------
     async def create_user(
@@ -160,7 +127,7 @@ class SQLRepository:
                 await conn.execute(insert(t.users).values(**values))
         except IntegrityError:
             raise EmailTaken(email) from None
-        return _user(values)
+        return rows.user(values)
 
     async def get_user(self, user_id: str) -> User | None:
         async with self.engine.connect() as conn:
@@ -169,13 +136,13 @@ class SQLRepository:
                 .mappings()
                 .first()
             )
-        return _user(r) if r else None
+        return rows.user(r) if r else None
 
     async def get_user_by_email(self, email: str) -> User | None:
         async with self.engine.connect() as conn:
             q = select(t.users).where(t.users.c.email_key == email.lower())
             r = (await conn.execute(q)).mappings().first()
-        return _user(r) if r else None
+        return rows.user(r) if r else None
 
     async def set_last_login(self, user_id: str, now: int) -> None:
         async with self.engine.begin() as conn:
@@ -184,9 +151,7 @@ class SQLRepository:
             )
 
     # -- lockout ------------------------------------------------------------------------------
-    async def reserve_login_attempt(
-        self, key: str, now: int, policy: lockout.LockoutPolicy
-    ) -> bool:
+    async def reserve_login_attempt(self, key: str, now: int, policy: AttemptPolicy) -> bool:
         """Count one sign-in attempt for ``key`` before its password is checked; False when the
         account is locked (the attempt must not run). One transaction holding the row's lock
         (FOR UPDATE on PostgreSQL; SQLite's single writer), so concurrent attempts count one
@@ -207,7 +172,7 @@ class SQLRepository:
                 )
                 q = select(table).where(table.c.key == key).with_for_update()
                 row = (await conn.execute(q)).mappings().first()
-            reserved = lockout.reserve(LoginFailure(**row), key, now, policy)
+            reserved = policy.reserve(LoginFailure(**row), key, now)
             if reserved is None:
                 return False
             await conn.execute(
@@ -247,7 +212,7 @@ class SQLRepository:
         async with self.engine.connect() as conn:
             q = select(t.idp_sessions).where(t.idp_sessions.c.id == session_id)
             r = (await conn.execute(q)).mappings().first()
-        return _idp(r) if r else None
+        return rows.idp_session(r) if r else None
 
     async def touch_session(
         self,
@@ -308,7 +273,7 @@ class SQLRepository:
     # -- offline grants -----------------------------------------------------------------------
     async def create_grant(self, g: OfflineGrant) -> None:
         async with self.engine.begin() as conn:
-            await _insert_grant(conn, g)
+            await rows.insert_grant(conn, g)
 
     async def get_grant_and_user(self, grant_id: str) -> tuple[OfflineGrant, User] | None:
         """A grant with its user, in one query (the refresh grant's hot path)."""
@@ -316,14 +281,14 @@ class SQLRepository:
             r = (await conn.execute(_GET_GRANT_AND_USER, {"b_id": grant_id})).mappings().first()
         if r is None:
             return None
-        user = _user({c.name: r[f"u_{c.name}"] for c in t.users.c})
-        return _grant(r), user
+        user = rows.user({c.name: r[f"u_{c.name}"] for c in t.users.c})
+        return rows.grant(r), user
 
     async def get_grant(self, grant_id: str) -> OfflineGrant | None:
         async with self.engine.connect() as conn:
             q = select(t.offline_grants).where(t.offline_grants.c.id == grant_id)
             r = (await conn.execute(q)).mappings().first()
-        return _grant(r) if r else None
+        return rows.grant(r) if r else None
 
     async def refresh_grant(
         self,
@@ -344,7 +309,7 @@ class SQLRepository:
             "b_id": grant_id,
             "b_expected": expected_refresh_hash,
             "b_hash": refresh_hash,
-            "b_previous": _prev(previous_hashes),
+            "b_previous": rows.previous_hashes(previous_hashes),
             "b_now": now,
             "b_ip": ip,
             "b_ua": user_agent,
@@ -354,13 +319,13 @@ class SQLRepository:
             res = await conn.execute(_REFRESH_GRANT, params)
             if not res.rowcount:
                 return False
-            await _insert_access_token(conn, token)
+            await rows.insert_access_token(conn, token)
         return True
 
     # -- access tokens ------------------------------------------------------------------------
     async def add_access_token(self, a: AccessTokenRecord) -> None:
         async with self.engine.begin() as conn:
-            await _insert_access_token(conn, a)
+            await rows.insert_access_token(conn, a)
 
     async def get_access_token(
         self, token_hash: str
@@ -370,8 +335,8 @@ class SQLRepository:
             r = (await conn.execute(_GET_ACCESS_TOKEN, {"b_hash": token_hash})).mappings().first()
         if r is None:
             return None
-        user = _user(r) if r["id"] is not None else None
-        return _access(r), user
+        user = rows.user(r) if r["id"] is not None else None
+        return rows.access_token(r), user
 
     async def delete_access_token(self, token_hash: str) -> None:
         async with self.engine.begin() as conn:
@@ -408,7 +373,7 @@ class SQLRepository:
         async with self.engine.connect() as conn:
             q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
             r = (await conn.execute(q)).mappings().first()
-        return _code(r) if r else None
+        return rows.code(r) if r else None
 
     async def claim_code(self, code_hash: str, now: int) -> bool:
         """Mark a code used; False if it is gone or was used already (by a concurrent request)."""
@@ -451,8 +416,8 @@ class SQLRepository:
             if not res.rowcount:
                 return False
             if grant is not None:
-                await _insert_grant(conn, grant)
-            await _insert_access_token(conn, token)
+                await rows.insert_grant(conn, grant)
+            await rows.insert_access_token(conn, token)
             if reauth is not None:
                 sid, user_id, client_id, at = reauth
                 grants = t.offline_grants
@@ -674,7 +639,7 @@ class SQLRepository:
             )
             if not res.rowcount:
                 return False
-            await _insert_access_token(conn, token)
+            await rows.insert_access_token(conn, token)
         return True
 
     # -- the revocation feed ------------------------------------------------------------------
@@ -729,117 +694,3 @@ class SQLRepository:
                 self.engine, key, condition, batch_size, purged, dependent=dependent
             )
         return purged
-
-
-async def delete_in_batches(
-    db: Database,
-    key: Any,
-    condition: Any,
-    batch_size: int,
-    purged: Purged,
-    *,
-    dependent: Any = None,
-) -> None:
-    """Delete the rows of ``key``'s table matching ``condition``, ``batch_size`` at a time, each
-    batch its own transaction, yielding to the event loop between batches. ``dependent``: a
-    column of another table whose rows referring to a deleted key go in the same transaction
-    (a grant's access tokens)."""
-    table = key.table
-    while True:
-        async with db.begin() as conn:
-            picked = select(key).where(condition).limit(batch_size)
-            if dependent is None:
-                res = await conn.execute(delete(table).where(key.in_(picked)))
-                count = int(res.rowcount or 0)
-            else:
-                ids = [r[0] for r in (await conn.execute(picked)).all()]
-                if ids:
-                    await conn.execute(delete(dependent.table).where(dependent.in_(ids)))
-                    await conn.execute(delete(table).where(key.in_(ids)))
-                count = len(ids)
-        purged.add(table.name, count)
-        if count < batch_size:
-            return
-        # Let waiting requests run before the next batch.
-        await asyncio.sleep(0)
-
-
-async def end_session(
-    conn: Conn, session_id: str, *, user_id: str | None = None
-) -> EndedSession | None:
-    """THE way a session ends, whoever ends it: sign-out (/logout), /oauth2/end_session,
-    /settings/sessions, the admin API, the portal, the CLI, RFC 7009 revocation and refresh
-    token reuse detection all come here, inside their transaction.
-
-    Deleted, in this order: the session's row (with ``user_id``, only a session of that user);
-    for a browser (IdP) session, its authorization codes not yet exchanged, so a code issued
-    before sign-out cannot be exchanged after it (exchanged ones stay for replay detection);
-    then every access token issued under the session; and the session is appended to the
-    revocation feed (storage/revocations.py). Offline grants created from a browser
-    session are the apps' own sessions and live on (Authgear's model); end them by their id.
-    Codes are deleted before tokens: a concurrent code exchange writes its code's row first,
-    so either it fails on the missing code or its token is committed before ours deletes it.
-    """
-    for kind, table in (("idp", t.idp_sessions), ("offline", t.offline_grants)):
-        q = delete(table).where(table.c.id == session_id)
-        if user_id is not None:
-            q = q.where(table.c.user_id == user_id)
-        row = (await conn.execute(q.returning(*table.c))).mappings().first()
-        if row is None:
-            continue
-        if kind == "idp":
-            await conn.execute(
-                delete(t.auth_codes).where(
-                    t.auth_codes.c.idp_session_id == session_id,
-                    t.auth_codes.c.issued_token_hash.is_(None),
-                )
-            )
-        await conn.execute(
-            delete(t.access_tokens).where(t.access_tokens.c.session_id == session_id)
-        )
-        # JWT-mode backends learn of it from the feed; same transaction, so never one
-        # without the other.
-        await revocations.record(conn, [session_id])
-        return EndedSession(kind, dict(row))
-    return None
-
-
-async def _insert_access_token(conn: Conn, a: AccessTokenRecord) -> None:
-    await conn.execute(
-        _INSERT_ACCESS_TOKEN,
-        {
-            "token_hash": a.token_hash,
-            "jti": a.jti,
-            "session_kind": a.session_kind,
-            "session_id": a.session_id,
-            "user_id": a.user_id,
-            "client_id": a.client_id,
-            "scope": a.scope,
-            "auth_time": a.auth_time,
-            "amr": a.amr,
-            "issued_at": a.issued_at,
-            "expires_at": a.expires_at,
-        },
-    )
-
-
-async def _insert_grant(conn: Conn, g: OfflineGrant) -> None:
-    await conn.execute(
-        insert(t.offline_grants).values(
-            id=g.id,
-            user_id=g.user_id,
-            client_id=g.client_id,
-            idp_session_id=g.idp_session_id,
-            scopes=g.scopes,
-            refresh_hash=g.refresh_hash,
-            previous_hashes=_prev(g.previous_hashes),
-            created_at=g.created_at,
-            authenticated_at=g.authenticated_at,
-            amr=g.amr,
-            last_access_at=g.last_access_at,
-            last_access_ip=g.last_access_ip,
-            last_access_user_agent=g.last_access_user_agent,
-            device_info=g.device_info,
-            expires_at=g.expires_at,
-        )
-    )

@@ -11,7 +11,7 @@ from authgear.server.security import password_policy
 from authgear.server.sessions import now_s
 from authgear.server.signin import amr
 from authgear.server.signin.steps.base import Again, Done, Step, StepContext
-from authgear.server.storage.sql import EmailTaken
+from authgear.server.storage import EmailTaken
 from authgear.server.tokens import new_id
 
 TAKEN = (
