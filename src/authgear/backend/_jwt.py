@@ -223,6 +223,20 @@ class JWTVerifier:
         self.allow_clients = allow_clients
         self.timeout = timeout
         self._clock = clock
+        self._init_caches(jwks_ttl, refetch_cooldown, cache_size, clock)
+        self._http = http_client
+        self._own_http = http_client is None
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._async_locks = weakref.WeakKeyDictionary()
+        self._start_feed(revocations, leeway, timeout, clock)
+
+    def _init_caches(
+        self,
+        jwks_ttl: float,
+        refetch_cooldown: float,
+        cache_size: int,
+        clock: Callable[[], float],
+    ) -> None:
         self._cache = KeyCache(jwks_ttl, refetch_cooldown, clock)
         self._cache.on_change = self._keys_changed
         # Verified tokens: the exact token string → (principal, valid until). A hit skips the
@@ -233,15 +247,19 @@ class JWTVerifier:
         self._verified_lock = threading.Lock()
         # Header segments that came with a good signature → (alg, kid).
         self._headers: dict[str, tuple[str, str]] = {}
-        self._http = http_client
-        self._own_http = http_client is None
-        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-        self._async_locks = weakref.WeakKeyDictionary()
+
+    def _start_feed(
+        self,
+        revocations: RevocationFeed | None,
+        leeway: float,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
         # The revocation feed (off: an empty set, and one falsy check on the cold path).
         self._revoked = RevokedSessions(leeway)
         self._poller: RevocationPoller | None = None
         if revocations is not None:
-            url = feed_url(revocations, self.endpoint, allow_insecure_http)
+            url = feed_url(revocations, self.endpoint, self.allow_insecure_http)
             self._poller = RevocationPoller(
                 revocations, url, self._revoked, self, timeout=timeout, clock=clock
             )

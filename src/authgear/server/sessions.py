@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -219,26 +219,24 @@ def issue_tokens(
     stored here: the caller writes ``Issued.record`` in the transaction that decides whether
     the tokens count (a code's exchange, a grant's refresh)."""
     now = now_s()
-    jti = new_id()
-    scope = " ".join(scopes)
-    exp = now + client.access_token_lifetime
+    # The record first (without its hash): the access token's claims are read from it.
+    unsigned = AccessTokenRecord(
+        token_hash="",
+        jti=new_id(),
+        session_kind=session_kind,
+        session_id=session_id,
+        user_id=user.id if user else None,
+        client_id=client.id,
+        scope=" ".join(scopes),
+        auth_time=auth_time,
+        amr=amr,
+        issued_at=now,
+        expires_at=now + client.access_token_lifetime,
+    )
     # Signed inline: `cryptography` holds the GIL while it signs (two threads sign no faster
     # than one), so a thread would only add a hand-off; `--workers` puts more cores to work.
     if client.access_token_format == "jwt":
-        claims = _access_token_claims(
-            state.issuer,
-            client,
-            user,
-            session_kind,
-            session_id,
-            scope,
-            auth_time,
-            amr,
-            acr,
-            now,
-            exp,
-            jti,
-        )
+        claims = _access_token_claims(state.issuer, client, user, unsigned, acr)
         access_token = state.keys.sign(claims, "at+jwt")
     else:
         access_token = new_secret()
@@ -246,19 +244,7 @@ def issue_tokens(
     if with_id_token and user is not None and "openid" in scopes:
         claims = _id_token_claims(state.issuer, client, user, sid, auth_time, amr, acr, nonce, now)
         id_token = state.keys.sign(claims, "JWT")
-    record = AccessTokenRecord(
-        token_hash=sha256_hex(access_token),
-        jti=jti,
-        session_kind=session_kind,
-        session_id=session_id,
-        user_id=user.id if user else None,
-        client_id=client.id,
-        scope=scope,
-        auth_time=auth_time,
-        amr=amr,
-        issued_at=now,
-        expires_at=exp,
-    )
+    record = replace(unsigned, token_hash=sha256_hex(access_token))
     return Issued(access_token, record, id_token)
 
 
@@ -272,15 +258,8 @@ def _access_token_claims(
     issuer: str,
     client: ClientConfig,
     user: User | None,
-    session_kind: str,
-    session_id: str,
-    scope: str,
-    auth_time: int | None,
-    amr: list[str],
+    record: AccessTokenRecord,
     acr: str | None,
-    now: int,
-    exp: int,
-    jti: str,
 ) -> dict[str, Any]:
     """A JWT access token's claims (RFC 9068)."""
     claims: dict[str, Any] = {
@@ -288,12 +267,12 @@ def _access_token_claims(
         "aud": [issuer],
         "sub": user.id if user else client.id,
         "client_id": client.id,
-        "scope": scope,
-        "iat": now,
-        "exp": exp,
-        "jti": jti,
+        "scope": record.scope,
+        "iat": record.issued_at,
+        "exp": record.expires_at,
+        "jti": record.jti,
     }
-    if session_kind == "client":
+    if record.session_kind == "client":
         # A client acting for itself: recognisably not a user's token (Auth0's `gty`), so
         # that backends never take it for a user (no auth_time, no user claims).
         claims[CLAIM_GRANT_TYPE] = CLIENT_CREDENTIALS_GTY
@@ -301,10 +280,10 @@ def _access_token_claims(
     # The session the token belongs to (an app's grant, or the browser session for a token
     # without offline_access): JWT-mode backends refuse it once the revocation feed lists
     # that session. Authgear's own access tokens carry no sid; ours add it.
-    claims["sid"] = session_id
-    if auth_time is not None:
-        claims["auth_time"] = auth_time
-    claims.update(_auth_claims(amr, acr))
+    claims["sid"] = record.session_id
+    if record.auth_time is not None:
+        claims["auth_time"] = record.auth_time
+    claims.update(_auth_claims(record.amr, acr))
     claims.update(_user_claims(user))
     return claims
 
