@@ -61,7 +61,8 @@ def test_signup_login_exchange_refresh_userinfo_revoke(authgear_server: ServerPr
     assert "offline_access" in claims["scope"].split()
     assert claims["https://authgear.com/claims/user/is_anonymous"] is False
     assert claims[ROLES] == []
-    assert "sid" not in claims
+    # The session the token belongs to (its app grant), for the revocation feed.
+    assert claims["sid"] == grant_id
     for name in ("sub", "iat", "exp", "auth_time", "jti"):
         assert name in claims
 

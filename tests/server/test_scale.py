@@ -172,8 +172,14 @@ def test_rate_limits_without_redis_live_in_the_database(
     server.start()
     try:
         form = {"grant_type": "refresh_token", "client_id": NATIVE, "refresh_token": "a.b"}
-        codes = [httpx2.post(server.url + "/oauth2/token", data=form).status_code for _ in range(6)]
-        assert codes == [400] * 4 + [429, 429]
+        codes = [
+            httpx2.post(server.url + "/oauth2/token", data=form).status_code for _ in range(10)
+        ]
+        # Limits count in fixed one-minute windows, and a loaded machine may cross into the
+        # next window during the run: the first four pass either way, and ten requests (under
+        # a minute) put five into one window, so a 429 must come.
+        assert codes[:4] == [400] * 4 and set(codes) <= {400, 429}, codes
+        assert 429 in codes[4:], codes
         rows = server.query("SELECT count FROM rate_limits")
         assert max(r[0] for r in rows) == 6
     finally:
