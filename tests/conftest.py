@@ -57,3 +57,23 @@ def fresh_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
     server = ServerProcess(tmp_path / "data", port, _config(request, port))
     yield server
     server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module that tests the protocol's shape rather than storage (request validation,
+    error bodies, fuzzing) declares ``STORAGES = ("sqlite",)`` and runs on SQLite only: the
+    suite's storage behaviour is covered on both databases by the other modules, and these
+    runs cost CI minutes without covering any more SQL."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        storages = getattr(item.module, "STORAGES", None) if hasattr(item, "module") else None
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if storages is not None and any(p in BACKENDS and p not in storages for p in params):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

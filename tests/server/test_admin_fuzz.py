@@ -18,6 +18,9 @@ from schemathesis.checks import not_a_server_error
 
 from agtest.server import AUTHGEAR, ServerProcess
 
+# Request validation and error shapes, not storage: SQLite only (tests/conftest.py).
+STORAGES = ("sqlite",)
+
 OPERATIONS = [
     "GET /users",
     "POST /users",

@@ -22,6 +22,9 @@ from agtest.server import (
     new_email,
 )
 
+# Request validation and error shapes, not storage: SQLite only (tests/conftest.py).
+STORAGES = ("sqlite",)
+
 PASSWORD = "correct horse battery"
 
 

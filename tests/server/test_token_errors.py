@@ -23,6 +23,9 @@ from agtest.server import (
     tokens_for,
 )
 
+# Request validation and error shapes, not storage: SQLite only (tests/conftest.py).
+STORAGES = ("sqlite",)
+
 PASSWORD = "correct horse battery"
 
 
