@@ -180,8 +180,9 @@ def test_rate_limits_without_redis_live_in_the_database(
         # a minute) put five into one window, so a 429 must come.
         assert codes[:4] == [400] * 4 and set(codes) <= {400, 429}, codes
         assert 429 in codes[4:], codes
+        # Counted in the database, shared by both processes: five or more in one window.
         rows = server.query("SELECT count FROM rate_limits")
-        assert max(r[0] for r in rows) == 6
+        assert max(r[0] for r in rows) >= 5, rows
     finally:
         server.stop()
 
