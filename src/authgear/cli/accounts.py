@@ -45,7 +45,7 @@ async def send_reset(args: argparse.Namespace, s: Stores) -> int:
     where = ""
     if isinstance(s.accounts.mail.mailer, OutboxMailer):
         where = " (in the outbox: `authgear outbox show latest`)"
-    print(f"sent a password reset to {clean(user.email)}{where}")
+    print(f"sent a password reset to {clean(user.email)}{where}")  # ok-secret: an address
     return 0
 
 
@@ -70,7 +70,8 @@ async def set_password(args: argparse.Namespace, s: Stores) -> int:
         raise CLIError(clean(str(e))) from None
     await _send_mail(s)
     ended = result.ended_sessions if result is not None else 0
-    print(f"password of {clean(user.email)} set; {ended} session{'s' if ended != 1 else ''} ended")
+    plural = "s" if ended != 1 else ""
+    print(f"password of {clean(user.email)} set; {ended} session{plural} ended")  # ok-secret
     return 0
 
 

@@ -38,7 +38,7 @@ async def authenticators(args: argparse.Namespace, stores: Stores) -> int:
         return 0
     codes = found["recovery_codes"]
     print(f"{clean(user.email)} ({user.id})")
-    print(f"password: {'set' if found['password'] else 'none'}")
+    print(f"password: {'set' if found['password'] else 'none'}")  # ok-secret: set or none
     print(f"recovery codes: {codes['unused']} of {codes['total']} unused")
     print(f"trusted browsers: {found['trusted_devices']}")
     for a in found["authenticators"]:

@@ -44,7 +44,8 @@ T = TypeVar("T")
 def log_busy(scope: MutableMapping[str, Any]) -> None:
     """The cause of a 503 for busy hashing, logged once for the request (the HTTP layer then
     adds no ERROR line of its own)."""
-    log.warning("password hashing busy: %s %s answered 503", scope.get("method"), scope.get("path"))
+    method, path = scope.get("method"), scope.get("path")
+    log.warning("password hashing busy: %s %s answered 503", method, path)  # ok-secret
     scope[CAUSE_LOGGED] = True
 
 
