@@ -39,13 +39,15 @@ def _resolve(server: ServerProcess, token: str) -> str:
 def pair(
     tmp_path: Path, postgres: Postgres, redis_server: Redis
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """Servers A and B on different ports and data folders, one PostgreSQL and one Redis."""
+    """Servers A and B on different ports and data folders, one PostgreSQL and one Redis, and
+    one public origin (A's address), as behind a load balancer: one issuer."""
     url = postgres.create_database(f"pair_{os.getpid()}_{time.monotonic_ns()}")
     servers = []
-    for name in ("a", "b"):
-        port = free_port()
+    ports = [free_port(), free_port()]
+    for name, port in zip(("a", "b"), ports, strict=True):
         config = server_config(
             port,
+            public_origin=f"http://127.0.0.1:{ports[0]}",
             database_url=url,
             redis_url=redis_server.url,
             key_refresh_interval=1,
@@ -63,8 +65,8 @@ def test_two_servers_share_sessions_limits_and_keys(
     pair: tuple[ServerProcess, ServerProcess],
 ) -> None:
     a, b = pair
-    # Each server has its own issuer URL here; a real deployment gives both one public_origin.
-    # Log in on A, refresh on B.
+    # One issuer (the fixture's public_origin), as a real deployment has. Log in on A, refresh
+    # on B.
     tokens, _ = tokens_for(a)
     r = refresh(b, tokens["refresh_token"])
     assert r.status_code == 200, r.text
@@ -103,7 +105,7 @@ def test_two_servers_share_sessions_limits_and_keys(
     jwks = httpx2.get(a.url + "/oauth2/jwks").json()
     old_header = jwt.get_unverified_header(at_b)
     key = next(k for k in jwks["keys"] if k["kid"] == old_header["kid"])
-    jwt.decode(at_b, jwt.PyJWK(key).key, algorithms=["RS256"], audience=b.url)
+    jwt.decode(at_b, jwt.PyJWK(key).key, algorithms=["RS256"], audience=a.url)
 
 
 def test_rate_limits_are_shared(tmp_path: Path, postgres: Postgres, redis_server: Redis) -> None:

@@ -310,7 +310,7 @@ async def _issue(
     if not await state.device_codes.issue(
         code.id,
         grant=grant,
-        token=issued.record,
+        token=issued.stored,
         browser_session=None if grant else code.idp_session_id,
         now=now,
     ):

@@ -16,6 +16,8 @@ from authgear.server.state import ServerState
 from authgear.server.storage import AccessTokenRecord, IdpSession, OfflineGrant, User
 from authgear.server.storage.admin import Actor
 from authgear.server.tokens import (
+    CLAIM_GRANT_TYPE,
+    CLIENT_CREDENTIALS_GTY,
     ID_TOKEN_LIFETIME,
     new_id,
     new_secret,
@@ -26,9 +28,6 @@ from authgear.server.tokens import (
 
 # Activity is written at most this often per session (the idle timeout is days, not seconds).
 ACTIVITY_INTERVAL = 60
-# The claim (Auth0's convention) and value that mark a client_credentials access token.
-CLAIM_GRANT_TYPE = "gty"
-CLIENT_CREDENTIALS_GTY = "client-credentials"
 
 
 # Revocation feed rows outlive the longest access-token lifetime by this much (clock skew).
@@ -184,9 +183,16 @@ class Issued:
     access_token: str
     record: AccessTokenRecord
     id_token: str | None
+    opaque: bool = False
 
     def __repr__(self) -> str:
         return f"Issued(jti={self.record.jti!r})"
+
+    @property
+    def stored(self) -> AccessTokenRecord | None:
+        """The row to write with the tokens: an opaque access token's record (nothing else says
+        what it is); None for a JWT, which carries its session's id instead."""
+        return self.record if self.opaque else None
 
 
 def _user_claims(user: User | None) -> dict[str, Any]:
@@ -216,8 +222,8 @@ def issue_tokens(
     acr: str | None = None,
 ) -> Issued:
     """Mint an access token (JWT or opaque) and, for OpenID requests, an ID token. Nothing is
-    stored here: the caller writes ``Issued.record`` in the transaction that decides whether
-    the tokens count (a code's exchange, a grant's refresh)."""
+    stored here: for an opaque token the caller writes ``Issued.stored`` in the transaction
+    that decides whether the tokens count (a code's exchange, a grant's refresh)."""
     now = now_s()
     # The record first (without its hash): the access token's claims are read from it.
     unsigned = AccessTokenRecord(
@@ -245,7 +251,7 @@ def issue_tokens(
         claims = _id_token_claims(state.issuer, client, user, sid, auth_time, amr, acr, nonce, now)
         id_token = state.keys.sign(claims, "JWT")
     record = replace(unsigned, token_hash=sha256_hex(access_token))
-    return Issued(access_token, record, id_token)
+    return Issued(access_token, record, id_token, client.access_token_format != "jwt")
 
 
 def _auth_claims(amr: list[str], acr: str | None) -> dict[str, Any]:
@@ -331,27 +337,43 @@ class ValidClientToken:
 async def resolve_access_token(
     state: ServerState, token: str
 ) -> ValidToken | ValidClientToken | None:
-    """A token we issued, unexpired, and still backed: a user's (session and user exist, the
-    user is enabled) or a client's own (the client is still a configured confidential one).
+    """A token we issued, unexpired, and still backed: a user's (its session and user exist,
+    the session has not expired, the user is enabled, the token was not revoked) or a client's
+    own (the client is still a configured confidential one, the token was not revoked).
 
-    The lookup is by SHA-256 of the whole token: only tokens we recorded match, so no
-    signature check is needed here, and revocation (deleting the rows) takes effect at once.
+    A JWT access token is read from itself (its signature by one of our keys), an opaque one
+    (or a JWT from before tokens carried ``sid``) from its row, by the SHA-256 of the token.
+    Either way its session is read on every use: ending a session refuses its tokens at once.
     """
     if not token or len(token) > 8192:
         return None
-    found = await state.repo.get_access_token(sha256_hex(token))
-    if found is None:
-        return None
-    record, user = found
-    if record.expires_at <= now_s():
-        return None
+    now = now_s()
+    record = state.token_reader.read(token, now)
+    user: User | None = None
+    if record is None:
+        found = await state.repo.get_access_token(sha256_hex(token))
+        if found is None or found[0].expires_at <= now:
+            return None
+        record, user = found
     if record.session_kind == "client":
         client = state.config.client(record.client_id)
         if client is None or client.is_public:
             return None
+        if await state.repo.is_token_revoked(record.token_hash):
+            return None
         return ValidClientToken(record, client)
-    if user is None or user.disabled:
+    if record.user_id is None:
         return None
+    found_session = await state.repo.get_token_session(
+        record.session_id, record.user_id, record.client_id, record.token_hash
+    )
+    if found_session is None or found_session.kind is None or found_session.revoked:
+        return None
+    user = found_session.user
+    if found_session.expires_at <= now or user.disabled:
+        return None
+    if record.session_kind != found_session.kind:
+        record = replace(record, session_kind=found_session.kind)
     return ValidToken(record, user)
 
 

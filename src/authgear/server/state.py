@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from authgear.server.access_tokens import AccessTokenReader
 from authgear.server.config import ServerConfig, Settings
 from authgear.server.keys import KeySet
 from authgear.server.ratelimit import RateLimiter
@@ -47,6 +48,15 @@ class ServerState:
     sealer: Sealer = field(default=UNSEALED, repr=False)
     # Keys recovery-code hashes; read from the database on first use (signin/secrets).
     mfa_key: bytes | None = field(default=None, repr=False)
+    _token_reader: AccessTokenReader | None = field(default=None, repr=False)
+
+    @property
+    def token_reader(self) -> AccessTokenReader:
+        """Reads our JWT access tokens back; a new one whenever the key set changes."""
+        reader = self._token_reader
+        if reader is None or reader.keys is not self.keys:
+            reader = self._token_reader = AccessTokenReader(self.keys, self.issuer)
+        return reader
 
     @property
     def config(self) -> ServerConfig:

@@ -13,6 +13,10 @@ CLAIM_IS_VERIFIED = "https://authgear.com/claims/user/is_verified"
 CLAIM_CAN_REAUTHENTICATE = "https://authgear.com/claims/user/can_reauthenticate"
 CLAIM_ROLES = "https://authgear.com/claims/user/roles"
 
+# The claim (Auth0's convention) and value that mark a client_credentials access token.
+CLAIM_GRANT_TYPE = "gty"
+CLIENT_CREDENTIALS_GTY = "client-credentials"
+
 ID_TOKEN_LIFETIME = 300
 
 

@@ -36,6 +36,8 @@ from authgear.server.sessions import (
     issue_tokens,
     new_grant,
     now_s,
+    revocation_retention,
+    touch,
 )
 from authgear.server.state import ServerState, get_state
 from authgear.server.storage import AuthCode, OfflineGrant, PreviousHash, User
@@ -128,7 +130,7 @@ async def _authorization_code(
     await _limit_user(state, user.id)
     if not await state.repo.claim_code(code_hash, now):
         # Claimed by a concurrent exchange of the same code: that is a replay too.
-        await state.repo.revoke_code_issue(code_hash)
+        await _revoke_code_issue(state, code_hash)
         raise OAuthError("invalid_grant", "invalid authorization code")
     grant, refresh_token = (
         _grant_for_code(state, request, client, record, user, device_info)
@@ -152,12 +154,22 @@ async def _authorization_code(
     # False when the browser session ended since the code was issued: ending a session deletes
     # its codes, and this checks (in the same transaction) that the code is still there.
     if not await state.repo.exchange_code(
-        code_hash, grant=grant, token=issued.record, reauth=reauth
+        code_hash,
+        grant=grant,
+        token_hash=issued.record.token_hash,
+        token=issued.stored,
+        reauth=reauth,
     ):
         raise OAuthError("invalid_grant", "invalid authorization code")
     if grant is not None:
         await end_sessions_over_limit(state, user.id, grant.id)
     return _token_response(issued, client, refresh_token)
+
+
+async def _revoke_code_issue(state: ServerState, code_hash: str) -> None:
+    """A replayed code: what its first exchange issued is revoked (RFC 6749 §4.1.2), its
+    access token until every token of ours has expired."""
+    await state.repo.revoke_code_issue(code_hash, now_s() + revocation_retention(state.config))
 
 
 def _reauth(record: AuthCode, user: User, client: ClientConfig) -> tuple[str, str, str, int] | None:
@@ -213,7 +225,7 @@ async def _redeemable_code(
         now,
     )
     if record.used_at is not None:
-        await state.repo.revoke_code_issue(code_hash)
+        await _revoke_code_issue(state, code_hash)
         raise OAuthError("invalid_grant", "invalid authorization code")
     user = await state.repo.get_user(record.user_id)
     if user is None or user.disabled:
@@ -256,7 +268,6 @@ async def _refresh_token(state: ServerState, request: Request, form: dict[str, s
     retry = previous is not None
     if not await _store_refresh(state, request, client, grant, issued, successor, retry, now):
         raise OAuthError("invalid_grant", "invalid refresh token")
-    state.touched[grant.id] = now
     new_refresh = f"{grant.id}.{successor}" if successor is not None else None
     return _token_response(issued, client, new_refresh)
 
@@ -325,21 +336,36 @@ async def _store_refresh(
     retry: bool,
     now: int,
 ) -> bool:
-    """Write the new access token with the grant's rotation (or, for a retry, next to the
-    rotation already done); False when the grant changed under us in a way that is not the
-    same rotation."""
-    if retry:
-        return await state.repo.add_access_token_and_touch(
-            issued.record, grant.id, grant.refresh_hash, now
-        )
-    new_hash = sha256_hex(successor) if successor is not None else grant.refresh_hash
-    history = grant.previous_hashes
-    if successor is not None:
-        history = [PreviousHash(grant.refresh_hash, now), *history][:MAX_PREVIOUS]
+    """Write what a refresh changes; False when the grant changed under us in a way that is
+    not the same rotation.
+
+    Without rotation (and for a retry of a rotation already done) nothing changes: a JWT
+    access token carries its grant's id and needs no row, so the refresh writes nothing but
+    the grant's activity, at most once a minute (touch). With rotation, one compare-and-set
+    UPDATE of the grant. An opaque access token's row is written either way."""
+    if successor is None or retry:
+        await touch(state, request, "offline", grant.id, client)
+        ok = True
+    else:
+        ok = await _rotate(state, request, client, grant, successor, now)
+    if ok and issued.stored is not None:
+        await state.repo.add_access_token(issued.stored)
+    return ok
+
+
+async def _rotate(
+    state: ServerState,
+    request: Request,
+    client: ClientConfig,
+    grant: OfflineGrant,
+    successor: str,
+    now: int,
+) -> bool:
+    new_hash = sha256_hex(successor)
+    history = [PreviousHash(grant.refresh_hash, now), *grant.previous_hashes][:MAX_PREVIOUS]
     idle = client.refresh_token_idle_timeout if client.refresh_token_idle_timeout_enabled else None
     ok = await state.repo.refresh_grant(
         grant.id,
-        token=issued.record,
         expected_refresh_hash=grant.refresh_hash,
         refresh_hash=new_hash,
         previous_hashes=history,
@@ -348,12 +374,12 @@ async def _store_refresh(
         user_agent=user_agent(request),
         expires_at=expiry(grant.created_at, now, client.refresh_token_lifetime, idle),
     )
-    if not ok and successor is not None:
-        # A concurrent request with the same token rotated first: to the same successor.
-        ok = await state.repo.add_access_token_and_touch(
-            issued.record, grant.id, sha256_hex(successor), now
-        )
-    return ok
+    if ok:
+        state.touched[grant.id] = now  # the rotation recorded the activity
+        return True
+    # A concurrent request with the same token rotated first: to the same successor?
+    current = await state.repo.get_grant(grant.id)
+    return current is not None and hmac.compare_digest(current.refresh_hash, new_hash)
 
 
 def _device_info(raw: str | None) -> dict[str, Any]:
@@ -433,5 +459,6 @@ async def _client_credentials(
         amr=[],
         with_id_token=False,
     )
-    await state.repo.add_access_token(issued.record)
+    if issued.stored is not None:
+        await state.repo.add_access_token(issued.stored)
     return _token_response(issued, client, None)

@@ -32,6 +32,7 @@ from authgear.server.storage.models import (
     PreviousHash,
     Purged,
     SigningKey,
+    TokenSession,
     User,
 )
 from authgear.server.storage.ratelimit import SQLRateLimiter
@@ -100,7 +101,6 @@ class Repository(Protocol):
         self,
         grant_id: str,
         *,
-        token: AccessTokenRecord,
         expected_refresh_hash: str,
         refresh_hash: str,
         previous_hashes: Sequence[PreviousHash],
@@ -116,6 +116,11 @@ class Repository(Protocol):
     ) -> tuple[AccessTokenRecord, User | None] | None: ...
 
     async def delete_access_token(self, token_hash: str) -> None: ...
+    async def get_token_session(
+        self, session_id: str, user_id: str, client_id: str, token_hash: str
+    ) -> TokenSession | None: ...
+    async def is_token_revoked(self, token_hash: str) -> bool: ...
+    async def revoke_token(self, token_hash: str, expires_at: int) -> None: ...
 
     async def add_code(self, c: AuthCode) -> None: ...
     async def get_code(self, code_hash: str) -> AuthCode | None: ...
@@ -125,10 +130,11 @@ class Repository(Protocol):
         code_hash: str,
         *,
         grant: OfflineGrant | None,
-        token: AccessTokenRecord,
+        token_hash: str,
+        token: AccessTokenRecord | None,
         reauth: tuple[str, str, str, int] | None = None,
     ) -> bool: ...
-    async def revoke_code_issue(self, code_hash: str) -> None: ...
+    async def revoke_code_issue(self, code_hash: str, until: int) -> None: ...
 
     async def add_flow(
         self,
@@ -156,9 +162,6 @@ class Repository(Protocol):
 
     async def get_or_create_secret(self, name: str, value: str, now: int) -> str: ...
     async def replace_secret(self, name: str, old: str, new: str) -> bool: ...
-    async def add_access_token_and_touch(
-        self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
-    ) -> bool: ...
 
     async def purge_expired(
         self, now: int, *, failures_before: int, batch_size: int = ...
@@ -198,6 +201,7 @@ __all__ = [
     "Revocation",
     "RevocationPage",
     "SigningKey",
+    "TokenSession",
     "User",
     "open_repository",
 ]

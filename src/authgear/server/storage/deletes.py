@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from authgear.server.storage import revocations
 from authgear.server.storage import schema as t
@@ -88,3 +89,15 @@ async def end_session(
         await revocations.record(conn, [session_id])
         return EndedSession(kind, dict(row))
     return None
+
+
+async def revoke_token(conn: Conn, dialect: str, token_hash: str, expires_at: int) -> None:
+    """Refuse one JWT access token (by the SHA-256 of the token) until it expires; again is a
+    no-op (the first row's expiry is the token's own)."""
+    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # ON CONFLICT DO NOTHING: two concurrent revocations of one token both succeed.
+    await conn.execute(
+        dialect_insert(t.revoked_tokens)
+        .values(token_hash=token_hash, expires_at=expires_at)
+        .on_conflict_do_nothing()
+    )

@@ -187,12 +187,12 @@ class DeviceCodeStore:
         code_id: str,
         *,
         grant: OfflineGrant | None,
-        token: AccessTokenRecord,
+        token: AccessTokenRecord | None,
         browser_session: str | None,
         now: int,
     ) -> bool:
         """Store what an approved code issued, once: the code moves from approved to issued
-        in the same transaction that stores the grant and the access token, so of two
+        in the same transaction that stores the grant (and an opaque access token's row), so of two
         concurrent polls one gets the tokens and the other nothing. ``browser_session``:
         tokens without a grant belong to that browser session, which must still exist (its row
         is locked, so a concurrent sign-out ends these tokens with it)."""
@@ -219,7 +219,8 @@ class DeviceCodeStore:
                     return False
             if grant is not None:
                 await rows.insert_grant(conn, grant)
-            await rows.insert_access_token(conn, token)
+            if token is not None:
+                await rows.insert_access_token(conn, token)
         return True
 
     async def purge(self, now: int, purged: Purged) -> None:

@@ -139,6 +139,18 @@ class Purged:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSession:
+    """What a user's access token stands on, read in one query: its user, the session it names
+    (``kind`` "offline" for an app's grant, "idp" for a browser session, None when that session
+    is gone), the session's expiry, and whether the token itself was revoked."""
+
+    user: User
+    kind: str | None
+    expires_at: int
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EndedSession:
     """What ending a session deleted: ``kind`` "idp" (browser) or "offline" (app), and the
     session's row as it was (column name to value)."""

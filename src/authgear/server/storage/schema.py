@@ -80,8 +80,10 @@ offline_grants = Table(
     Index("ix_offline_grants_user_id", "user_id"),
 )
 
-# Every issued access token, keyed by the SHA-256 of the token string, so userinfo and the resolver
-# accept only tokens whose session still exists.
+# Opaque access tokens (a client's ``access_token_format: opaque``), keyed by the SHA-256 of the
+# token string: nothing else says what they are. JWT access tokens have no row (issue 11): they
+# carry their session's id, and userinfo and the resolver check that session instead, so a
+# refresh writes nothing and storage grows with sessions, not with requests.
 access_tokens = Table(
     "access_tokens",
     metadata,
@@ -367,6 +369,17 @@ revoked_sessions = Table(
     Column("revoked_at", BigInteger, nullable=False),
     Index("ix_revoked_sessions_revoked_at", "revoked_at"),
     sqlite_autoincrement=True,
+)
+
+# JWT access tokens revoked one by one (RFC 7009 revocation, a replayed authorization code),
+# by the SHA-256 of the token: userinfo and the resolver refuse them. Rare; kept until the
+# token expires, then purged.
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_revoked_tokens_expires_at", "expires_at"),
 )
 
 # Indexes for "everything of this user" (deleting a user, revoking all of their sessions).

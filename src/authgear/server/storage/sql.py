@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +15,12 @@ from authgear.server.storage.accounts import AccountRepository
 from authgear.server.storage.admin import AdminRepository
 from authgear.server.storage.authenticators import AuthenticatorStore
 from authgear.server.storage.db import Database, PoolStats, open_database
-from authgear.server.storage.deletes import PURGE_BATCH, delete_in_batches, end_session
+from authgear.server.storage.deletes import (
+    PURGE_BATCH,
+    delete_in_batches,
+    end_session,
+    revoke_token,
+)
 from authgear.server.storage.devices import DeviceCodeStore
 from authgear.server.storage.identities import IdentityStore
 from authgear.server.storage.models import (
@@ -31,6 +36,7 @@ from authgear.server.storage.models import (
     PreviousHash,
     Purged,
     SigningKey,
+    TokenSession,
     User,
 )
 from authgear.server.storage.ratelimit import SQLRateLimiter
@@ -48,6 +54,26 @@ _GET_GRANT_AND_USER = (
     .select_from(t.offline_grants.join(t.users, t.users.c.id == t.offline_grants.c.user_id))
     .where(t.offline_grants.c.id == bindparam("b_id"))
 )
+# What a user's JWT access token stands on, in one query by primary keys: the user, the grant or
+# browser session its ``sid`` names (a grant only for the token's own client), and whether the
+# token was revoked on its own.
+_TOKEN_SESSION = select(
+    t.users,
+    select(t.offline_grants.c.expires_at)
+    .where(
+        t.offline_grants.c.id == bindparam("b_sid"),
+        t.offline_grants.c.user_id == t.users.c.id,
+        t.offline_grants.c.client_id == bindparam("b_client"),
+    )
+    .scalar_subquery()
+    .label("x_grant_expires"),
+    select(t.idp_sessions.c.expires_at)
+    .where(t.idp_sessions.c.id == bindparam("b_sid"), t.idp_sessions.c.user_id == t.users.c.id)
+    .scalar_subquery()
+    .label("x_session_expires"),
+    exists().where(t.revoked_tokens.c.token_hash == bindparam("b_hash")).label("x_revoked"),
+).where(t.users.c.id == bindparam("b_user"))
+_TOKEN_REVOKED = select(exists().where(t.revoked_tokens.c.token_hash == bindparam("b_hash")))
 _REFRESH_GRANT = (
     update(t.offline_grants)
     .where(
@@ -294,7 +320,6 @@ class SQLRepository:
         self,
         grant_id: str,
         *,
-        token: AccessTokenRecord,
         expected_refresh_hash: str,
         refresh_hash: str,
         previous_hashes: Sequence[PreviousHash],
@@ -303,8 +328,8 @@ class SQLRepository:
         user_agent: str | None,
         expires_at: int,
     ) -> bool:
-        """Record a refresh and its new access token in one transaction; compare-and-set on the
-        refresh hash so two concurrent rotations cannot both win. False: the hash changed."""
+        """Record a rotation: compare-and-set on the refresh hash, so two concurrent rotations
+        cannot both win. False: the hash changed (or the grant is gone)."""
         params = {
             "b_id": grant_id,
             "b_expected": expected_refresh_hash,
@@ -317,20 +342,18 @@ class SQLRepository:
         }
         async with self.engine.begin() as conn:
             res = await conn.execute(_REFRESH_GRANT, params)
-            if not res.rowcount:
-                return False
-            await rows.insert_access_token(conn, token)
-        return True
+        return bool(res.rowcount)
 
     # -- access tokens ------------------------------------------------------------------------
     async def add_access_token(self, a: AccessTokenRecord) -> None:
+        """Record an opaque access token (JWT access tokens have no row)."""
         async with self.engine.begin() as conn:
             await rows.insert_access_token(conn, a)
 
     async def get_access_token(
         self, token_hash: str
     ) -> tuple[AccessTokenRecord, User | None] | None:
-        """The token's record and its user, in one query (the resolver's hot path)."""
+        """An opaque token's record and its user, in one query."""
         async with self.engine.connect() as conn:
             r = (await conn.execute(_GET_ACCESS_TOKEN, {"b_hash": token_hash})).mappings().first()
         if r is None:
@@ -343,6 +366,39 @@ class SQLRepository:
             await conn.execute(
                 delete(t.access_tokens).where(t.access_tokens.c.token_hash == token_hash)
             )
+
+    async def get_token_session(
+        self, session_id: str, user_id: str, client_id: str, token_hash: str
+    ) -> TokenSession | None:
+        """The user, session and revocation a user's access token depends on (one query, the
+        userinfo and resolver hot path). None: the user is gone."""
+        params = {
+            "b_sid": session_id,
+            "b_user": user_id,
+            "b_client": client_id,
+            "b_hash": token_hash,
+        }
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(_TOKEN_SESSION, params)).mappings().first()
+        if r is None:
+            return None
+        grant_expires, session_expires = r["x_grant_expires"], r["x_session_expires"]
+        if grant_expires is not None:
+            kind, expires = "offline", int(grant_expires)
+        elif session_expires is not None:
+            kind, expires = "idp", int(session_expires)
+        else:
+            kind, expires = None, 0
+        return TokenSession(rows.user(r), kind, expires, bool(r["x_revoked"]))
+
+    async def is_token_revoked(self, token_hash: str) -> bool:
+        async with self.engine.connect() as conn:
+            return bool((await conn.execute(_TOKEN_REVOKED, {"b_hash": token_hash})).scalar())
+
+    async def revoke_token(self, token_hash: str, expires_at: int) -> None:
+        """Refuse one JWT access token from now on (until ``expires_at``, when it expires)."""
+        async with self.engine.begin() as conn:
+            await revoke_token(conn, self.engine.dialect, token_hash, expires_at)
 
     # -- authorization codes ------------------------------------------------------------------
     async def add_code(self, c: AuthCode) -> None:
@@ -390,7 +446,8 @@ class SQLRepository:
         code_hash: str,
         *,
         grant: OfflineGrant | None,
-        token: AccessTokenRecord,
+        token_hash: str,
+        token: AccessTokenRecord | None,
         reauth: tuple[str, str, str, int] | None = None,
     ) -> bool:
         """Store what a code exchange issued, in one transaction, if the code is still there
@@ -410,14 +467,15 @@ class SQLRepository:
                 )
                 .values(
                     issued_grant_id=grant.id if grant else None,
-                    issued_token_hash=token.token_hash,
+                    issued_token_hash=token_hash,
                 )
             )
             if not res.rowcount:
                 return False
             if grant is not None:
                 await rows.insert_grant(conn, grant)
-            await rows.insert_access_token(conn, token)
+            if token is not None:
+                await rows.insert_access_token(conn, token)
             if reauth is not None:
                 sid, user_id, client_id, at = reauth
                 grants = t.offline_grants
@@ -435,8 +493,9 @@ class SQLRepository:
                 )
         return True
 
-    async def revoke_code_issue(self, code_hash: str) -> None:
-        """A replayed code: revoke everything its first use issued (RFC 6749 §4.1.2)."""
+    async def revoke_code_issue(self, code_hash: str, until: int) -> None:
+        """A replayed code: revoke everything its first use issued (RFC 6749 §4.1.2): the
+        grant, and the access token (its row if opaque; refused until ``until`` if a JWT)."""
         async with self.engine.begin() as conn:
             q = select(t.auth_codes).where(t.auth_codes.c.code_hash == code_hash)
             r = (await conn.execute(q)).mappings().first()
@@ -444,12 +503,12 @@ class SQLRepository:
                 return
             if r["issued_grant_id"]:
                 await end_session(conn, r["issued_grant_id"])
-            if r["issued_token_hash"]:
+            token_hash = r["issued_token_hash"]
+            if token_hash:
                 await conn.execute(
-                    delete(t.access_tokens).where(
-                        t.access_tokens.c.token_hash == r["issued_token_hash"]
-                    )
+                    delete(t.access_tokens).where(t.access_tokens.c.token_hash == token_hash)
                 )
+                await revoke_token(conn, self.engine.dialect, token_hash, until)
 
     # -- login flows --------------------------------------------------------------------------
     async def add_flow(
@@ -623,25 +682,6 @@ class SQLRepository:
             )
         return bool(res.rowcount)
 
-    async def add_access_token_and_touch(
-        self, token: AccessTokenRecord, grant_id: str, refresh_hash: str, now: int
-    ) -> bool:
-        """Record a token for a grant whose current refresh hash is ``refresh_hash``;
-        False if the grant is gone or has rotated since."""
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                update(t.offline_grants)
-                .where(
-                    t.offline_grants.c.id == grant_id,
-                    t.offline_grants.c.refresh_hash == refresh_hash,
-                )
-                .values(last_access_at=now)
-            )
-            if not res.rowcount:
-                return False
-            await rows.insert_access_token(conn, token)
-        return True
-
     # -- the revocation feed ------------------------------------------------------------------
     async def revocations_after(self, after: int, limit: int, now: int) -> RevocationPage:
         return await revocations.page(self.engine, after, limit, now)
@@ -670,6 +710,7 @@ class SQLRepository:
         failures = t.login_failures
         steps: list[tuple[Any, Any, Any]] = [
             (t.access_tokens.c.token_hash, t.access_tokens.c.expires_at < now, None),
+            (t.revoked_tokens.c.token_hash, t.revoked_tokens.c.expires_at < now, None),
             (t.auth_flows.c.id, t.auth_flows.c.expires_at < now, None),
             # A used code past its expiry is only "invalid" on replay: nothing left to revoke.
             (t.auth_codes.c.code_hash, t.auth_codes.c.expires_at < now, None),
