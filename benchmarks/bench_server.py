@@ -673,7 +673,7 @@ class Ratio:
     def goal_text(self) -> str:
         if self.goal is None:
             return ""
-        return f"{'<=' if self.lower_is_better else '>='} {self.goal:g}"
+        return f"{'<=' if self.lower_is_better else '>='} {self.goal:.1f}"
 
 
 def compute_ratios(results: list[Result]) -> dict[str, Ratio]:
@@ -722,7 +722,7 @@ def report(results: list[Result], args: argparse.Namespace, info: dict[str, Any]
         print(f"{'ratio':44} {'value':>7} {'goal':>7}")
         for name, ratio in ratios.items():
             verdict = "" if ratio.goal is None else ("  met" if ratio.met else "  NOT met")
-            print(f"{name:44} {ratio.value:6.2f}x {ratio.goal_text:>7}{verdict}")
+            print(f"{name:44} {ratio.value:6.2f}x {ratio.goal_text:>7}{verdict}".rstrip())
     if any(r.errors for r in results):
         print(
             "\nWARNING: some requests failed (HTTP >= 400, timeouts or socket errors): "
