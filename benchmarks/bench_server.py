@@ -11,10 +11,14 @@ What it does (all on 127.0.0.1, every port picked free, everything stopped at th
    one refresh token and one access token per grant.
 3. Drives each scenario with wrk for a fixed time (after a short warm-up) and prints req/s,
    p50 and p99: refresh grant, userinfo (GET, Bearer), resolver (GET /_resolver/resolve, Bearer).
-4. Starts oidc-provider (benchmarks/oidc_provider/server.mjs: refresh grant returning an RS256
-   JWT access token and an RS256 ID token, rotation off, in-memory), logs in through its dev
-   interactions over HTTP, and drives the same refresh-grant load.
-5. Prints a results table and the ratios; writes them as JSON to benchmarks/results/.
+4. Starts oidc-provider (benchmarks/oidc_provider/server.mjs, in-memory, rotation off) with two
+   clients and logs in `--grants` times with each through its dev interactions over HTTP:
+   `bench-native` (refresh grant returning an RS256 JWT access token for a resource and an RS256
+   ID token) for the same refresh-grant load, and `bench-userinfo` (no resource, so opaque access
+   tokens, the only kind its userinfo `/me` accepts) for the same userinfo load.
+5. Prints a results table and the ratios against issue 11's goals (refresh >= 1.2x and refresh
+   p99 <= 1.0x oidc-provider's, resolver >= 5x our refresh; userinfo and resolver against
+   oidc-provider's userinfo, reported); writes them as JSON to benchmarks/results/.
 
 Results and how to read them: docs/benchmarks.md.
 """
@@ -240,6 +244,19 @@ def check_refresh_response(http: httpx.Client, token_endpoint: str, body: str) -
         "returns_refresh_token": "refresh_token" in data,
         "rotated": data.get("refresh_token", sent) != sent,
     }
+
+
+def check_userinfo_response(
+    http: httpx.Client, userinfo_endpoint: str, access_token: str
+) -> dict[str, Any]:
+    """One userinfo call by hand before the load: 200 with a `sub`."""
+    r = http.get(userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"})
+    if r.status_code != 200:
+        raise RuntimeError(f"userinfo: HTTP {r.status_code} {r.text[:200]}")
+    data = r.json()
+    if not data.get("sub"):
+        raise RuntimeError(f"userinfo: no sub in {sorted(data)}")
+    return {"keys": sorted(data), "access_token_is_jwt": access_token.count(".") == 2}
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -500,13 +517,11 @@ def bench_authgear(
             r = http.get(resolver, headers={"Authorization": f"Bearer {grants[0].access_token}"})
             if r.headers.get("x-authgear-session-valid") != "true":
                 raise RuntimeError(f"resolver did not accept the access token: {dict(r.headers)}")
-            r = http.get(
-                discovery["userinfo_endpoint"],
-                headers={"Authorization": f"Bearer {grants[0].access_token}"},
+            userinfo_shape = check_userinfo_response(
+                http, discovery["userinfo_endpoint"], grants[0].access_token
             )
-            if r.status_code != 200:
-                raise RuntimeError(f"userinfo: HTTP {r.status_code}")
         log(f"authgear refresh response: {shape}")
+        log(f"authgear userinfo response: {userinfo_shape}")
         access = [g.access_token for g in grants]
         if "refresh" in args.scenarios:
             results.append(
@@ -527,7 +542,11 @@ def bench_authgear(
             )
         if "resolver" in args.scenarios:
             results.append(load.run("authgear", "resolver", resolver, "bearer", access, proc.pid))
-    return results, {"client_id": client_id, "refresh_response": shape}
+    return results, {
+        "client_id": client_id,
+        "refresh_response": shape,
+        "userinfo_response": userinfo_shape,
+    }
 
 
 def bench_oidc_provider(
@@ -553,20 +572,8 @@ def bench_oidc_provider(
             raise RuntimeError(f"oidc-provider did not start; log:\n{log_path.read_text()[-3000:]}")
         issuer = ready["issuer"]
         discovery = wait_for(f"{issuer}/.well-known/openid-configuration", proc, log_path)
-        grants = []
         with httpx.Client(timeout=30) as http:
-            for i in range(args.grants):
-                grants.append(
-                    login(
-                        http,
-                        discovery,
-                        ready["client_id"],
-                        ready["redirect_uri"],
-                        ready["scope"],
-                        {"login": f"bench{i % args.users}@example.com", "password": "any"},
-                        {"prompt": "consent"},
-                    )
-                )
+            grants = _oidc_provider_logins(http, args, discovery, ready, "client_id", "scope")
             bodies = [
                 urlencode(
                     {
@@ -578,7 +585,16 @@ def bench_oidc_provider(
                 for g in grants
             ]
             shape = check_refresh_response(http, discovery["token_endpoint"], bodies[0])
+            # The refresh client's JWTs are for a resource (they carry an `aud`): /me refuses
+            # them, so userinfo gets its own client's opaque tokens.
+            userinfo_grants = _oidc_provider_logins(
+                http, args, discovery, ready, "userinfo_client_id", "userinfo_scope"
+            )
+            userinfo_shape = check_userinfo_response(
+                http, discovery["userinfo_endpoint"], userinfo_grants[0].access_token
+            )
         log(f"oidc-provider refresh response: {shape}")
+        log(f"oidc-provider userinfo response: {userinfo_shape}")
         results = []
         if "refresh" in args.scenarios:
             results.append(
@@ -591,13 +607,102 @@ def bench_oidc_provider(
                     proc.pid,
                 )
             )
+        if "userinfo" in args.scenarios:
+            results.append(
+                load.run(
+                    "oidc-provider",
+                    "userinfo",
+                    discovery["userinfo_endpoint"],
+                    "bearer",
+                    [g.access_token for g in userinfo_grants],
+                    proc.pid,
+                )
+            )
     version = json.loads(
         (OIDC_PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json").read_text()
     )["version"]
-    return results, {"version": version, "refresh_response": shape}
+    return results, {
+        "version": version,
+        "refresh_response": shape,
+        "userinfo_client_id": ready["userinfo_client_id"],
+        "userinfo_response": userinfo_shape,
+    }
+
+
+def _oidc_provider_logins(
+    http: httpx.Client,
+    args: argparse.Namespace,
+    discovery: dict[str, Any],
+    ready: dict[str, Any],
+    client_key: str,
+    scope_key: str,
+) -> list[Grant]:
+    """`--grants` logins through oidc-provider's dev interactions (any password; consent asked
+    for so offline_access yields a refresh token) with the client named in its ready line."""
+    return [
+        login(
+            http,
+            discovery,
+            ready[client_key],
+            ready["redirect_uri"],
+            ready[scope_key],
+            {"login": f"bench{i % args.users}@example.com", "password": "any"},
+            {"prompt": "consent"},
+        )
+        for i in range(args.grants)
+    ]
 
 
 # --- report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ratio:
+    value: float
+    goal: float | None = None
+    # Throughput ratios are better high; latency ratios (ours / theirs) are better low.
+    lower_is_better: bool = False
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.value <= self.goal if self.lower_is_better else self.value >= self.goal
+
+    @property
+    def goal_text(self) -> str:
+        if self.goal is None:
+            return ""
+        return f"{'<=' if self.lower_is_better else '>='} {self.goal:.1f}"
+
+
+def compute_ratios(results: list[Result]) -> dict[str, Ratio]:
+    """The ratios against the goals of issue 11 (points 1 and 2); a ratio is left out when
+    one of its two scenarios did not run."""
+    by = {(r.server, r.scenario): r for r in results}
+    ours, theirs = by.get(("authgear", "refresh")), by.get(("oidc-provider", "refresh"))
+    userinfo, resolver = by.get(("authgear", "userinfo")), by.get(("authgear", "resolver"))
+    their_userinfo = by.get(("oidc-provider", "userinfo"))
+    ratios: dict[str, Ratio] = {}
+
+    def add(
+        name: str, num: float, den: float, goal: float | None = None, lower: bool = False
+    ) -> None:
+        if den > 0:  # a scenario with no answered request has no ratio, not a crash
+            ratios[name] = Ratio(num / den, goal, lower)
+
+    if ours and theirs:
+        add("refresh: authgear / oidc-provider", ours.rps, theirs.rps, 1.2)
+        add("refresh p99: authgear / oidc-provider", ours.p99_ms, theirs.p99_ms, 1.0, lower=True)
+    if ours and resolver:
+        add("authgear: resolver / refresh", resolver.rps, ours.rps, 5.0)
+    if ours and userinfo:
+        add("authgear: userinfo / refresh", userinfo.rps, ours.rps)
+    if userinfo and their_userinfo:
+        add("userinfo: authgear / oidc-provider", userinfo.rps, their_userinfo.rps)
+    if resolver and their_userinfo:
+        add("resolver: authgear / oidc-provider userinfo", resolver.rps, their_userinfo.rps)
+    return ratios
 
 
 def report(results: list[Result], args: argparse.Namespace, info: dict[str, Any]) -> None:
@@ -611,24 +716,13 @@ def report(results: list[Result], args: argparse.Namespace, info: dict[str, Any]
             f"{r.server:14} {r.scenario:9} {r.rps:9.1f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
             f"{r.errors:7d} {r.server_cpu_percent:7.0f}%"
         )
-    by = {(r.server, r.scenario): r for r in results}
-    ratios: dict[str, tuple[float, float | None]] = {}
-    ours, theirs = by.get(("authgear", "refresh")), by.get(("oidc-provider", "refresh"))
-    if ours and theirs:
-        ratios["refresh: authgear / oidc-provider"] = (ours.rps / theirs.rps, 1.5)
-    resolver = by.get(("authgear", "resolver"))
-    if ours and resolver:
-        ratios["authgear: resolver / refresh"] = (resolver.rps / ours.rps, 5.0)
-    userinfo = by.get(("authgear", "userinfo"))
-    if ours and userinfo:
-        ratios["authgear: userinfo / refresh"] = (userinfo.rps / ours.rps, None)
+    ratios = compute_ratios(results)
     if ratios:
         print()
-        print(f"{'ratio':36} {'value':>7} {'goal':>7}")
-        for name, (value, goal) in ratios.items():
-            verdict = "" if goal is None else ("  met" if value >= goal else "  NOT met")
-            goal_text = "" if goal is None else f">= {goal:g}"
-            print(f"{name:36} {value:6.2f}x {goal_text:>7}{verdict}")
+        print(f"{'ratio':44} {'value':>7} {'goal':>7}")
+        for name, ratio in ratios.items():
+            verdict = "" if ratio.goal is None else ("  met" if ratio.met else "  NOT met")
+            print(f"{name:44} {ratio.value:6.2f}x {ratio.goal_text:>7}{verdict}".rstrip())
     if any(r.errors for r in results):
         print(
             "\nWARNING: some requests failed (HTTP >= 400, timeouts or socket errors): "
@@ -642,7 +736,8 @@ def report(results: list[Result], args: argparse.Namespace, info: dict[str, Any]
                 "settings": {k: v for k, v in vars(args).items()},
                 "machine": info,
                 "results": [asdict(r) for r in results],
-                "ratios": {k: round(v, 3) for k, (v, _) in ratios.items()},
+                "ratios": {k: round(r.value, 3) for k, r in ratios.items()},
+                "goals": {k: r.goal_text for k, r in ratios.items() if r.goal is not None},
             },
             indent=2,
         )
