@@ -190,7 +190,9 @@ def main() -> int:
     for stack, count in stacks.items():
         buckets[classify(stack)] += count
     total = sum(buckets.values())
-    print(f"\nrefresh: {rps:.0f} req/s, server CPU {cpu:.0f}% → {per_request_us:.0f} µs per refresh")
+    print(
+        f"\nrefresh: {rps:.0f} req/s, server CPU {cpu:.0f}% → {per_request_us:.0f} µs per refresh"
+    )
     print(f"{total} samples of the server's processes\n")
     print(f"{'where':34} {'share':>6} {'µs/refresh':>11}")
     rows = []
