@@ -262,10 +262,8 @@ def check_userinfo_response(
 # --- processes -------------------------------------------------------------------------------
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and all its descendants (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
+def _proc_stats() -> dict[int, list[str]]:
+    """Every process's /proc/<pid>/stat fields after the command name (Linux)."""
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -274,16 +272,30 @@ def process_tree_cpu_seconds(pid: int) -> float:
             raw = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        p = int(entry.name)
-        stats[p] = fields
+        stats[int(entry.name)] = raw[raw.rindex(")") + 2 :].split()
+    return stats
+
+
+def process_tree_pids(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """A process and all its descendants that are still alive (Linux /proc)."""
+    stats = _proc_stats() if stats is None else stats
+    children: dict[int, list[int]] = {}
+    for p, fields in stats.items():
         children.setdefault(int(fields[1]), []).append(p)
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
         if p in stats:
-            total += int(stats[p][11]) + int(stats[p][12])
+            found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = _proc_stats()
+    total = sum(int(stats[p][11]) + int(stats[p][12]) for p in process_tree_pids(pid, stats))
     return total / ticks
 
 
@@ -361,13 +373,11 @@ class Load:
     def run(
         self, server: str, scenario: str, url: str, mode: str, lines: list[str], server_pid: int
     ) -> Result:
-        lines_file = self.workdir / f"{server}-{scenario}.lines"
-        lines_file.write_text("\n".join(lines) + "\n")
-        env = {**os.environ, "BENCH_MODE": mode, "BENCH_LINES": str(lines_file)}
+        env = self.env(f"{server}-{scenario}", mode, lines)
         if self.warmup > 0:
-            self._wrk(url, env, self.warmup)
+            self.wrk_json(url, env, self.warmup)
         cpu_before = process_tree_cpu_seconds(server_pid)
-        raw = self._wrk(url, env, self.duration)
+        raw = self.wrk_json(url, env, self.duration)
         cpu = process_tree_cpu_seconds(server_pid) - cpu_before
         seconds = raw["duration_us"] / 1e6
         errors = sum(v for k, v in raw.items() if k.startswith("errors_"))
@@ -390,11 +400,21 @@ class Load:
         )
         return result
 
-    def _wrk(self, url: str, env: dict[str, str], seconds: float) -> dict[str, Any]:
+    def env(self, name: str, mode: str, lines: list[str]) -> dict[str, str]:
+        """wrk's environment for benchmarks/wrk_load.lua: `mode` "form" or "bearer", `lines`
+        the bodies or access tokens cycled through (written to a file in the workdir)."""
+        lines_file = self.workdir / f"{name}.lines"
+        lines_file.write_text("\n".join(lines) + "\n")
+        return {**os.environ, "BENCH_MODE": mode, "BENCH_LINES": str(lines_file)}
+
+    def wrk_json(
+        self, url: str, env: dict[str, str], seconds: float, connections: int | None = None
+    ) -> dict[str, Any]:
+        """One wrk run of `seconds`; its BENCH_JSON summary (requests, errors, percentiles)."""
         cmd = [
             self.wrk,
             f"-t{self.threads}",
-            f"-c{self.connections}",
+            f"-c{connections or self.connections}",
             f"-d{max(1, round(seconds))}s",
             "--timeout",
             "10s",
@@ -427,9 +447,37 @@ def _write_config_without_rotation(data_dir: Path, port: int) -> None:
     path.chmod(0o600)
 
 
-def bench_authgear(
-    args: argparse.Namespace, load: Load, workdir: Path
-) -> tuple[list[Result], dict[str, Any]]:
+AUTHGEAR_ENV = {
+    "AUTHGEAR_RATE_LIMITS__ENABLED": "false",
+    "AUTHGEAR_LOCKOUT__ENABLED": "false",
+    "AUTHGEAR_LOG_LEVEL": "warning",
+}
+
+
+@dataclass
+class AuthgearServer:
+    """Our server as started by `authgear_server` (shared with bench_soak.py)."""
+
+    proc: subprocess.Popen[bytes]
+    base: str
+    discovery: dict[str, Any]
+    data_dir: Path
+    env: dict[str, str]
+    client_id: str
+    database_url: str | None
+
+    def cli(self, *args: str) -> list[str]:
+        """An `authgear` command line against this server's data folder and database."""
+        db = ["--database-url", self.database_url] if self.database_url else []
+        return [str(AUTHGEAR), *args, "--data-dir", str(self.data_dir), *db]
+
+
+@contextlib.contextmanager
+def authgear_server(
+    workdir: Path, workers: int, database_url: str | None
+) -> Iterator[AuthgearServer]:
+    """`authgear serve` on a temporary data folder, rate limits and lockout off, log level
+    warning, refresh-token rotation off; stopped (whole process group) on exit."""
     if not AUTHGEAR.exists():
         raise SystemExit(
             f"{AUTHGEAR} missing: run scripts/test or pip install -e '.[server]' first"
@@ -437,28 +485,12 @@ def bench_authgear(
     data_dir = workdir / "authgear-data"
     port = free_port()
     _write_config_without_rotation(data_dir, port)
-    env = {
-        **os.environ,
-        "AUTHGEAR_RATE_LIMITS__ENABLED": "false",
-        "AUTHGEAR_LOCKOUT__ENABLED": "false",
-        "AUTHGEAR_LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, **AUTHGEAR_ENV}
     log_path = workdir / "authgear.log"
-    cmd = [
-        str(AUTHGEAR),
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(args.workers),
-    ]
-    if args.database_url:
-        cmd += ["--database-url", args.database_url]
-    results: list[Result] = []
+    cmd = [str(AUTHGEAR), "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", str(workers)]
+    if database_url:
+        cmd += ["--database-url", database_url]
     with running(cmd, log_path, env) as proc:
         base = f"http://127.0.0.1:{port}"
         discovery = wait_for(f"{base}/.well-known/openid-configuration", proc, log_path)
@@ -466,54 +498,71 @@ def bench_authgear(
         client_id = next(
             c["id"] for c in config["clients"] if LOOPBACK_REDIRECT in c.get("redirect_uris", [])
         )
-        users = []
-        for i in range(args.users):
-            email, password = f"bench{i}@example.com", secrets.token_urlsafe(16)
-            subprocess.run(
-                [
-                    str(AUTHGEAR),
-                    "users",
-                    "create",
-                    email,
-                    "--data-dir",
-                    str(data_dir),
-                    "--password-stdin",
-                    *(["--database-url", args.database_url] if args.database_url else []),
-                ],
-                input=password + "\n",
-                text=True,
-                check=True,
-                env=env,
-                capture_output=True,
-                timeout=60,
-            )
-            users.append({"email": email, "password": password})
+        yield AuthgearServer(proc, base, discovery, data_dir, env, client_id, database_url)
+
+
+def create_users(server: AuthgearServer, count: int) -> list[dict[str, str]]:
+    """`authgear users create --password-stdin` bench0@example.com … with random passwords."""
+    users = []
+    for i in range(count):
+        email, password = f"bench{i}@example.com", secrets.token_urlsafe(16)
+        subprocess.run(
+            server.cli("users", "create", email, "--password-stdin"),
+            input=password + "\n",
+            text=True,
+            check=True,
+            env=server.env,
+            capture_output=True,
+            timeout=60,
+        )
+        users.append({"email": email, "password": password})
+    return users
+
+
+def login_grants(
+    server: AuthgearServer, http: httpx.Client, users: list[dict[str, str]], count: int
+) -> list[Grant]:
+    """`count` logins through the login form, cycling through the users."""
+    return [
+        login(
+            http,
+            server.discovery,
+            server.client_id,
+            f"http://127.0.0.1:{free_port()}/callback",
+            AUTHGEAR_SCOPE,
+            users[i % len(users)],
+        )
+        for i in range(count)
+    ]
+
+
+def refresh_bodies(client_id: str, grants: list[Grant]) -> list[str]:
+    """One refresh-grant form body per grant (the lines wrk cycles through)."""
+    return [
+        urlencode(
+            {
+                "grant_type": "refresh_token",
+                "client_id": client_id,
+                "refresh_token": g.refresh_token,
+            }
+        )
+        for g in grants
+    ]
+
+
+def bench_authgear(
+    args: argparse.Namespace, load: Load, workdir: Path
+) -> tuple[list[Result], dict[str, Any]]:
+    results: list[Result] = []
+    with authgear_server(workdir, args.workers, args.database_url) as server:
+        proc, discovery, client_id = server.proc, server.discovery, server.client_id
+        users = create_users(server, args.users)
         log(f"authgear: {args.users} users created; logging in {args.grants} times")
-        grants = []
         with httpx.Client(timeout=30) as http:
-            for i in range(args.grants):
-                grants.append(
-                    login(
-                        http,
-                        discovery,
-                        client_id,
-                        f"http://127.0.0.1:{free_port()}/callback",
-                        AUTHGEAR_SCOPE,
-                        users[i % len(users)],
-                    )
-                )
-            bodies = [
-                urlencode(
-                    {
-                        "grant_type": "refresh_token",
-                        "client_id": client_id,
-                        "refresh_token": g.refresh_token,
-                    }
-                )
-                for g in grants
-            ]
+            grants = login_grants(server, http, users, args.grants)
+            bodies = refresh_bodies(client_id, grants)
             shape = check_refresh_response(http, discovery["token_endpoint"], bodies[0])
-            resolver = f"{base}/_resolver/resolve"
+            resolver = f"{server.base}/_resolver/resolve"
             r = http.get(resolver, headers={"Authorization": f"Bearer {grants[0].access_token}"})
             if r.headers.get("x-authgear-session-valid") != "true":
                 raise RuntimeError(f"resolver did not accept the access token: {dict(r.headers)}")
