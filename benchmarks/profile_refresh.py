@@ -88,8 +88,8 @@ def server_pids(root: int) -> list[int]:
     return serve + [pid for s in serve for pid in descendants(s)]
 
 
-def wrk_running(root: int) -> bool:
-    return any("wrk_load.lua" in cmd for cmd in descendants(root).values())
+def wrk_pids(root: int) -> set[int]:
+    return {pid for pid, cmd in descendants(root).items() if "wrk_load.lua" in cmd}
 
 
 def main() -> int:
@@ -130,15 +130,11 @@ def main() -> int:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    # Wait for the measured run: wrk started twice (warm-up, then the measured run).
-    starts = 0
-    seen = False
+    # Wait for the measured run: the second wrk process (the first is the warm-up).
+    seen: set[int] = set()
     deadline = time.monotonic() + 300
-    while starts < 2 and time.monotonic() < deadline and bench.poll() is None:
-        now = wrk_running(bench.pid)
-        if now and not seen:
-            starts += 1
-        seen = now
+    while len(seen) < 2 and time.monotonic() < deadline and bench.poll() is None:
+        seen |= wrk_pids(bench.pid)
         time.sleep(0.05)
     time.sleep(2)
     stacks: collections.Counter[str] = collections.Counter()

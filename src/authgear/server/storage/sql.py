@@ -49,6 +49,7 @@ _GET_ACCESS_TOKEN = (
     .select_from(t.access_tokens.outerjoin(t.users, t.users.c.id == t.access_tokens.c.user_id))
     .where(t.access_tokens.c.token_hash == bindparam("b_hash"))
 )
+_USER_LABELS = tuple((c.name, f"u_{c.name}") for c in t.users.c)
 _GET_GRANT_AND_USER = (
     select(t.offline_grants, *(c.label(f"u_{c.name}") for c in t.users.c))
     .select_from(t.offline_grants.join(t.users, t.users.c.id == t.offline_grants.c.user_id))
@@ -303,11 +304,10 @@ class SQLRepository:
 
     async def get_grant_and_user(self, grant_id: str) -> tuple[OfflineGrant, User] | None:
         """A grant with its user, in one query (the refresh grant's hot path)."""
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(_GET_GRANT_AND_USER, {"b_id": grant_id})).mappings().first()
+        r = await self.engine.fetch_first(_GET_GRANT_AND_USER, {"b_id": grant_id})
         if r is None:
             return None
-        user = rows.user({c.name: r[f"u_{c.name}"] for c in t.users.c})
+        user = rows.user({name: r[label] for name, label in _USER_LABELS})
         return rows.grant(r), user
 
     async def get_grant(self, grant_id: str) -> OfflineGrant | None:
@@ -378,8 +378,7 @@ class SQLRepository:
             "b_client": client_id,
             "b_hash": token_hash,
         }
-        async with self.engine.connect() as conn:
-            r = (await conn.execute(_TOKEN_SESSION, params)).mappings().first()
+        r = await self.engine.fetch_first(_TOKEN_SESSION, params)
         if r is None:
             return None
         grant_expires, session_expires = r["x_grant_expires"], r["x_session_expires"]
