@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -282,11 +281,6 @@ class ServerApp:
         for app in self.starlettes:
             app.state.authgear = state
         self.state = state
-        # What starting made (modules, config, compiled statements, templates) lives as long
-        # as the process: out of the collector's sight, a full collection walks only what
-        # requests made, instead of pausing every request for the whole heap.
-        gc.collect()
-        gc.freeze()
         self._tasks = [
             asyncio.create_task(maintain_forever(state)),
             asyncio.create_task(sample_forever(state)),
