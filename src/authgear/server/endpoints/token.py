@@ -153,13 +153,8 @@ async def _authorization_code(
     reauth = _reauth(record, user, client)
     # False when the browser session ended since the code was issued: ending a session deletes
     # its codes, and this checks (in the same transaction) that the code is still there.
-    if not await state.repo.exchange_code(
-        code_hash,
-        grant=grant,
-        token_hash=issued.record.token_hash,
-        token=issued.stored,
-        reauth=reauth,
-    ):
+    stored = issued.record.token_hash, issued.stored
+    if not await state.repo.exchange_code(code_hash, grant, *stored, reauth=reauth):
         raise OAuthError("invalid_grant", "invalid authorization code")
     if grant is not None:
         await end_sessions_over_limit(state, user.id, grant.id)

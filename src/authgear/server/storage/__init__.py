@@ -128,10 +128,10 @@ class Repository(Protocol):
     async def exchange_code(
         self,
         code_hash: str,
-        *,
         grant: OfflineGrant | None,
         token_hash: str,
         token: AccessTokenRecord | None,
+        *,
         reauth: tuple[str, str, str, int] | None = None,
     ) -> bool: ...
     async def revoke_code_issue(self, code_hash: str, until: int) -> None: ...

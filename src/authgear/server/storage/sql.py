@@ -14,7 +14,7 @@ from authgear.server.storage import schema as t
 from authgear.server.storage.accounts import AccountRepository
 from authgear.server.storage.admin import AdminRepository
 from authgear.server.storage.authenticators import AuthenticatorStore
-from authgear.server.storage.db import Database, PoolStats, open_database
+from authgear.server.storage.db import Conn, Database, PoolStats, open_database
 from authgear.server.storage.deletes import (
     PURGE_BATCH,
     delete_in_batches,
@@ -90,6 +90,23 @@ _REFRESH_GRANT = (
         expires_at=bindparam("b_expires"),
     )
 )
+
+
+async def _reauthenticated(conn: Conn, sid: str, user_id: str, client_id: str, at: int) -> None:
+    """Move the app sessions a reauthentication was for to its sign-in time (forward only)."""
+    grants = t.offline_grants
+    await conn.execute(
+        update(grants)
+        .where(
+            grants.c.user_id == user_id,
+            or_(
+                grants.c.id == sid,
+                and_(grants.c.idp_session_id == sid, grants.c.client_id == client_id),
+            ),
+            grants.c.authenticated_at < at,
+        )
+        .values(authenticated_at=at)
+    )
 
 
 class SQLRepository:
@@ -443,10 +460,10 @@ class SQLRepository:
     async def exchange_code(
         self,
         code_hash: str,
-        *,
         grant: OfflineGrant | None,
         token_hash: str,
         token: AccessTokenRecord | None,
+        *,
         reauth: tuple[str, str, str, int] | None = None,
     ) -> bool:
         """Store what a code exchange issued, in one transaction, if the code is still there
@@ -476,20 +493,7 @@ class SQLRepository:
             if token is not None:
                 await rows.insert_access_token(conn, token)
             if reauth is not None:
-                sid, user_id, client_id, at = reauth
-                grants = t.offline_grants
-                await conn.execute(
-                    update(grants)
-                    .where(
-                        grants.c.user_id == user_id,
-                        or_(
-                            grants.c.id == sid,
-                            and_(grants.c.idp_session_id == sid, grants.c.client_id == client_id),
-                        ),
-                        grants.c.authenticated_at < at,
-                    )
-                    .values(authenticated_at=at)
-                )
+                await _reauthenticated(conn, *reauth)
         return True
 
     async def revoke_code_issue(self, code_hash: str, until: int) -> None:
