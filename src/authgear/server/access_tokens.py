@@ -22,6 +22,7 @@ from authgear.server.tokens import CLAIM_GRANT_TYPE, CLIENT_CREDENTIALS_GTY, sha
 # Verified tokens remembered per process (a record each, a few hundred bytes).
 MAX_REMEMBERED = 10_000
 _REQUIRED = ["exp", "iat", "sub", "jti", "client_id"]
+CLOCK_SKEW = 60
 
 
 class AccessTokenReader:
@@ -75,6 +76,9 @@ class AccessTokenReader:
                 audience=self.issuer,
                 issuer=self.issuer,
                 options={"require": _REQUIRED},
+                # For iat (and nbf) only: another server process on a host whose clock runs a
+                # little ahead may have issued it. exp is checked strictly by read().
+                leeway=CLOCK_SKEW,
             )
         except jwt.InvalidTokenError:
             return None
