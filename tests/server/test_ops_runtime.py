@@ -592,3 +592,84 @@ def test_docs_nginx_example_is_the_tested_one() -> None:
     ]
     assert missing == []
     assert "location = /metrics {" in shown and "deny all;" in shown
+
+
+# -- 7. connections spread over the workers ----------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(stat.parent.name))
+                todo.append(int(stat.parent.name))
+    return found
+
+
+def _connections_per_process(port: int, pids: list[int]) -> dict[int, int]:
+    """Established server-side TCP connections on ``port`` held by each of ``pids`` (/proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    counts = {}
+    for pid in pids:
+        n = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                n += 1
+        counts[pid] = n
+    return counts
+
+
+def test_a_burst_of_keep_alive_connections_is_shared_evenly_by_the_workers(
+    tmp_path: Path,
+) -> None:
+    """A pool of keep-alive connections opened at once (a proxy's, a load balancer's) is split
+    evenly between the worker processes, not at random (docs/benchmarks.md: a random split
+    sets the busier worker's queue as everyone's tail latency)."""
+    port = free_port()
+    server = ServerProcess(tmp_path / "data", port, server_config(port, workers=2))
+    server.start()
+    assert server.proc is not None
+    clients: list[socket.socket] = []
+    try:
+        # Both workers up: each has answered a connection of its own.
+        seen: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as probe:
+                probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert probe.recv(65536).startswith(b"HTTP/1.1 200")
+                held = _connections_per_process(port, _children(server.proc.pid))
+                seen |= {pid for pid, n in held.items() if n}
+        assert len(seen) == 2, seen
+        time.sleep(0.5)  # the probes' connections are gone from both counts
+        for _ in range(64):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        for c in clients:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in clients:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        workers = [p for p in _children(server.proc.pid) if _connections_per_process(port, [p])[p]]
+        counts = _connections_per_process(port, _children(server.proc.pid))
+        held = sorted(n for n in counts.values() if n)
+        assert sum(held) == 64, counts
+        assert len(workers) == 2 and held[-1] - held[0] <= 4, counts
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()

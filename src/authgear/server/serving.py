@@ -20,9 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
+import os
 import resource
+import select
 import signal
 import socket
+import threading
 import time
 from asyncio import TimerHandle
 from types import FrameType
@@ -43,6 +47,12 @@ log = logging.getLogger("authgear.http")
 LIMITS = "authgear_http_limits"
 MAX_CONNECTIONS = "authgear_max_connections"
 DRAIN_SECONDS = "authgear_drain_seconds"
+SHARES = "authgear_connection_shares"
+# A worker with more connections than another waits this long at most before it accepts
+# anyway (the other may be gone, or too busy to come back to accept()).
+ACCEPT_DEFERRAL = 0.002
+# How often an accept thread looks up from poll() to see whether its worker is stopping.
+POLL_MS = 500
 # File descriptors kept free for everything but client connections: the database pool (a
 # socket each, and a spare), log files, the listeners, Python itself.
 RESERVED_FDS = 64
@@ -116,6 +126,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.rejected = False  # answered (431, 408, 503...) and closing: ignore the rest
         self.counted = False
+        self.shares: ConnectionShares | None = getattr(config, SHARES, None)
+        self.shared = False
         self.head_timer: TimerHandle | None = None
         self.body_timer: TimerHandle | None = None
         self.idle_since: float | None = time.monotonic()
@@ -123,6 +135,8 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- connections --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # Counted in the worker's share when its accept thread took it (BalancedServer).
+        self.shared = self.shares is not None
         if len(self.connections) >= self.max_connections and not self._reclaim_idle():
             self.transport = transport
             self._refuse(TOO_MANY_CONNECTIONS, "connection_limit")
@@ -135,6 +149,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        if self.shared and self.shares is not None:
+            self.shared = False
+            self.shares.add(-1)
         if self.counted:
             self.counted = False
             metrics.HTTP_CONNECTIONS.dec()
@@ -336,13 +353,158 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+class ConnectionShares:
+    """Each worker's live connections, in memory shared by the workers of one ``serve
+    --workers N`` (made before they are spawned, handed to each with uvicorn's config). A
+    worker writes its own slot only: its accept thread adds a connection as soon as it has
+    taken it (so that the next look at the counts already sees it), its event loop removes it
+    when it closes; any worker reads them all."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        # Typed Any: typeshed's shared arrays do not say what they hold.
+        self._pids: Any = context.Array("q", workers)  # with a lock, for claiming a slot
+        self._counts: Any = context.Array("q", workers, lock=False)
+        self._slot = -1
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"pids": self._pids, "counts": self._counts}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._pids, self._counts = state["pids"], state["counts"]
+        self._slot = -1
+        self._lock = threading.Lock()
+
+    def claim(self) -> None:
+        """Take a free slot, or the slot of a worker that has died (a restarted one)."""
+        with self._pids.get_lock():
+            for i, pid in enumerate(self._pids):
+                if pid == 0 or not _alive(pid):
+                    self._pids[i] = os.getpid()
+                    self._counts[i] = 0
+                    self._slot = i
+                    return
+
+    def add(self, n: int) -> None:
+        if self._slot >= 0:
+            with self._lock:  # the accept thread and the event loop both write this slot
+                self._counts[self._slot] += n
+
+    def busier_than_another(self) -> bool:
+        """This worker holds more connections than some other live one."""
+        if self._slot < 0:
+            return False
+        mine, counts = self._counts[self._slot], self._counts
+        return any(pid and i != self._slot and counts[i] < mine for i, pid in enumerate(self._pids))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BalancedServer(DrainingServer):
+    """A worker of ``serve --workers N`` that accepts from the shared listening sockets in a
+    thread of its own, leaving a new connection to a worker with fewer when it can.
+
+    Workers that all watch a shared socket with epoll are all woken for each connection and the
+    first to call accept() wins, so a burst of new keep-alive connections (a load balancer's or
+    a proxy's pool opening at once) splits at random: 13 and 19 of 32 is common, and the busier
+    worker's queue sets the tail latency for as long as those connections live. Here each
+    worker's accept thread polls the socket, and one that holds more connections than another
+    defers (at most ACCEPT_DEFERRAL) so that the other takes the connection. (A blocking
+    accept() does not do it: the kernel wakes one waiter and that one drains the whole backlog
+    of a burst.) Measured: docs/benchmarks.md."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.accepting = True
+        self.shares: ConnectionShares | None = getattr(config, SHARES, None)
+        self._connecting: set[asyncio.Future[Any]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if not sockets or self.shares is None:
+            await super().startup(sockets)
+            return
+        self.shares.claim()
+        await super().startup([])  # the lifespan and the server state; no listener on the loop
+        if not self.started:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            # What create_server would do: listen, non-blocking (the accept thread polls).
+            sock.listen(self.config.backlog)
+            sock.setblocking(False)
+            thread = threading.Thread(
+                target=self._accept_forever, args=(sock, loop), name="accept", daemon=True
+            )
+            thread.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.accepting = False
+        await super().shutdown(sockets)
+
+    def _accept_forever(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        shares = self.shares
+        assert shares is not None
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        while self.accepting:
+            # Every worker's thread wakes for a waiting connection (poll is level-triggered):
+            # one holding more than another defers to it for a moment, then takes it anyway.
+            if not poller.poll(POLL_MS):
+                continue
+            deadline = time.monotonic() + ACCEPT_DEFERRAL
+            while shares.busier_than_another() and time.monotonic() < deadline:
+                time.sleep(ACCEPT_DEFERRAL / 10)
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                continue  # another worker took it
+            except OSError as e:
+                if not self.accepting:
+                    return
+                log.warning("accept failed: %s", e.strerror or type(e).__name__)
+                time.sleep(0.05)  # e.g. out of file descriptors: let the loop close some
+                continue
+            shares.add(1)
+            conn.setblocking(False)
+            try:
+                loop.call_soon_threadsafe(self._connect, conn)
+            except RuntimeError:  # the loop has closed: this worker is gone
+                conn.close()
+                return
+
+    def _protocol(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
+
+    def _connect(self, conn: socket.socket) -> None:
+        if not self.accepting:
+            conn.close()
+            return
+        task = asyncio.ensure_future(
+            asyncio.get_running_loop().connect_accepted_socket(self._protocol, conn)
+        )
+        self._connecting.add(task)  # a reference until it is done (the loop keeps a weak one)
+        task.add_done_callback(self._connecting.discard)
+
+
 class WorkerProcess(uvicorn_multiprocess.Process):
-    """A worker of `serve --workers N`: runs a DrainingServer."""
+    """A worker of `serve --workers N`: runs a BalancedServer."""
 
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            self._server = DrainingServer(config=self.config)
+            self._server = BalancedServer(config=self.config)
         return self._server
 
 
@@ -416,6 +578,7 @@ def run(settings: Settings, sockets: list[socket.socket]) -> None:
         server.run(sockets)
         return
     uconfig = uvicorn_config(settings, "authgear.server.app:app_from_environment", workers=workers)
+    setattr(uconfig, SHARES, ConnectionShares(workers))
     # uvicorn's supervisor builds its workers from this module-level name; ours run a
     # DrainingServer. Only this (the serving) process is affected.
     uvicorn_multiprocess.Process = WorkerProcess  # type: ignore[misc]
